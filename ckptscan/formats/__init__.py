@@ -1,0 +1,1 @@
+"""One module (or package, for a family) per checkpoint format; see ``ckptscan.registry``."""

@@ -1,0 +1,87 @@
+"""The one place formats are registered, and content-based detection.
+
+Each format is a module with two functions::
+
+    def sniff(head: Head) -> bool        # cheap: magic bytes, maybe a zip directory
+    def read(source: Source) -> Inventory  # header-only parse into the common model
+
+Modules are imported lazily: the file's extension only orders the candidates (so the likely module
+is usually the only one imported); the content decides. Adding a format is one module and one
+line in ``FORMATS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
+
+from ckptscan.errors import CkptscanError, UnrecognizedFormat
+
+if TYPE_CHECKING:
+    from ckptscan.inventory import Inventory
+    from ckptscan.source import Head, Source
+
+
+class FormatModule(Protocol):
+    def sniff(self, head: Head) -> bool: ...
+
+    def read(self, source: Source) -> Inventory: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSpec:
+    name: str
+    module: str
+    extensions: tuple[str, ...]
+    title: str
+
+    def load(self) -> FormatModule:
+        return cast(FormatModule, importlib.import_module(self.module))
+
+
+FORMATS: tuple[FormatSpec, ...] = (
+    FormatSpec("safetensors", "ckptscan.formats.safetensors", (".safetensors",), "safetensors"),
+    FormatSpec("gguf", "ckptscan.formats.gguf", (".gguf",), "GGUF (llama.cpp / ggml)"),
+    FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
+    FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
+)
+
+
+def by_name(name: str) -> FormatSpec:
+    for spec in FORMATS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def candidates(filename: str) -> Iterator[FormatSpec]:
+    """Every format, those whose extension matches ``filename`` first (longest match first)."""
+    lower = filename.lower()
+
+    def best_match(spec: FormatSpec) -> int:
+        return max((len(ext) for ext in spec.extensions if lower.endswith(ext)), default=0)
+
+    yield from sorted(FORMATS, key=lambda spec: -best_match(spec))
+
+
+def detect(source: Source) -> FormatSpec:
+    """The format whose ``sniff`` accepts the file's content."""
+    head = source.head()
+    tried = []
+    for spec in candidates(source.path.name):
+        tried.append(spec.name)
+        if spec.load().sniff(head):
+            return spec
+    raise UnrecognizedFormat(f"not a recognized checkpoint (tried: {', '.join(tried)})", path=str(source.path))
+
+
+def read_source(source: Source) -> Inventory:
+    """Detect the format of an open file and read its inventory."""
+    spec = detect(source)
+    try:
+        return spec.load().read(source)
+    except CkptscanError as e:
+        e.located(path=str(source.path), format=spec.name)
+        raise

@@ -1,0 +1,129 @@
+"""Turning what a user names (a file, a folder, an index) into inventories or error records.
+
+``read_inventory`` raises :class:`~ckptscan.errors.CkptscanError`; ``scan`` never raises for a bad
+input: it returns a :class:`ScanResult` with either an inventory or an error, so that one bad file
+in a batch becomes a record and the rest carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ckptscan import registry
+from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
+from ckptscan.inventory import Inventory
+from ckptscan.source import Source
+
+# Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
+# (tied embeddings, attention layout, training progress). Read only when present and small.
+SIDECAR_FILES = ("config.json", "adapter_config.json", "quantize_config.json", "trainer_state.json")
+SIDECAR_MAX_BYTES = 4 << 20
+
+# A folder that holds one of these is one sharded model, read through its index.
+INDEX_SUFFIX = ".index.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanError:
+    code: str
+    message: str
+    detail: str = ""  # a traceback, only for internal errors (shown with --debug)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    path: str
+    format: str | None
+    inventory: Inventory | None
+    error: ScanError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
+    """The models a path stands for: itself if a file; for a folder, its index or its checkpoints."""
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    entries = sorted(child for child in p.iterdir() if child.is_file() and not child.name.startswith("."))
+    indexes = [child for child in entries if child.name.endswith(INDEX_SUFFIX)]
+    if indexes:
+        return indexes
+    found = []
+    for child in entries:
+        if child.name in SIDECAR_FILES or child.suffix in (".json", ".txt", ".md", ".py", ".model"):
+            continue
+        try:
+            with Source(child) as source:
+                registry.detect(source)
+        except CkptscanError:
+            continue
+        found.append(child)
+    return found
+
+
+def read_inventory(path: str | os.PathLike[str]) -> Inventory:
+    """The inventory of one model file (or index). Raises CkptscanError for a bad input."""
+    p = Path(path)
+    if p.is_dir():
+        raise ReadFailure("is a folder; name a file, or let the CLI expand the folder", path=str(p))
+    if not p.exists():
+        raise MissingFile("no such file", path=str(p))
+    with Source(p) as source:
+        inventory = registry.read_source(source)
+        sidecars = _read_sidecars(source)
+    if sidecars:
+        inventory = replace(inventory, sidecars={**sidecars, **inventory.sidecars})
+    return inventory
+
+
+def scan(path: str | os.PathLike[str]) -> ScanResult:
+    """Read one model and never raise for its content: errors become part of the result."""
+    shown = str(path)
+    try:
+        inventory = read_inventory(path)
+    except CkptscanError as e:
+        return ScanResult(shown, e.format, None, ScanError(e.code, str(e.located(path=shown))))
+    except (RecursionError, MemoryError) as e:
+        message = f"{shown}: too deeply nested or too large to read ({type(e).__name__})"
+        return ScanResult(shown, None, None, ScanError("limit-exceeded", message))
+    except Exception as e:  # a bug of ours must not end a batch; the traceback is kept for --debug
+        message = f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it"
+        return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
+    return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown))
+
+
+def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:
+    """An inventory that could not be read whole (missing shards, LFS pointers) is an error too."""
+    if inventory.complete:
+        return None
+    reasons = [f.message for f in inventory.findings if f.code in _INCOMPLETE_CODES]
+    code = "lfs-pointer" if inventory.format == "git-lfs-pointer" else "incomplete-model"
+    return ScanError(code, f"{shown}: {inventory.format}: " + ("; ".join(reasons) or "model is incomplete"))
+
+
+_INCOMPLETE_CODES = ("lfs-pointer", "missing-shard", "missing-file", "truncated-shard", "unreadable-shard")
+
+
+def _read_sidecars(source: Source) -> Mapping[str, Any]:
+    found: dict[str, Any] = {}
+    for name in SIDECAR_FILES:
+        candidate = source.root / name
+        if candidate == source.path or not candidate.is_file():
+            continue
+        try:
+            path = source.resolve(name)
+            if path.stat().st_size > SIDECAR_MAX_BYTES:
+                continue
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+        except (CkptscanError, OSError, ValueError):
+            continue  # context only: a broken sidecar never fails the scan of the weights
+    return found
