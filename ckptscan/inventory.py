@@ -144,3 +144,36 @@ class Inventory:
     @property
     def file_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+
+def combine(
+    parts: list[Inventory],
+    *,
+    format: str,
+    path: str,
+    root: str,
+    files: tuple[FileRef, ...] = (),
+    regions: tuple[Region, ...] = (),
+    metadata: Mapping[str, Any] | None = None,
+    warnings: tuple[str, ...] = (),
+    findings: tuple[Finding, ...] = (),
+    complete: bool = True,
+) -> Inventory:
+    """One inventory for a model made of several files (shards, trainer folders).
+
+    ``files``/``regions``/... are the composite's own (an index file, say); the parts' are appended.
+    All parts must share ``root`` so that their file paths stay comparable.
+    """
+    return Inventory(
+        format=format,
+        path=path,
+        root=root,
+        files=files + tuple(f for p in parts for f in p.files),
+        tensors=tuple(t for p in parts for t in p.tensors),
+        storages=tuple(s for p in parts for s in p.storages),
+        regions=regions + tuple(r for p in parts for r in p.regions),
+        metadata=metadata if metadata is not None else {},
+        warnings=warnings + tuple(w for p in parts for w in p.warnings),
+        findings=findings + tuple(f for p in parts for f in p.findings),
+        complete=complete and all(p.complete for p in parts),
+    )

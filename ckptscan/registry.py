@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ckptscan.errors import CkptscanError, UnrecognizedFormat
@@ -47,6 +48,38 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
 )
+
+
+class FolderFormatModule(Protocol):
+    def claims(self, folder: Path) -> bool: ...
+
+    def read_folder(self, folder: Path) -> Inventory: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FolderFormatSpec:
+    """A model that is a folder of files read together (e.g. a HF Trainer ``checkpoint-N/``).
+
+    ``claims(folder)`` looks only at file names and small files; ``read_folder`` reads the parts
+    through the file formats above and combines them (``ckptscan.inventory.combine``).
+    """
+
+    name: str
+    module: str
+    title: str
+
+    def load(self) -> FolderFormatModule:
+        return cast(FolderFormatModule, importlib.import_module(self.module))
+
+
+FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = ()
+
+
+def detect_folder(folder: Path) -> FolderFormatSpec | None:
+    for spec in FOLDER_FORMATS:
+        if spec.load().claims(folder):
+            return spec
+    return None
 
 
 def by_name(name: str) -> FormatSpec:

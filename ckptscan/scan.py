@@ -51,7 +51,7 @@ class ScanResult:
 def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
     """The models a path stands for: itself if a file; for a folder, its index or its checkpoints."""
     p = Path(path)
-    if not p.is_dir():
+    if not p.is_dir() or registry.detect_folder(p) is not None:
         return [p]
     entries = sorted(child for child in p.iterdir() if child.is_file() and not child.name.startswith("."))
     indexes = [child for child in entries if child.name.endswith(INDEX_SUFFIX)]
@@ -74,7 +74,14 @@ def read_inventory(path: str | os.PathLike[str]) -> Inventory:
     """The inventory of one model file (or index). Raises CkptscanError for a bad input."""
     p = Path(path)
     if p.is_dir():
-        raise ReadFailure("is a folder; name a file, or let the CLI expand the folder", path=str(p))
+        folder_format = registry.detect_folder(p)
+        if folder_format is None:
+            raise ReadFailure("is a folder of several models; name one, or let the CLI expand it", path=str(p))
+        try:
+            return folder_format.load().read_folder(p)
+        except CkptscanError as e:
+            e.located(path=str(p), format=folder_format.name)
+            raise
     if not p.exists():
         raise MissingFile("no such file", path=str(p))
     with Source(p) as source:

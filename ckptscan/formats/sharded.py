@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ckptscan import registry
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile
 from ckptscan.formats import lfs
-from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Storage, Tensor
+from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor, combine
 from ckptscan.source import Head, Source
 
 MAX_INDEX_BYTES = 64 << 20
@@ -47,13 +48,9 @@ def read(source: Source) -> Inventory:
 
     shard_names = list(dict.fromkeys(weight_map.values()))
     files = [FileRef(source.name, source.size, role="index")]
-    tensors: list[Tensor] = []
-    storages: list[Storage] = []
-    regions = [Region(source.name, RegionKind.METADATA, 0, source.size, "shard index")]
-    warnings: list[str] = []
     findings: list[Finding] = []
+    parts: list[Inventory] = []
     shard_metadata: dict[str, Any] = {}
-    shard_formats: list[str] = []
     complete = True
 
     for shard in shard_names:
@@ -80,18 +77,13 @@ def read(source: Source) -> Inventory:
                 findings.append(Finding("unreadable-shard", Severity.HIGH, str(e), shard))
                 complete = False
                 continue
-        shard_formats.append(part.format)
-        files.extend(part.files)
-        tensors.extend(part.tensors)
-        storages.extend(part.storages)
-        regions.extend(part.regions)
-        warnings.extend(f"{shard}: {w}" for w in part.warnings)
-        findings.extend(part.findings)
-        complete = complete and part.complete
+        parts.append(replace(part, warnings=tuple(f"{shard}: {w}" for w in part.warnings)))
         if part.metadata:
             shard_metadata[shard] = dict(part.metadata)
 
-    findings.extend(_cross_check(weight_map, tensors, {f.path for f in files if f.role == "weights"}))
+    tensors = [t for p in parts for t in p.tensors]
+    read_shards = {f.path for p in parts for f in p.files}
+    findings.extend(_cross_check(weight_map, tensors, read_shards))
     metadata: dict[str, Any] = {
         "index": index.get("metadata", {}),
         "shards": len(shard_names),
@@ -99,18 +91,17 @@ def read(source: Source) -> Inventory:
     }
     if shard_metadata:
         metadata["shard_metadata"] = shard_metadata
-    _check_total_size(index.get("metadata"), tensors, complete, warnings)
+    warnings = _check_total_size(index.get("metadata"), tensors, complete)
 
-    return Inventory(
-        format=f"{_shard_format(shard_formats, source.name)}-sharded",
+    return combine(
+        parts,
+        format=f"{_shard_format([p.format for p in parts], source.name)}-sharded",
         path=str(source.path),
         root=str(source.root),
         files=tuple(files),
-        tensors=tuple(tensors),
-        storages=tuple(storages),
-        regions=tuple(regions),
+        regions=(Region(source.name, RegionKind.METADATA, 0, source.size, "shard index"),),
         metadata=metadata,
-        warnings=tuple(warnings),
+        warnings=warnings,
         findings=tuple(findings),
         complete=complete,
     )
@@ -150,13 +141,14 @@ def _cross_check(weight_map: Mapping[str, str], tensors: list[Tensor], read_shar
     return findings
 
 
-def _check_total_size(index_meta: Any, tensors: list[Tensor], complete: bool, warnings: list[str]) -> None:
+def _check_total_size(index_meta: Any, tensors: list[Tensor], complete: bool) -> tuple[str, ...]:
     declared = index_meta.get("total_size") if isinstance(index_meta, dict) else None
     if not complete or not isinstance(declared, int) or isinstance(declared, bool):
-        return
+        return ()
     actual = sum(t.nbytes for t in tensors)
     if declared != actual:
-        warnings.append(f"index metadata total_size is {declared:,} but the shards hold {actual:,} tensor bytes")
+        return (f"index metadata total_size is {declared:,} but the shards hold {actual:,} tensor bytes",)
+    return ()
 
 
 def _shard_format(read_formats: list[str], index_name: str) -> str:
