@@ -112,12 +112,28 @@ def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:
     """An inventory that could not be read whole (missing shards, LFS pointers) is an error too."""
     if inventory.complete:
         return None
-    reasons = [f.message for f in inventory.findings if f.code in _INCOMPLETE_CODES]
+    reasons = [f for f in inventory.findings if f.code in _INCOMPLETE_CODES]
     code = "lfs-pointer" if inventory.format == "git-lfs-pointer" else "incomplete-model"
-    return ScanError(code, f"{shown}: {inventory.format}: " + ("; ".join(reasons) or "model is incomplete"))
+    if len(reasons) == 1:
+        why = reasons[0].message
+    else:
+        by_code: dict[str, list[str]] = {}
+        for f in reasons:
+            by_code.setdefault(f.code, []).append(f.where)
+        why = "; ".join(f"{len(where)} {_INCOMPLETE_CODES[c]}: {', '.join(where)}" for c, where in by_code.items())
+        pointers = inventory.metadata.get("lfs_pointers")
+        if isinstance(pointers, dict):
+            declared = sum(p.get("size", 0) for p in pointers.values() if isinstance(p, dict))
+            why += f" ({declared:,} bytes never downloaded; run `git lfs pull`)"
+    return ScanError(code, f"{shown}: {inventory.format}: " + (why or "model is incomplete"))
 
 
-_INCOMPLETE_CODES = ("lfs-pointer", "missing-shard", "missing-file", "truncated-shard", "unreadable-shard")
+_INCOMPLETE_CODES = {
+    "lfs-pointer": "files are Git LFS pointers",
+    "missing-shard": "shards are missing",
+    "missing-file": "files are missing",
+    "unreadable-shard": "shards cannot be read",
+}
 
 
 def _read_sidecars(source: Source) -> Mapping[str, Any]:

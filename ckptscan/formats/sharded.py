@@ -51,6 +51,7 @@ def read(source: Source) -> Inventory:
     findings: list[Finding] = []
     parts: list[Inventory] = []
     shard_metadata: dict[str, Any] = {}
+    lfs_pointers: dict[str, Any] = {}
     complete = True
 
     for shard in shard_names:
@@ -68,6 +69,7 @@ def read(source: Source) -> Inventory:
             if pointer is not None:
                 files.append(FileRef(shard, shard_source.size, role="lfs-pointer"))
                 findings.append(lfs.pointer_finding(pointer, shard))
+                lfs_pointers[shard] = {"oid": pointer.oid, "size": pointer.size}
                 complete = False
                 continue
             try:
@@ -91,6 +93,8 @@ def read(source: Source) -> Inventory:
     }
     if shard_metadata:
         metadata["shard_metadata"] = shard_metadata
+    if lfs_pointers:
+        metadata["lfs_pointers"] = lfs_pointers
     warnings = _check_total_size(index.get("metadata"), tensors, complete)
 
     return combine(

@@ -1,0 +1,1 @@
+"""Pure functions over an Inventory: they never open files."""

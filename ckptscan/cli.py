@@ -1,0 +1,177 @@
+"""Command line: parse argv, run, print, set the exit code. The only module that prints or exits.
+
+ckptscan PATH...             rich report per model (a file, an index, or a folder of models)
+ckptscan PATH... --json      one JSON document (see ``ckptscan schema``)
+ckptscan schema              print the JSON Schema of --json
+ckptscan formats             list the formats ckptscan reads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ckptscan._version import __version__
+from ckptscan.inventory import Severity
+from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
+
+EXIT_OK = 0
+EXIT_INPUT_FAILED = 1  # at least one input could not be read (or is incomplete)
+EXIT_USAGE = 2  # bad arguments (argparse's own code)
+EXIT_FINDINGS = 3  # a finding at or above --fail-on
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    every input was read
+  1    at least one input could not be read, or a model is incomplete (missing shards, LFS pointers)
+  2    usage error
+  3    a finding at or above --fail-on (when every input was read)
+  130  interrupted
+"""
+
+FAIL_ON_LEVELS = {
+    "none": None,
+    "info": Severity.INFO,
+    "low": Severity.LOW,
+    "medium": Severity.MEDIUM,
+    "high": Severity.HIGH,
+    "unsafe": Severity.HIGH,  # a risk of running code or reading outside the model
+    "critical": Severity.CRITICAL,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in COMMANDS else "scan"
+    if args and args[0] == command:
+        args = args[1:]
+    try:
+        return COMMANDS[command](args)
+    except KeyboardInterrupt:
+        print("ckptscan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# -- scan ----------------------------------------------------------------------------------------
+
+
+def scan_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckptscan",
+        description="Inventory ML checkpoints without running code from them or loading their weights. "
+        "Formats: safetensors (single and sharded), GGUF; see `ckptscan formats`. "
+        "Other commands: `ckptscan schema`, `ckptscan formats`.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.add_argument("--tensors", action="store_true", help="list every tensor")
+    parser.add_argument(
+        "--fail-on",
+        choices=list(FAIL_ON_LEVELS),
+        default="none",
+        metavar="LEVEL",
+        help="exit 3 when a finding is at or above LEVEL: info, low, medium, high, critical, "
+        "or unsafe (= high: code execution or reading outside the model); default: none",
+    )
+    parser.add_argument("--no-color", action="store_true", help="plain text output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
+    return parser
+
+
+def run_scan(argv: list[str]) -> int:
+    args = scan_parser().parse_args(argv)
+    results = [result for path in args.paths for result in scan_path(path)]
+    if args.json:
+        from ckptscan.report.json import document
+
+        emit_json(document(results))
+        for r in results:
+            if r.error is not None:
+                print(f"ckptscan: {r.error.message}", file=sys.stderr)
+    else:
+        from ckptscan.report.terminal import Options, report
+
+        console = make_console(args.no_color)
+        for renderable in report(results, Options(tensors=args.tensors)):
+            console.print(renderable)
+    if args.debug:
+        for r in results:
+            if r.error is not None and r.error.detail:
+                print(r.error.detail, file=sys.stderr)
+    return exit_code(results, FAIL_ON_LEVELS[args.fail_on])
+
+
+def scan_path(path: str) -> list[ScanResult]:
+    """Results for one argument; a folder may hold several models (or none, which is an error)."""
+    p = Path(path)
+    if p.is_dir():
+        found = model_inputs(p)
+        if not found:
+            message = f"{path}: no checkpoint found in this folder"
+            return [ScanResult(path, None, None, ScanError("unrecognized-format", message))]
+        return [scan(child) for child in found]
+    return [scan(path)]
+
+
+def exit_code(results: list[ScanResult], fail_on: Severity | None) -> int:
+    if any(r.error is not None for r in results):
+        return EXIT_INPUT_FAILED
+    if fail_on is not None:
+        for r in results:
+            if r.inventory and any(f.severity.rank >= fail_on.rank for f in r.inventory.findings):
+                return EXIT_FINDINGS
+    return EXIT_OK
+
+
+# -- other commands ------------------------------------------------------------------------------
+
+
+def run_schema(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="ckptscan schema", description="Print the JSON Schema of --json.").parse_args(argv)
+    from ckptscan.report.json import schema
+
+    emit_json(schema())
+    return EXIT_OK
+
+
+def run_formats(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="ckptscan formats", description="List the formats ckptscan reads.").parse_args(argv)
+    from ckptscan.registry import FOLDER_FORMATS, FORMATS
+
+    for spec in FORMATS:
+        print(f"{spec.name:24} {' '.join(spec.extensions) or '(any name)':28} {spec.title}")
+    for folder in FOLDER_FORMATS:
+        print(f"{folder.name:24} {'(a folder)':28} {folder.title}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "scan": run_scan,
+    "schema": run_schema,
+    "formats": run_formats,
+}
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def emit_json(doc: object) -> None:
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(doc, indent=indent, ensure_ascii=False))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def make_console(no_color: bool):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(no_color=no_color, highlight=False, soft_wrap=False)
