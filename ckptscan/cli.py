@@ -2,6 +2,7 @@
 
 ckptscan PATH...             rich report per model (a file, an index, or a folder of models)
 ckptscan PATH... --json      one JSON document (see ``ckptscan schema``)
+ckptscan PATH... --stats     also read the values: statistics, pruning, quantization error, integrity
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
 """
@@ -13,10 +14,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
-from ckptscan.inventory import Severity
+from ckptscan.errors import CkptscanError
+from ckptscan.inventory import Finding, Severity
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
+
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsOptions, StatsResult
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1  # at least one input could not be read (or is incomplete)
@@ -81,6 +87,26 @@ def scan_parser() -> argparse.ArgumentParser:
         help="exit 3 when a finding is at or above LEVEL: info, low, medium, high, critical, "
         "or unsafe (= high: code execution or reading outside the model); default: none",
     )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="read every tensor's values (streamed, bounded memory): min/max/mean/std, zeros and near-zero "
+        "fractions, NaN/Inf, int8/int4 quantization error, content hashes; needs numpy",
+    )
+    parser.add_argument(
+        "--stats-sample",
+        type=sample_fraction,
+        metavar="FRACTION",
+        help="with --stats: read only this fraction of each tensor (e.g. 0.05 or 5%%), in evenly spaced "
+        "windows, for a fast estimate (implies --stats)",
+    )
+    parser.add_argument(
+        "--stats-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads for --stats (default: one per CPU core)",
+    )
     parser.add_argument("--no-color", action="store_true", help="plain text output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
@@ -88,12 +114,21 @@ def scan_parser() -> argparse.ArgumentParser:
 
 
 def run_scan(argv: list[str]) -> int:
-    args = scan_parser().parse_args(argv)
+    parser = scan_parser()
+    args = parser.parse_args(argv)
+    if args.stats_workers < 0:
+        parser.error("--stats-workers must be 0 (one per core) or more")
     results = [result for path in args.paths for result in scan_path(path)]
+    stats: list[StatsResult | None] | None = None
+    if args.stats or args.stats_sample is not None:
+        from ckptscan.stats import StatsOptions
+
+        options = StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
+        stats = [stats_for(r, options, show_progress=not args.json) for r in results]
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results))
+        emit_json(document(results, stats))
         for r in results:
             if r.error is not None:
                 print(f"ckptscan: {r.error.message}", file=sys.stderr)
@@ -101,13 +136,45 @@ def run_scan(argv: list[str]) -> int:
         from ckptscan.report.terminal import Options, report
 
         console = make_console(args.no_color)
-        for renderable in report(results, Options(tensors=args.tensors)):
+        for renderable in report(results, Options(tensors=args.tensors), stats):
             console.print(renderable)
     if args.debug:
         for r in results:
             if r.error is not None and r.error.detail:
                 print(r.error.detail, file=sys.stderr)
-    return exit_code(results, FAIL_ON_LEVELS[args.fail_on])
+    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+
+
+def sample_fraction(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"the fraction must be in (0, 1], e.g. 0.05 or 5%, not {text!r}")
+    return value
+
+
+def stats_for(result: ScanResult, options: StatsOptions, *, show_progress: bool) -> StatsResult | None:
+    """The value statistics of one model, with a progress bar on a terminal for long runs."""
+    if result.inventory is None:
+        return None
+    from ckptscan.stats import compute
+
+    progress = make_progress(result.path) if show_progress and sys.stderr.isatty() else None
+    try:
+        if progress is None:
+            return compute(result.inventory, options)
+        with progress:
+            task = progress.add_task("values", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return compute(result.inventory, options, progress=advance)
+    except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
+        print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
+        return None
 
 
 def scan_path(path: str) -> list[ScanResult]:
@@ -122,13 +189,16 @@ def scan_path(path: str) -> list[ScanResult]:
     return [scan(path)]
 
 
-def exit_code(results: list[ScanResult], fail_on: Severity | None) -> int:
+def exit_code(
+    results: list[ScanResult], fail_on: Severity | None, stats: Sequence[StatsResult | None] | None = None
+) -> int:
     if any(r.error is not None for r in results):
         return EXIT_INPUT_FAILED
     if fail_on is not None:
-        for r in results:
-            if r.inventory and any(f.severity.rank >= fail_on.rank for f in r.inventory.findings):
-                return EXIT_FINDINGS
+        found: list[Finding] = [f for r in results if r.inventory for f in r.inventory.findings]
+        found += [f for s in stats or () if s is not None for f in s.findings]
+        if any(f.severity.rank >= fail_on.rank for f in found):
+            return EXIT_FINDINGS
     return EXIT_OK
 
 
@@ -175,3 +245,19 @@ def make_console(no_color: bool):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
     return Console(no_color=no_color, highlight=False, soft_wrap=False)
+
+
+def make_progress(label: str) -> Any:
+    """A transient progress bar on stderr (bytes read by the stats pass)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold] values"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )

@@ -8,28 +8,83 @@ the package (``ckptscan/schema/ckptscan.schema.json``) and ``ckptscan schema`` p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
 from ckptscan.inventory import Inventory, Tensor
 from ckptscan.scan import ScanResult
 
-SCHEMA_VERSION = "1.0"
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsResult, TensorStats
+
+SCHEMA_VERSION = "1.2"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
-def document(results: Iterable[ScanResult]) -> dict[str, Any]:
+def document(results: Iterable[ScanResult], stats: Sequence[StatsResult | None] | None = None) -> dict[str, Any]:
+    """The --json document; ``stats`` (one per result, or None) adds the value statistics."""
+    listed = list(results)
+    per_result = list(stats) if stats is not None else [None] * len(listed)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ckptscan", "version": __version__},
-        "results": [result_dict(r) for r in results],
+        "results": [result_dict(r, stats=s) for r, s in zip(listed, per_result, strict=True)],
     }
 
 
-def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str, Any]:
+def result_dict(
+    result: ScanResult, *, include_tensors: bool = True, stats: StatsResult | None = None
+) -> dict[str, Any]:
+    record = _result_dict(result, include_tensors=include_tensors)
+    if stats is not None and result.inventory is not None:
+        add_stats(record, stats, include_tensors=include_tensors)
+    return record
+
+
+def add_stats(record: dict[str, Any], stats: StatsResult, *, include_tensors: bool = True) -> None:
+    """Per-tensor ``stats``, the result's ``stats_summary``, and the stats findings."""
+    if include_tensors:
+        for tensor_record, tensor_stats in zip(record["tensors"], stats.tensors, strict=True):
+            tensor_record["stats"] = stats_dict(tensor_stats)
+    record["stats_summary"] = jsonable(dict(stats.summary))
+    record["findings"].extend(
+        {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where} for f in stats.findings
+    )
+
+
+def stats_dict(s: TensorStats) -> dict[str, Any]:
+    if s.skipped is not None:
+        return {"skipped": s.skipped}
+    record: dict[str, Any] = {
+        "elements": s.elements,
+        "sampled": s.sampled,
+        "fraction": s.fraction,
+        "min": s.min,
+        "max": s.max,
+        "mean": s.mean,
+        "std": s.std,
+        "absmax": s.absmax,
+        "l2": s.l2,
+        "zeros": s.zeros,
+        "near_zero": dict(s.near_zero) if s.near_zero is not None else None,
+        "near_zero_rel": dict(s.near_zero_rel) if s.near_zero_rel is not None else None,
+        "nan": s.nan,
+        "inf": s.inf,
+        "outlier": s.outlier,
+        "sqnr_int8_db": s.sqnr_int8_db,
+        "sqnr_int4_g128_db": s.sqnr_int4_g128_db,
+        "structured_2_4": s.structured_2_4,
+        "hash": s.hash,
+    }
+    if s.notes:
+        record["notes"] = dict(s.notes)
+    return record
+
+
+def _result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str, Any]:
     inventory = result.inventory
     error = {"code": result.error.code, "message": result.error.message} if result.error else None
     if inventory is None:

@@ -1,0 +1,348 @@
+"""The per-block arithmetic of the stats pass, and the partial results that merge across blocks.
+
+A block is a run of decoded values that holds whole rows of a tensor (or, for rows too long to hold
+in one block, a group-aligned piece of one row whose absolute maximum a first sweep measured). Every
+statistic is a sum, a count, an extreme or a mergeable moment, so blocks, tasks and workers can be
+combined in any grouping: :meth:`Partial.merge` adds counts, keeps extremes, and merges mean and
+variance with Chan et al.'s pairwise update (no catastrophic cancellation, unlike sum-of-squares).
+
+The arithmetic runs in the block's precision (float32 for every type up to 32 bits, float64 for
+F64 and wide integers) on buffers reused from block to block (:class:`Workspace`), with sums of
+blocks accumulated in Python floats (float64). Definitions are in docs/stats.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# |x| below these (in the tensor's precision) counts as near zero
+ABS_THRESHOLDS: tuple[float, ...] = (1e-6, 1e-4, 1e-3, 1e-2)
+# |x| below r x the absolute maximum of its row (the whole tensor when 1-D)
+REL_THRESHOLDS: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+INT8_LEVELS = 127  # symmetric int8: codes -127..127, scale = row absmax / 127
+INT4_LEVELS = 7  # symmetric int4: codes -7..7, scale = group absmax / 7
+INT4_GROUP = 128
+TWO_FOUR_GROUP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What applies to one tensor's blocks (decided by the plan from dtype and shape)."""
+
+    floating: bool  # near-zero thresholds and the quantization error apply
+    int8: bool  # per-row int8 error (2+ dims)
+    int4: bool  # int4 error in groups of 128 along the row (row length a multiple of 128)
+    relative: bool  # near-zero relative to the row's absolute maximum
+    two_four: bool  # 2:4 pattern along the last dimension (a multiple of 4)
+
+
+@dataclass(slots=True)
+class Partial:
+    """Mergeable statistics of some blocks of one tensor."""
+
+    elements: int = 0  # values examined, non-finite included
+    nan: int = 0
+    posinf: int = 0
+    neginf: int = 0
+    count: int = 0  # finite values, over which the moments and extremes are taken
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    zeros: int = 0
+    below: list[int] = field(default_factory=lambda: [0] * len(ABS_THRESHOLDS))
+    below_rel: list[int] = field(default_factory=lambda: [0] * len(REL_THRESHOLDS))
+    err8: float = 0.0  # sum of squared int8 quantization errors
+    err4: float = 0.0
+    two_four_ok: int = 0  # groups of 4 along the last dimension with at least 2 zeros
+    two_four_groups: int = 0
+    two_four_broken: bool = False  # some block had fewer zeros than half its values
+    row_absmax: dict[int, float] = field(default_factory=dict)  # first sweep over long rows
+    leaves: list[tuple[int, bytes]] = field(default_factory=list)  # (task number, digest)
+    bytes_read: int = 0
+
+    def merge(self, other: Partial) -> None:
+        self.elements += other.elements
+        self.nan += other.nan
+        self.posinf += other.posinf
+        self.neginf += other.neginf
+        self.add_moments(other.count, other.mean, other.m2)
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        self.zeros += other.zeros
+        self.below = [a + b for a, b in zip(self.below, other.below, strict=True)]
+        self.below_rel = [a + b for a, b in zip(self.below_rel, other.below_rel, strict=True)]
+        self.err8 += other.err8
+        self.err4 += other.err4
+        self.two_four_ok += other.two_four_ok
+        self.two_four_groups += other.two_four_groups
+        self.two_four_broken = self.two_four_broken or other.two_four_broken
+        for row, value in other.row_absmax.items():
+            self.row_absmax[row] = max(self.row_absmax.get(row, 0.0), value)
+        self.leaves.extend(other.leaves)
+        self.bytes_read += other.bytes_read
+
+    def add_moments(self, count: int, mean: float, m2: float) -> None:
+        """Chan, Golub & LeVeque's pairwise update of count, mean and M2."""
+        if not count:
+            return
+        if not self.count:
+            self.count, self.mean, self.m2 = count, mean, m2
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
+
+
+class Workspace:
+    """Named scratch arrays, grown on demand and reused from block to block (one per worker)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Any] = {}
+        self.raw = bytearray()
+
+    def array(self, name: str, size: int, dtype: np.dtype[Any]) -> np.ndarray:
+        import numpy as np
+
+        nbytes = size * dtype.itemsize
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = np.empty(max(nbytes, 64), dtype=np.uint8)
+            self._buffers[name] = buffer
+        return buffer[:nbytes].view(dtype)
+
+    def raw_buffer(self, size: int) -> memoryview:
+        if len(self.raw) < size:
+            self.raw = bytearray(size)
+        return memoryview(self.raw)[:size]
+
+
+def block_stats(
+    p: Partial,
+    x: np.ndarray,
+    rows: int,
+    features: Features,
+    ws: Workspace,
+    row_absmax: float | None = None,
+) -> None:
+    """Add one block to ``p``: ``rows`` whole rows, or (``row_absmax`` given) a piece of one row."""
+    import numpy as np
+
+    n = x.size
+    if not n:
+        return
+    p.elements += n
+    total = float(np.add.reduce(x))
+    filled = 0  # non-finite values replaced by zero for everything after the moments
+    if math.isfinite(total):
+        p.add_moments(n, *_moments(x, total, ws))
+        p.minimum = min(p.minimum, float(x.min()))
+        p.maximum = max(p.maximum, float(x.max()))
+    else:
+        x, filled = _without_nonfinite(p, x, ws)
+    zero_mask = np.equal(x, 0, out=ws.array("mask", n, np.dtype(np.bool_)))
+    zeros = int(np.count_nonzero(zero_mask))
+    p.zeros += zeros - filled
+    if features.two_four:
+        _two_four(p, zero_mask, zeros)
+    if not features.floating:
+        return
+    magnitude = _magnitude(x, ws)
+    mask = ws.array("mask", n, np.dtype(np.bool_))
+    for i, threshold in enumerate(ABS_THRESHOLDS):
+        p.below[i] += int(np.count_nonzero(np.less(magnitude, threshold, out=mask))) - filled
+    if row_absmax is not None:
+        _piece_of_row(p, x, magnitude, row_absmax, features, ws, filled)
+    else:
+        _whole_rows(p, x, magnitude, rows, features, ws, filled)
+
+
+def absmax_of(x: np.ndarray) -> float:
+    """The largest finite magnitude of a block (first sweep over long rows)."""
+    import numpy as np
+
+    if not x.size:
+        return 0.0
+    top = float(np.max(np.abs(x)))
+    if math.isfinite(top):
+        return top
+    finite = x[np.isfinite(x)]
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
+
+
+# -- pieces ----------------------------------------------------------------------------------------
+
+
+def _moments(x: np.ndarray, total: float, ws: Workspace) -> tuple[float, float]:
+    """Mean and M2 of a block: centred on the block's own mean, so M2 does not cancel."""
+    import numpy as np
+
+    n = x.size
+    mean = total / n
+    centred = np.subtract(x, mean, out=ws.array("centred", n, x.dtype))
+    m2 = float(np.dot(centred, centred))
+    if not math.isfinite(m2):  # squares beyond float32's range
+        wide = centred.astype(np.float64)
+        m2 = float(np.dot(wide, wide))
+    return mean, m2
+
+
+def _without_nonfinite(p: Partial, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, int]:
+    """Count NaN and infinities, take the moments over the finite values, and zero the rest."""
+    import numpy as np
+
+    finite_mask = np.isfinite(x)
+    nan = int(np.count_nonzero(np.isnan(x)))
+    posinf = int(np.count_nonzero(np.isposinf(x)))
+    p.nan += nan
+    p.posinf += posinf
+    p.neginf += x.size - int(np.count_nonzero(finite_mask)) - nan - posinf
+    finite = x[finite_mask]
+    if finite.size:
+        total = float(np.add.reduce(finite, dtype=np.float64))
+        p.add_moments(finite.size, *_moments(finite, total, ws))
+        p.minimum = min(p.minimum, float(finite.min()))
+        p.maximum = max(p.maximum, float(finite.max()))
+    cleaned = ws.array("cleaned", x.size, x.dtype)
+    np.copyto(cleaned, x)
+    cleaned[~finite_mask] = 0
+    return cleaned, x.size - finite.size
+
+
+def _magnitude(x: np.ndarray, ws: Workspace, name: str = "magnitude") -> np.ndarray:
+    import numpy as np
+
+    if x.dtype == np.float32:  # clearing the sign bit is |x|, and faster than np.abs
+        bits = ws.array(name, x.size, np.dtype(np.uint32))
+        np.bitwise_and(x.view(np.uint32), 0x7FFFFFFF, out=bits)
+        return bits.view(np.float32)
+    out: np.ndarray = np.abs(x, out=ws.array(name, x.size, x.dtype))
+    return out
+
+
+def _group_max(magnitude: np.ndarray, width: int) -> np.ndarray:
+    """Maximum of each run of ``width`` magnitudes (integer compare of the bit patterns: faster)."""
+    import numpy as np
+
+    if magnitude.dtype == np.float32:
+        bits: np.ndarray = magnitude.view(np.uint32).reshape(-1, width).max(axis=1)
+        return bits.view(np.float32)
+    out: np.ndarray = magnitude.reshape(-1, width).max(axis=1)
+    return out
+
+
+def _whole_rows(
+    p: Partial, x: np.ndarray, magnitude: np.ndarray, rows: int, features: Features, ws: Workspace, filled: int
+) -> None:
+    groups = _group_max(magnitude, INT4_GROUP) if features.int4 else None
+    # row maxima from the group maxima when there are groups: one pass fewer
+    row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, x.size // rows)
+    if features.int8:
+        scaled = _scaled(x, row_max, INT8_LEVELS, rows, ws)
+        if features.relative:
+            _relative_scaled(p, scaled, ws, filled)
+        p.err8 += _rounding_error(scaled, row_max, INT8_LEVELS, ws)
+    elif features.relative:  # one row (1-D tensors): compare with the row's own maximum
+        _relative_direct(p, magnitude, float(row_max.max()), ws, filled)
+    if groups is not None:
+        scaled = _scaled(x, groups, INT4_LEVELS, groups.size, ws)
+        p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
+
+
+def _piece_of_row(
+    p: Partial,
+    x: np.ndarray,
+    magnitude: np.ndarray,
+    row_absmax: float,
+    features: Features,
+    ws: Workspace,
+    filled: int,
+) -> None:
+    import numpy as np
+
+    if features.relative:
+        _relative_direct(p, magnitude, row_absmax, ws, filled)
+    if features.int8:
+        top = np.array([row_absmax], dtype=x.dtype)
+        scaled = _scaled(x, top, INT8_LEVELS, 1, ws)
+        p.err8 += _rounding_error(scaled, top, INT8_LEVELS, ws)
+    if features.int4:
+        groups = _group_max(magnitude, INT4_GROUP)
+        scaled = _scaled(x, groups, INT4_LEVELS, groups.size, ws)
+        p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
+
+
+def _scaled(x: np.ndarray, absmax: np.ndarray, levels: int, groups: int, ws: Workspace) -> np.ndarray:
+    """x / scale for scale = absmax / levels per group (rows of ``x`` split into ``groups``)."""
+    import numpy as np
+
+    with np.errstate(divide="ignore"):
+        inverse = np.where(absmax > 0, levels / absmax, 0).astype(x.dtype)
+    out = ws.array("scaled", x.size, x.dtype).reshape(groups, -1)
+    np.multiply(x.reshape(groups, -1), inverse[:, None], out=out)
+    return out
+
+
+def _rounding_error(scaled: np.ndarray, absmax: np.ndarray, levels: int, ws: Workspace) -> float:
+    """Sum of squared errors of round-to-nearest, back in the tensor's units.
+
+    ``scaled`` holds x / scale per group; the error of one value is (y - round(y)) * scale, so the
+    sum is, per group, scale^2 times the sum of (y - round(y))^2 (a matrix-vector product).
+    """
+    import numpy as np
+
+    rounded = np.rint(scaled, out=ws.array("rounded", scaled.size, scaled.dtype).reshape(scaled.shape))
+    np.subtract(scaled, rounded, out=scaled)
+    np.multiply(scaled, scaled, out=scaled)
+    ones = ws.array("ones", scaled.shape[1], scaled.dtype)
+    ones.fill(1)
+    per_group = scaled @ ones
+    scale = absmax.astype(np.float64) / levels
+    return float(np.dot(scale * scale, per_group.astype(np.float64)))
+
+
+def _relative_direct(p: Partial, magnitude: np.ndarray, top: float, ws: Workspace, filled: int) -> None:
+    """|x| < r * top; every value of an all-zero row counts (0 / 0 is taken as 0)."""
+    import numpy as np
+
+    mask = ws.array("mask", magnitude.size, np.dtype(np.bool_))
+    for i, r in enumerate(REL_THRESHOLDS):
+        below = int(np.count_nonzero(np.less(magnitude, r * top, out=mask))) if top > 0 else magnitude.size
+        p.below_rel[i] += below - filled
+
+
+def _relative_scaled(p: Partial, scaled: np.ndarray, ws: Workspace, filled: int) -> None:
+    """|x| < r * row absmax, counted on x scaled so that the row absmax is INT8_LEVELS.
+
+    Rows whose absmax is 0 scale to all zeros and so count whole, as in :func:`_relative_direct`.
+    """
+    import numpy as np
+
+    magnitude = _magnitude(scaled.reshape(-1), ws, "scaled-magnitude")
+    mask = ws.array("mask", magnitude.size, np.dtype(np.bool_))
+    for i, r in enumerate(REL_THRESHOLDS):
+        p.below_rel[i] += int(np.count_nonzero(np.less(magnitude, r * INT8_LEVELS, out=mask))) - filled
+
+
+def _two_four(p: Partial, zero_mask: np.ndarray, zeros: int) -> None:
+    """Groups of 4 consecutive values along the last dimension holding at least 2 zeros."""
+    import numpy as np
+
+    groups = zero_mask.size // TWO_FOUR_GROUP
+    p.two_four_groups += groups
+    if p.two_four_broken or 2 * zeros < zero_mask.size:
+        p.two_four_broken = True  # fewer zeros than half the values: some group has fewer than 2
+        return
+    packed = zero_mask.view(np.uint32)  # four 0/1 bytes per group: their sum sits in the top byte
+    counts = (packed * np.uint32(0x01010101)) >> np.uint32(24)
+    ok = int(np.count_nonzero(counts >= 2))
+    p.two_four_ok += ok
+    if ok < groups:
+        p.two_four_broken = True
