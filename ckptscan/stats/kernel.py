@@ -309,26 +309,32 @@ def _rounding_error(scaled: np.ndarray, absmax: np.ndarray, levels: int, ws: Wor
 
 
 def _relative_direct(p: Partial, magnitude: np.ndarray, top: float, ws: Workspace, filled: int) -> None:
-    """|x| < r * top; every value of an all-zero row counts (0 / 0 is taken as 0)."""
+    """Relative counts for values of one row whose absolute maximum ``top`` is known."""
     import numpy as np
 
-    mask = ws.array("mask", magnitude.size, np.dtype(np.bool_))
-    for i, r in enumerate(REL_THRESHOLDS):
-        below = int(np.count_nonzero(np.less(magnitude, r * top, out=mask))) if top > 0 else magnitude.size
-        p.below_rel[i] += below - filled
+    inverse = np.array([top], dtype=magnitude.dtype)
+    with np.errstate(divide="ignore"):
+        inverse = np.where(inverse > 0, INT8_LEVELS / inverse, 0).astype(magnitude.dtype)
+    scaled = np.multiply(magnitude, inverse[0], out=ws.array("scaled-magnitude", magnitude.size, magnitude.dtype))
+    _count_relative(p, scaled, ws, filled)
 
 
 def _relative_scaled(p: Partial, scaled: np.ndarray, ws: Workspace, filled: int) -> None:
-    """|x| < r * row absmax, counted on x scaled so that the row absmax is INT8_LEVELS.
+    """Relative counts on values already scaled to int8 units (row absmax = INT8_LEVELS)."""
+    _count_relative(p, _magnitude(scaled.reshape(-1), ws, "scaled-magnitude"), ws, filled)
 
-    Rows whose absmax is 0 scale to all zeros and so count whole, as in :func:`_relative_direct`.
+
+def _count_relative(p: Partial, scaled_magnitude: np.ndarray, ws: Workspace, filled: int) -> None:
+    """|x| * (127 / m) < 127 * r, in the block's precision: below r of the row maximum m, measured
+    in int8 units (the value int8 quantization rounds). Rows whose maximum is 0 scale to zeros and
+    count whole; so do the non-finite values zeroed before, which ``filled`` takes back out.
     """
     import numpy as np
 
-    magnitude = _magnitude(scaled.reshape(-1), ws, "scaled-magnitude")
-    mask = ws.array("mask", magnitude.size, np.dtype(np.bool_))
+    mask = ws.array("mask", scaled_magnitude.size, np.dtype(np.bool_))
     for i, r in enumerate(REL_THRESHOLDS):
-        p.below_rel[i] += int(np.count_nonzero(np.less(magnitude, r * INT8_LEVELS, out=mask))) - filled
+        below = np.less(scaled_magnitude, r * INT8_LEVELS, out=mask)
+        p.below_rel[i] += int(np.count_nonzero(below)) - filled
 
 
 def _two_four(p: Partial, zero_mask: np.ndarray, zeros: int) -> None:

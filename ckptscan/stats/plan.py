@@ -50,10 +50,10 @@ class Task:
     @property
     def read_bytes(self) -> int:
         total = sum(b.stop - b.start for b in self.blocks)
-        if self.hash_range is not None and self.blocks:
-            total += max(0, self.blocks[0].start - self.hash_range[0])
-        elif self.hash_range is not None:
-            total += self.hash_range[1] - self.hash_range[0]
+        if self.hash_range is not None:
+            start, stop = self.hash_range
+            first = min(self.blocks[0].start, stop) if self.blocks else stop
+            total += max(0, first - start)
         return total
 
 

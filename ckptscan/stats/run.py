@@ -29,7 +29,8 @@ from ckptscan.stats.kernel import (
     absmax_of,
     block_stats,
 )
-from ckptscan.stats.plan import TASK_BYTES, Task, TensorPlan, plan_tensor, tasks_for
+from ckptscan.stats import plan as planning
+from ckptscan.stats.plan import Task, TensorPlan, plan_tensor, tasks_for
 
 if TYPE_CHECKING:
     from ckptscan.data import TensorBytes
@@ -193,10 +194,11 @@ def _read_and_compute(
     assert decoder is not None
     hasher = None
     if task.hash_range is not None:
-        hasher = LeafHasher(*task.hash_range, TASK_BYTES)
-        if task.blocks and task.blocks[0].start > task.hash_range[0]:  # the tail of the previous row
-            start = task.hash_range[0]
-            prefix = ws.raw_buffer(task.blocks[0].start - start)
+        start, stop = task.hash_range
+        hasher = LeafHasher(start, stop, planning.TASK_BYTES)
+        first = min(task.blocks[0].start, stop) if task.blocks else stop
+        if first > start:  # the rest of a row that an earlier task computes: hashed here
+            prefix = ws.raw_buffer(first - start)
             stream.read_into(start, prefix)
             hasher.feed(start, prefix)
             partial.bytes_read += len(prefix)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 # 19 dB (int4, groups of 128); well below that, a tensor is better kept in higher precision.
 SENSITIVE_INT8_DB = 30.0
 SENSITIVE_INT4_DB = 15.0
-OUTLIER_RATIO = 50.0  # absmax / std; Gaussian weights of 16M values give about 6
+OUTLIER_RATIO = 30.0  # absmax / std; Gaussian weights of 16M values give about 6, Laplace about 12
+CRUSHED_SHARE = 0.5  # non-zero values below 1% of their row's maximum: int8 keeps about one level for them
 HIGH_PRECISION_ROLES = ("embedding", "output_head")
 MAX_LISTED = 50  # names listed per integrity group in the summary
 
@@ -72,7 +73,7 @@ def pruning(read: Sequence[tuple[Tensor, TensorStats]], roles: Mapping[str, str]
         for t, s in floating:
             by_role[roles.get(t.name, "other")].append((t, s))
         out["by_role"] = {role: _prune_counts(members) for role, members in sorted(by_role.items())}
-    patterned = [(t, s) for t, s in floating if s.structured_2_4]
+    patterned = [(t, s) for t, s in floating if s.structured_2_4 and s.zeros < s.elements]  # all-zero: reported
     out["structured_2_4"] = {
         "tensors": [t.name for t, _ in patterned],
         "elements": sum(t.elements for t, _ in patterned),
@@ -131,6 +132,7 @@ def quantization(
             "int8_db": SENSITIVE_INT8_DB,
             "int4_g128_db": SENSITIVE_INT4_DB,
             "outlier": OUTLIER_RATIO,
+            "crushed_share": CRUSHED_SHARE,
             "roles": list(HIGH_PRECISION_ROLES),
         },
     }
@@ -154,6 +156,9 @@ def _ranked(t: Tensor, s: TensorStats, roles: Mapping[str, str] | None) -> dict[
         reasons.append(f"int8 SQNR {s.sqnr_int8_db:.1f} dB < {SENSITIVE_INT8_DB:g}")
     if s.outlier is not None and s.outlier >= OUTLIER_RATIO:
         reasons.append(f"outliers: absmax is {s.outlier:.0f} x std")
+    crushed = _crushed_share(s)
+    if crushed is not None and crushed >= CRUSHED_SHARE:
+        reasons.append(f"{crushed:.0%} of non-zero values are below 1% of their row's max")
     if role in HIGH_PRECISION_ROLES:
         reasons.append(f"role {role}")
     return {
@@ -165,6 +170,15 @@ def _ranked(t: Tensor, s: TensorStats, roles: Mapping[str, str] | None) -> dict[
         "bytes": t.nbytes,
         "reasons": reasons,
     }
+
+
+def _crushed_share(s: TensorStats) -> float | None:
+    """Share of the non-zero values that lie below 1% of their row's absolute maximum."""
+    if s.near_zero_rel is None or s.sqnr_int8_db is None:
+        return None
+    nonzero = s.elements - s.zeros - s.nan - s.inf
+    below = s.near_zero_rel.get(repr(0.01), 0) - s.zeros
+    return below / nonzero if nonzero > 0 else None
 
 
 def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> dict[str, Any]:
