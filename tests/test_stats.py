@@ -57,10 +57,11 @@ def safetensors_entries(path: Path) -> dict[str, tuple[str, tuple[int, ...], byt
     header = json.loads(raw[8 : 8 + length])
     header.pop("__metadata__", None)
     base = 8 + length
-    return {
-        name: (info["dtype"], tuple(info["shape"]), raw[base + info["data_offsets"][0] : base + info["data_offsets"][1]])
-        for name, info in header.items()
-    }
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        out[name] = (info["dtype"], tuple(info["shape"]), raw[base + begin : base + end])
+    return out
 
 
 def decode_with_ml_dtypes(dtype: str, data: bytes) -> np.ndarray:
@@ -73,8 +74,14 @@ def decode_with_ml_dtypes(dtype: str, data: bytes) -> np.ndarray:
         codes = np.frombuffer(data, dtype=np.uint8)
         unpacked = np.stack([codes & 0xF, codes >> 4], axis=1).reshape(-1)  # low nibble first
         return unpacked.view(ml_dtypes.float4_e2m1fn).astype(np.float64)
-    exotic = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-              "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu"}  # fmt: skip
+    exotic = {
+        "BF16": "bfloat16",
+        "F8_E4M3": "float8_e4m3fn",
+        "F8_E5M2": "float8_e5m2",
+        "F8_E4M3FNUZ": "float8_e4m3fnuz",
+        "F8_E5M2FNUZ": "float8_e5m2fnuz",
+        "F8_E8M0": "float8_e8m0fnu",
+    }
     return np.frombuffer(data, dtype=getattr(ml_dtypes, exotic[dtype])).astype(np.float64)
 
 
@@ -91,7 +98,7 @@ DTYPE_TENSORS = [
 
 @pytest.mark.parametrize("name", DTYPE_TENSORS)
 def test_every_safetensors_dtype_matches_numpy(dtypes_result: tuple[Inventory, StatsResult], name: str) -> None:
-    inventory, result = dtypes_result
+    _, result = dtypes_result
     dtype, shape, data = safetensors_entries(FIXTURES / "dtypes.safetensors")[name]
     values = decode_with_ml_dtypes(dtype, data)
     floating = lookup(dtype).is_floating
@@ -211,9 +218,9 @@ def view_inventory(tmp_path: Path, *, big_endian: bool = False) -> Inventory:
     storage = Storage("s0", "data.bin", PREFIX, len(data), f32, encoding=encoding)
     tensors = tuple(
         Tensor(name, shape, f32, math.prod(shape), math.prod(shape) * 4, "data.bin", None, storage="s0",
-               storage_offset=offset * 4, strides=strides)  # fmt: skip
+               storage_offset=offset * 4, strides=strides)
         for name, (shape, strides, offset) in VIEWS.items()
-    )
+    )  # fmt: skip
     return Inventory("test", str(tmp_path / "data.bin"), str(tmp_path), (FileRef("data.bin", PREFIX + len(data)),),
                      tensors, storages=(storage,))  # fmt: skip
 
@@ -313,7 +320,7 @@ def test_long_rows_are_read_in_pieces_after_a_first_sweep(tmp_path: Path, monkey
     monkeypatch.setattr(planning, "MAX_ROW_ELEMENTS", 1024)
     monkeypatch.setattr(planning, "PIECE_ELEMENTS", 256)
     arrays = layout_arrays()
-    inventory, result = run(raw_inventory(tmp_path, arrays), workers=2)
+    _, result = run(raw_inventory(tmp_path, arrays), workers=2)
     for name, array in arrays.items():
         assert_matches(by_name(result)[name], reference(array, "F32", array.shape), label=name)
         assert by_name(result)[name].hash == content_hash("F32", array.tobytes())
@@ -381,7 +388,7 @@ def test_sampling_reads_the_stated_fraction_and_says_so(tmp_path: Path) -> None:
 
 
 def test_integrity_fixture_produces_its_findings() -> None:
-    inventory, result = run(FIXTURES / "integrity.safetensors")
+    _, result = run(FIXTURES / "integrity.safetensors")
     found = {(f.code, f.where): f for f in result.findings}
     assert "2 NaN values" in found["nan-values", "layers.2.nan.weight"].message
     assert "2 infinite values" in found["inf-values", "layers.2.inf.weight"].message
@@ -401,7 +408,7 @@ def test_integrity_fixture_produces_its_findings() -> None:
 
 
 def test_integrity_values_match_numpy() -> None:
-    inventory, result = run(FIXTURES / "integrity.safetensors")
+    _, result = run(FIXTURES / "integrity.safetensors")
     entries = safetensors_entries(FIXTURES / "integrity.safetensors")
     for s in result.tensors:
         dtype, shape, data = entries[s.name]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ckptscan.errors import CkptscanError, MissingDependency
 from ckptscan.inventory import Inventory
 from ckptscan.stats import ProgressFn, StatsOptions, StatsResult, TensorStats
+from ckptscan.stats import plan as planning
 from ckptscan.stats.hashing import LeafHasher, algorithm, content_hash
 from ckptscan.stats.kernel import (
     ABS_THRESHOLDS,
@@ -29,7 +30,6 @@ from ckptscan.stats.kernel import (
     absmax_of,
     block_stats,
 )
-from ckptscan.stats import plan as planning
 from ckptscan.stats.plan import Task, TensorPlan, plan_tensor, tasks_for
 
 if TYPE_CHECKING:

@@ -136,10 +136,12 @@ def quantization(
             "roles": list(HIGH_PRECISION_ROLES),
         },
     }
-    ranked = [(t, s) for t, s in read if s.sqnr_int4_g128_db is not None or s.sqnr_int8_db is not None]
-    ranked.sort(key=lambda ts: (_rank_key(ts[1]), ts[1].name))
-    out["ranking"] = [_ranked(t, s, roles) for t, s in ranked[:top]]
-    out["keep_high_precision"] = [entry for entry in (_ranked(t, s, roles) for t, s in ranked) if entry["reasons"]]
+    measured = [(t, s) for t, s in read if s.sqnr_int4_g128_db is not None or s.sqnr_int8_db is not None]
+    entries = [(_ranked(t, s, roles), s) for t, s in measured]
+    # tensors meeting a criterion first, then the lowest int4 error
+    entries.sort(key=lambda es: (not es[0]["reasons"], _rank_key(es[1]), es[1].name))
+    out["ranking"] = [entry for entry, _ in entries[:top]]
+    out["keep_high_precision"] = [entry for entry, _ in entries if entry["reasons"]]
     return out
 
 
