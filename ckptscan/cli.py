@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,20 +162,39 @@ def stats_for(result: ScanResult, options: StatsOptions, *, show_progress: bool)
         return None
     from ckptscan.stats import compute
 
-    progress = make_progress(result.path) if show_progress and sys.stderr.isatty() else None
+    bar = ProgressBar(result.path) if show_progress and sys.stderr.isatty() else None
     try:
-        if progress is None:
-            return compute(result.inventory, options)
-        with progress:
-            task = progress.add_task("values", total=None)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            return compute(result.inventory, options, progress=advance)
+        return compute(result.inventory, options, progress=bar.update if bar is not None else None)
     except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
         print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
         return None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class ProgressBar:
+    """A transient bar on stderr that appears only once a run has taken ``delay`` seconds."""
+
+    def __init__(self, label: str, delay: float = 1.0) -> None:
+        self.label = label
+        self.delay = delay
+        self.started = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if time.monotonic() - self.started < self.delay or done >= total:
+                return
+            self._progress = make_progress(self.label)
+            self._progress.start()
+            self._task = self._progress.add_task("values", total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def scan_path(path: str) -> list[ScanResult]:
