@@ -37,8 +37,8 @@ def test_unknown_dtype_is_not_a_crash() -> None:
 
 
 def test_table_has_every_safetensors_dtype() -> None:
-    names = "BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ I16 U16 F16 BF16 I32 U32 F32 C64"
-    for name in [*names.split(), "F64", "I64", "U64"]:
+    names = "BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ I16 U16 F16 BF16 I32 U32"
+    for name in [*names.split(), "F32", "C64", "F64", "I64", "U64"]:
         assert name in DTYPES
 
 
