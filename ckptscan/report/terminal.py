@@ -165,9 +165,12 @@ def largest_tensors(inventory: Inventory, options: Options) -> RenderableType | 
 
     table = Table(title=f"Largest tensors (of {len(inventory.tensors):,})", title_justify="left",
                   title_style="bold", show_edge=False)  # fmt: skip
-    _tensor_columns(table, multi_file=False)
+    table.add_column("name", overflow="fold")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("bytes", justify="right")
     for t in summary.largest(inventory.tensors, options.largest):
-        table.add_row(t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes))
+        table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes))
     return table
 
 
@@ -178,7 +181,7 @@ def tensor_table(inventory: Inventory, options: Options) -> RenderableType | Non
 
     multi_file = len({t.file for t in inventory.tensors}) > 1
     table = Table(title="Tensors", title_justify="left", title_style="bold", show_edge=False)
-    _tensor_columns(table, multi_file=multi_file, offsets=True)
+    _tensor_columns(table, multi_file=multi_file)
     for t in inventory.tensors:
         row = [t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes)]
         row.append("-" if t.offset is None else f"{t.offset:,}")
@@ -262,14 +265,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _tensor_columns(table: Any, *, multi_file: bool, offsets: bool = False) -> None:
+def _tensor_columns(table: Any, *, multi_file: bool) -> None:
     table.add_column("name", overflow="fold")
     table.add_column("shape")
     table.add_column("dtype")
     table.add_column("elements", justify="right")
     table.add_column("bytes", justify="right")
-    if offsets:
-        table.add_column("offset", justify="right")
+    table.add_column("offset", justify="right")
     if multi_file:
         table.add_column("file")
 
