@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ckptscan.cli import main
+from ckptscan.inventory import Inventory, Tensor
 
 
 @dataclass
@@ -42,3 +44,16 @@ def assert_one_line_error(path: Path, *expected: str) -> dict[str, Any]:
     error: dict[str, Any] = run.json()["results"][0]["error"]
     assert error["message"] in lines[0]
     return error
+
+
+def assert_matches_truth(
+    inventory: Inventory, truth: dict[str, Any], dtype_name: Callable[[Tensor], str] = lambda t: t.dtype.name
+) -> None:
+    """Counts, elements, bytes and the per-dtype element histogram equal a manifest's ground truth."""
+    assert len(inventory.tensors) == truth["n_tensors"]
+    assert sum(t.elements for t in inventory.tensors) == truth["total_params"]
+    assert sum(t.nbytes for t in inventory.tensors) == truth["total_tensor_bytes"]
+    histogram: dict[str, int] = {}
+    for t in inventory.tensors:
+        histogram[dtype_name(t)] = histogram.get(dtype_name(t), 0) + t.elements
+    assert histogram == truth["dtype_hist"]

@@ -13,7 +13,7 @@ from safetensors import deserialize, safe_open
 import ckptscan
 from ckptscan.analyze.summary import totals
 from tests.conftest import REAL_MODELS, TESTDATA, real_entries
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_matches_truth, assert_one_line_error
 
 FIXTURES = sorted(TESTDATA.glob("safetensors/**/*.safetensors"))
 
@@ -85,13 +85,7 @@ def test_real_files_match_manifest(entry: dict[str, Any]) -> None:
     path = REAL_MODELS / entry["path"]
     truth = entry["truth"]
     inventory = ckptscan.read_inventory(path)
-    assert len(inventory.tensors) == truth["n_tensors"]
-    assert sum(t.elements for t in inventory.tensors) == truth["total_params"]
-    assert sum(t.nbytes for t in inventory.tensors) == truth["total_tensor_bytes"]
-    hist: dict[str, int] = {}
-    for t in inventory.tensors:
-        hist[t.dtype.name] = hist.get(t.dtype.name, 0) + t.elements
-    assert hist == truth["dtype_hist"]
+    assert_matches_truth(inventory, truth)
     assert (
         inventory.regions[1].nbytes + (inventory.regions[2].nbytes if len(inventory.regions) > 2 else 0)
         == (truth["header_bytes"])

@@ -39,7 +39,10 @@ def run(ctx: Context) -> list[Row]:
     if not path.exists():
         write(path)
     case = f"GGUF, {VOCAB:,}-token vocabulary + {MERGES:,} merges ({path.stat().st_size / 1e6:.0f} MB)"
-    reference = "import sys, gguf\nr = gguf.GGUFReader(sys.argv[1])\ninv = [(t.name, t.shape, t.tensor_type) for t in r.tensors]\n"
+    reference = (
+        "import sys, gguf\nr = gguf.GGUFReader(sys.argv[1])\n"
+        "inv = [(t.name, t.shape, t.tensor_type) for t in r.tensors]\n"
+    )
     wall, rss = measure([*python(reference), str(path)], ctx)
     ref = Row(case, "gguf.GGUFReader", wall, rss)
     wall, rss = measure(ckptscan("--json", str(path)), ctx)
