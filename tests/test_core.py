@@ -112,6 +112,12 @@ def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
     assert error["code"] == "unrecognized-format"
 
 
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    assert_one_line_error(fifo, "not a regular file")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
 def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "locked.safetensors"
