@@ -110,6 +110,7 @@ class Walk:
     external_links: dict[str, tuple[str, str]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    addresses: dict[str, int] = field(default_factory=dict)  # object address of each group and dataset
     userblock: int = 0
     named_datatypes: int = 0
 
@@ -151,24 +152,33 @@ def import_h5py() -> Any:
 @contextlib.contextmanager
 def open_file(source: Source, window: tuple[int, int] | None = None) -> Iterator[h5py.File]:
     """The HDF5 file of ``source`` (or of the byte range ``window`` = (start, length) inside it), read-only."""
-    h5py = import_h5py()
-    reader = None
+    if window is None:
+        with _open(source.path) as h5:
+            yield h5
+        return
+    reader = _zip.SourceWindow(source, *window)
     try:
-        if window is None:
-            h5 = h5py.File(source.path, "r", locking=False)
-        else:
-            reader = _zip.SourceWindow(source, *window)
-            h5 = h5py.File(reader, "r")
-    except CkptscanError:
-        raise
+        with _open(reader) as h5:
+            yield h5
+    finally:
+        reader.close()
+
+
+@contextlib.contextmanager
+def _open(target: Any) -> Iterator[h5py.File]:
+    """h5py on a path or a read-only file object; h5py's errors become ckptscan's."""
+    h5py = import_h5py()
+    try:
+        h5 = h5py.File(target, "r", locking=False) if not hasattr(target, "read") else h5py.File(target, "r")
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
         raise _translate(e, "opening the file") from e
     try:
         yield h5
     finally:
-        h5.close()  # before the window goes away: h5py must not call into a dead file object
-        if reader is not None:
-            reader.close()
+        h5.close()  # before a file object goes away: h5py must not call into a dead one
+
+
+open_fileobj = _open
 
 
 def _translate(error: BaseException, where: str) -> CkptscanError:
@@ -285,6 +295,7 @@ class _Walker:
                 self.result.warnings.append(f"/{path} is a second hard link to group /{self.path_of[key]}")
             return key, None
         self.path_of[key] = path
+        self.result.addresses[path] = key[1]
         if obj_type == h5py.h5o.TYPE_GROUP:
             self.kind_of[key] = "group"
             child = h5py.Group(h5py.h5g.open(group.id, bname))
@@ -491,8 +502,8 @@ def read_attr(obj: Any, name: str, cap: int = MAX_ATTR_BYTES) -> Any:
         if not h5py.h5a.exists(obj.id, bname):
             return None
         attr = h5py.h5a.open(obj.id, bname)
-        size = int(attr.get_storage_size())
         elements = int(attr.get_space().get_simple_extent_npoints())
+        size = elements * int(attr.get_type().get_size())  # H5Aget_storage_size fails on empty attributes
         if size > cap or elements > MAX_ATTR_ELEMENTS:
             raise LimitExceeded(
                 f"attribute {name!r} holds {size:,} bytes / {elements:,} values; the limit is {cap:,}",
