@@ -15,6 +15,7 @@ a file up to a cap.
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zipfile
 import zlib
@@ -112,7 +113,7 @@ class SourceWindow(io.RawIOBase):
 def read_layout(source: Source) -> ZipLayout:
     """Every member with its data offset, checked against its local header and its neighbours."""
     try:
-        with zipfile.ZipFile(SourceWindow(source, 0, source.size)) as archive:  # type: ignore[arg-type]
+        with zipfile.ZipFile(SourceWindow(source, 0, source.size)) as archive:
             infos = archive.infolist()
             directory_offset = archive.start_dir
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
@@ -121,7 +122,7 @@ def read_layout(source: Source) -> ZipLayout:
         raise LimitExceeded(f"{len(infos):,} zip members exceed the limit of {MAX_MEMBERS:,}")
     members = [_member(source, info, directory_offset) for info in infos]
     ordered = sorted(members, key=lambda m: m.header_offset)
-    for member, following in zip(ordered, ordered[1:]):
+    for member, following in itertools.pairwise(ordered):
         if member.data_end > following.header_offset:
             raise MalformedFile(
                 f"zip member {member.name!r} runs into member {following.name!r} (overlapping members)",
@@ -135,7 +136,9 @@ def _member(source: Source, info: zipfile.ZipInfo, directory_offset: int) -> Zip
     if info.flag_bits & 0x01:
         raise UnsupportedFeature(f"zip member {info.filename!r} is encrypted", where=where)
     if info.header_offset + LOCAL_HEADER.size > directory_offset:
-        raise MalformedFile(f"zip member {info.filename!r} has its local header past the central directory", where=where)
+        raise MalformedFile(
+            f"zip member {info.filename!r} has its local header past the central directory", where=where
+        )
     fields = LOCAL_HEADER.unpack(source.read_at(info.header_offset, LOCAL_HEADER.size, "zip local header"))
     signature, method, name_len, extra_len = fields[0], fields[3], fields[9], fields[10]
     if signature != LOCAL_SIGNATURE:

@@ -328,9 +328,7 @@ class _Walker:
         virtual: tuple[str, ...] = ()
         if layout == "contiguous":
             if dcpl.get_external_count():
-                external = tuple(
-                    _text(dcpl.get_external(i)[0]) for i in range(min(dcpl.get_external_count(), 64))
-                )
+                external = tuple(_text(dcpl.get_external(i)[0]) for i in range(min(dcpl.get_external_count(), 64)))
                 self._finding(
                     "hdf5-external-storage",
                     f"/{path} keeps its values in external file(s) {list(external)}; not read",
@@ -343,9 +341,7 @@ class _Walker:
         elif layout == "chunked":
             extents = self._chunk_extents(dsid)
         elif layout == "virtual":
-            virtual = tuple(
-                _text(dcpl.get_virtual_filename(i)) for i in range(min(dcpl.get_virtual_count(), 1024))
-            )
+            virtual = tuple(_text(dcpl.get_virtual_filename(i)) for i in range(min(dcpl.get_virtual_count(), 1024)))
             outside = sorted({f for f in virtual if f != "."})
             if outside:
                 self._finding(
@@ -608,12 +604,12 @@ def check_extents(walk: Walk, image_size: int) -> None:
                     f"but the file has {image_size:,}",
                     where="/" + dataset.path,
                 )
-        if dataset.layout == "contiguous" and dataset.offset is not None and dataset.dtype.known:
-            if dataset.stored_bytes < dataset.nbytes:
-                raise MalformedFile(
-                    f"dataset /{dataset.path} is {dataset.nbytes:,} bytes but stores only {dataset.stored_bytes:,}",
-                    where="/" + dataset.path,
-                )
+        allocated = dataset.layout == "contiguous" and dataset.offset is not None and dataset.dtype.known
+        if allocated and dataset.stored_bytes < dataset.nbytes:
+            raise MalformedFile(
+                f"dataset /{dataset.path} is {dataset.nbytes:,} bytes but stores only {dataset.stored_bytes:,}",
+                where="/" + dataset.path,
+            )
 
 
 def structure_regions(walk: Walk, file: str, image_size: int, *, base: int = 0) -> list[Region]:
@@ -693,4 +689,3 @@ def _is_json(value: Any) -> bool:
     if isinstance(value, list):
         return all(_is_json(v) for v in value)
     return False
-

@@ -76,10 +76,18 @@ def _read_member(source: Source, member: _zip.ZipMember, name: str) -> tuple[Ten
         raise
     if member.stored:
         return describe(
-            header, source.name, data_start=member.data_offset, available=member.file_size, name=name, attrs=attrs, where=where
+            header,
+            source.name,
+            data_start=member.data_offset,
+            available=member.file_size,
+            name=name,
+            attrs=attrs,
+            where=where,
         )
     attrs.update(entry_data_offset=header.data_offset, stored_bytes=member.compress_size, compression="deflate")
-    return describe(header, source.name, data_start=None, available=member.file_size, name=name, attrs=attrs, where=where)
+    return describe(
+        header, source.name, data_start=None, available=member.file_size, name=name, attrs=attrs, where=where
+    )
 
 
 def _member_header(source: Source, member: _zip.ZipMember) -> NpyHeader:

@@ -178,7 +178,9 @@ def describe(
         text_end = header.prefix_bytes + header.header_bytes
         regions.append(Region(file, RegionKind.HEADER, data_start, header.prefix_bytes, f"{name}: .npy magic"))
         regions.append(
-            Region(file, RegionKind.METADATA, data_start + header.prefix_bytes, header.header_bytes, f"{name}: .npy header")
+            Region(
+                file, RegionKind.METADATA, data_start + header.prefix_bytes, header.header_bytes, f"{name}: .npy header"
+            )
         )
         if header.has_objects:
             regions.append(Region(file, RegionKind.PICKLE, data_start + text_end, stored, f"{name}: pickled objects"))
@@ -205,7 +207,9 @@ def parse_header(prefix: bytes, read_at: Any) -> NpyHeader:
         raise TruncatedFile(".npy file ends inside its header length", where="offset 8")
     header_len = int.from_bytes(prefix[8 : 8 + length_bytes], "little")
     if header_len > MAX_HEADER_BYTES:
-        raise LimitExceeded(f".npy header of {header_len:,} bytes exceeds the limit of {MAX_HEADER_BYTES:,}", where="offset 8")
+        raise LimitExceeded(
+            f".npy header of {header_len:,} bytes exceeds the limit of {MAX_HEADER_BYTES:,}", where="offset 8"
+        )
     prefix_bytes = 8 + length_bytes
     raw = read_at(prefix_bytes, header_len)
     try:
@@ -215,7 +219,9 @@ def parse_header(prefix: bytes, read_at: Any) -> NpyHeader:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-        raise MalformedFile(f".npy header is not a Python literal ({type(e).__name__})", where=f"offset {prefix_bytes}") from e
+        raise MalformedFile(
+            f".npy header is not a Python literal ({type(e).__name__})", where=f"offset {prefix_bytes}"
+        ) from e
     descr, fortran_order, shape = _check_header_dict(value)
     dtype, big_endian, has_objects = dtype_from_descr(descr)
     return NpyHeader(version, prefix_bytes, header_len, descr, fortran_order, shape, dtype, big_endian, has_objects)
@@ -228,7 +234,9 @@ def _check_header_dict(value: Any) -> tuple[Any, bool, tuple[int, ...]]:
     shape, fortran_order = value["shape"], value["fortran_order"]
     if not isinstance(fortran_order, bool):
         raise MalformedFile(".npy header fortran_order must be True or False", where=where)
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise MalformedFile(".npy header shape must be a tuple of non-negative integers", where=where)
     if len(shape) > MAX_DIMS:
         raise LimitExceeded(f".npy shape has {len(shape)} dimensions; the limit is {MAX_DIMS}", where=where)

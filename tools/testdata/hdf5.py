@@ -38,7 +38,9 @@ def generate(out: Path) -> list[Path]:
             shuffle=True,
             track_times=False,
         )
-        packed.create_dataset("lzf", data=np.zeros((100, 10), "<i4"), chunks=(25, 10), compression="lzf", track_times=False)
+        packed.create_dataset(
+            "lzf", data=np.zeros((100, 10), "<i4"), chunks=(25, 10), compression="lzf", track_times=False
+        )
         packed.create_dataset("never_written", shape=(1000, 1000), dtype="<f4", chunks=(100, 100), track_times=False)
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_layout(h5py.h5d.COMPACT)
@@ -46,10 +48,10 @@ def generate(out: Path) -> list[Path]:
         compact = h5py.h5d.create(packed.id, b"compact", h5py.h5t.NATIVE_INT16, space, dcpl=dcpl)
         compact.write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(6, dtype="<i2"))
         misc = f.create_group("misc")
-        misc.create_dataset("fixed_strings", data=np.array([b"alpha", b"beta", b"gamma"], dtype="S16"), track_times=False)
         misc.create_dataset(
-            "vlen_strings", data=["one", "two", "three"], dtype=h5py.string_dtype(), track_times=False
+            "fixed_strings", data=np.array([b"alpha", b"beta", b"gamma"], dtype="S16"), track_times=False
         )
+        misc.create_dataset("vlen_strings", data=["one", "two", "three"], dtype=h5py.string_dtype(), track_times=False)
         misc.create_dataset("flags", data=np.array([True, False, True]), track_times=False)
         misc.create_dataset("complex", data=(np.arange(4) + 1j).astype("<c8"), track_times=False)
         misc.create_dataset("step", data=np.int64(42), track_times=False)

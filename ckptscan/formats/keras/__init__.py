@@ -198,7 +198,8 @@ def layer_table(model_config: Any) -> dict[str, LayerInfo]:
         for layer in layers or ():
             if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str):
                 continue
-            inner = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+            raw_inner = layer.get("config")
+            inner: dict[str, Any] = raw_inner if isinstance(raw_inner, dict) else {}
             name = inner.get("name", layer.get("name"))
             if isinstance(name, str) and name not in table:
                 table[name] = LayerInfo(name, layer["class_name"], inner, len(table))
@@ -217,7 +218,9 @@ def model_summary(model_config: Any) -> dict[str, Any]:
         summary["name"] = inner["name"]
     layers = layer_table(model_config)
     summary["layer_count"] = len(layers)
-    summary["layers"] = [{"name": i.name, "class_name": i.class_name} for i in list(layers.values())[:MAX_LAYERS_LISTED]]
+    summary["layers"] = [
+        {"name": i.name, "class_name": i.class_name} for i in list(layers.values())[:MAX_LAYERS_LISTED]
+    ]
     return summary
 
 
@@ -225,8 +228,9 @@ def optimizer_summary(optimizer: Any) -> dict[str, Any] | None:
     """Class name and scalar settings of an optimizer config (Keras 2 ``optimizer_config`` or Keras 3)."""
     if not isinstance(optimizer, dict) or not optimizer.get("class_name"):
         return None
-    config = optimizer.get("config") if isinstance(optimizer.get("config"), dict) else {}
-    settings = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    raw_config = optimizer.get("config")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+    settings: dict[str, Any] = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool)) or v is None}
     if isinstance(config.get("learning_rate"), dict):
         settings["learning_rate"] = {"schedule": config["learning_rate"].get("class_name")}
     return {"class_name": optimizer_class(optimizer.get("class_name")), "config": settings}
@@ -280,9 +284,13 @@ for _conv in (
 
 # The sub-object holding an RNN layer's variables: layers/<lstm>/cell/vars
 _NESTED_CLASSES = {("LSTM", "cell"): "LSTMCell", ("GRU", "cell"): "GRUCell", ("SimpleRNN", "cell"): "SimpleRNNCell"}
-_SNAKE_TO_CLASS = {re.sub(r"(?<!^)(?=[A-Z])", "_", c).lower(): c for c in (*_KERAS3_WEIGHTS, "LSTM", "GRU", "SimpleRNN")}
+_SNAKE_TO_CLASS = {
+    re.sub(r"(?<!^)(?=[A-Z])", "_", c).lower(): c for c in (*_KERAS3_WEIGHTS, "LSTM", "GRU", "SimpleRNN")
+}
 _SNAKE_TO_CLASS.update({"conv1d": "Conv1D", "conv2d": "Conv2D", "conv3d": "Conv3D", "lstm": "LSTM", "gru": "GRU"})
-_SNAKE_TO_CLASS.update({"p_re_lu": "PReLU", "depthwise_conv2d": "DepthwiseConv2D", "separable_conv2d": "SeparableConv2D"})
+_SNAKE_TO_CLASS.update(
+    {"p_re_lu": "PReLU", "depthwise_conv2d": "DepthwiseConv2D", "separable_conv2d": "SeparableConv2D"}
+)
 
 
 def class_from_group_name(name: str) -> str | None:
@@ -300,7 +308,9 @@ def keras3_variables(class_name: str | None, config: dict[str, Any]) -> list[tup
     if spec is None:
         return None
     trainable = config.get("trainable", True) is not False
-    return [(name, trainable and is_trainable) for name, is_trainable, flag in spec if not flag or config.get(flag, True)]
+    return [
+        (name, trainable and is_trainable) for name, is_trainable, flag in spec if not flag or config.get(flag, True)
+    ]
 
 
 # -- optimizer slot layouts --------------------------------------------------------------------

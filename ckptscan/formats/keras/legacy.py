@@ -151,7 +151,12 @@ class _Mapping:
                     continue
                 variable = re.sub(r":\d+$", "", weight)
                 trainable = (info is None or info.trainable) and variable.rsplit("/", 1)[-1] not in _NON_TRAINABLE
-                attrs: dict[str, Any] = {"structure": "model", "layer": layer, "variable": variable, "trainable": trainable}
+                attrs: dict[str, Any] = {
+                    "structure": "model",
+                    "layer": layer,
+                    "variable": variable,
+                    "trainable": trainable,
+                }
                 if info is not None:
                     attrs["layer_class"] = info.class_name
                 self._add(path, attrs)
@@ -196,10 +201,17 @@ class _Mapping:
             if dataset.shape == shape:
                 roles.append((path, {"optimizer_state": slot, "param_name": name, "param_name_guessed": True}))
             elif slot == "vhat" and dataset.shape == (1,):  # Keras 2 Adam without amsgrad keeps a placeholder
-                roles.append((path, {"optimizer_state": slot, "param_name": name, "param_name_guessed": True, "placeholder": True}))
+                roles.append(
+                    (
+                        path,
+                        {"optimizer_state": slot, "param_name": name, "param_name_guessed": True, "placeholder": True},
+                    )
+                )
             else:
-                self.warnings.append(f"unnamed optimizer variable /{path} has shape {list(dataset.shape)}, not "
-                                     f"{list(shape)} of {name!r}; the unnamed slots are not named")
+                self.warnings.append(
+                    f"unnamed optimizer variable /{path} has shape {list(dataset.shape)}, not "
+                    f"{list(shape)} of {name!r}; the unnamed slots are not named"
+                )
                 return
         for path, role in roles:
             self.attrs[path].update(role)
@@ -226,9 +238,8 @@ def _structure_of(dataset: hdf5.Dataset) -> dict[str, Any]:
 
 
 def _optimizer_config(training_config: Any) -> dict[str, Any]:
-    if isinstance(training_config, dict) and isinstance(training_config.get("optimizer_config"), dict):
-        return training_config["optimizer_config"]
-    return {}
+    found = training_config.get("optimizer_config") if isinstance(training_config, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 def _optimizer_role(name: str, flat: dict[str, str], known: set[str]) -> dict[str, Any]:
@@ -280,4 +291,3 @@ def _metadata(keras: _KerasAttrs) -> dict[str, Any]:
         if isinstance(loss, (str, type(None))):
             info["loss"] = loss
     return info
-

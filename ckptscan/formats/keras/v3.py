@@ -70,7 +70,11 @@ def read(source: Source) -> Inventory:
         files=(FileRef(source.name, source.size),),
         tensors=tuple(tensors),
         regions=tuple(sorted(regions, key=lambda r: r.offset)),
-        metadata={"keras": keras_info, "hdf5": hdf5.summary(walk), "zip_members": [m.name for m in layout.members][:1000]},
+        metadata={
+            "keras": keras_info,
+            "hdf5": hdf5.summary(walk),
+            "zip_members": [m.name for m in layout.members][:1000],
+        },
         findings=tuple(dict.fromkeys([*walk.findings, *config_findings(config, CONFIG)])),
         warnings=tuple(walk.warnings + mapping.warnings),
     )

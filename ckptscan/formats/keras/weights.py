@@ -189,9 +189,7 @@ class Keras3Mapping:
         found: list[tuple[str | None, tuple[int, ...]]] = []
         while len(found) < len(shapes) and units:
             position = len(found)
-            matches = [
-                o for o, p in units.items() if [s for _, s in p] == shapes[position : position + len(p)]
-            ]
+            matches = [o for o, p in units.items() if [s for _, s in p] == shapes[position : position + len(p)]]
             if len(matches) != 1:
                 break
             found.extend(units.pop(matches[0]))
@@ -221,10 +219,15 @@ class Keras3Mapping:
         if variables and not variables[0].shape and variables[0].dtype.kind in (DTypeKind.INT, DTypeKind.UINT):
             roles[0]["optimizer_state"] = "iterations"
             position = 1
-        if position < len(variables) and not variables[position].shape and not self._schedule():
-            if variables[position].dtype.kind == DTypeKind.FLOAT:
-                roles[position]["optimizer_state"] = "learning_rate"
-                position += 1
+        candidate = variables[position] if position < len(variables) else None
+        if (
+            candidate is not None
+            and not candidate.shape
+            and candidate.dtype.kind == DTypeKind.FLOAT
+            and not self._schedule()
+        ):
+            roles[position]["optimizer_state"] = "learning_rate"
+            position += 1
         rest = variables[position:]
         layout = self._match_layout(class_name, rest)
         if layout is None and rest:
@@ -238,7 +241,7 @@ class Keras3Mapping:
             if param is not None:
                 role["param_name"] = param
                 role["param_name_guessed"] = True
-        for role, dataset in zip(roles, variables):
+        for role, dataset in zip(roles, variables, strict=True):
             if class_name:
                 role["optimizer"] = class_name
             self.attrs[dataset.path] = role
@@ -266,7 +269,7 @@ class Keras3Mapping:
                 (slot, name, shape) for block in blocks for name, shape in params for slot in block
             ]
             expected.extend((scalar, None, ()) for scalar in trailing)
-            if len(expected) == len(rest) and all(d.shape == e[2] for d, e in zip(rest, expected)):
+            if len(expected) == len(rest) and all(d.shape == e[2] for d, e in zip(rest, expected, strict=True)):
                 return [(slot, name) for slot, name, _ in expected]
         return None
 
@@ -280,7 +283,9 @@ class Keras3Mapping:
             yield from (d for _, d in self.owners[owner].variables)
         yield from self.others
 
-    def tensors(self, file: str, *, base: int = 0, addressable: bool = True, extra: dict[str, Any] | None = None) -> list[Tensor]:
+    def tensors(
+        self, file: str, *, base: int = 0, addressable: bool = True, extra: dict[str, Any] | None = None
+    ) -> list[Tensor]:
         result = []
         for dataset in self.ordered():
             attrs = {**self.attrs.get(dataset.path, {}), **(extra or {})}
