@@ -76,12 +76,17 @@ def test_keras_v3_archive() -> None:
     assert position == path.stat().st_size
 
 
-def test_keras_weights_h5() -> None:
-    path = KERAS / "tiny.weights.h5"
+def _read_h5_checked(name: str, format: str) -> ckptscan.Inventory:
+    path = KERAS / name
     inventory = ckptscan.read_inventory(path)
-    assert inventory.format == "keras-weights-h5"
+    assert inventory.format == format
     with h5py.File(path, "r") as h5:
         _check_against_h5py(inventory, h5, path.read_bytes(), 0)
+    return inventory
+
+
+def test_keras_weights_h5() -> None:
+    inventory = _read_h5_checked("tiny.weights.h5", "keras-weights-h5")
     _check_keras3_mapping(inventory)  # without a config: class from group names, order from the optimizer
 
 
@@ -102,11 +107,7 @@ def _check_keras3_mapping(inventory: ckptscan.Inventory) -> None:
 
 
 def test_legacy_h5_from_keras3() -> None:
-    path = KERAS / "tiny_legacy.h5"
-    inventory = ckptscan.read_inventory(path)
-    assert inventory.format == "keras-h5"
-    with h5py.File(path, "r") as h5:
-        _check_against_h5py(inventory, h5, path.read_bytes(), 0)
+    inventory = _read_h5_checked("tiny_legacy.h5", "keras-h5")
     model = [t for t in inventory.tensors if t.section == "model_weights"]
     assert [t.attrs["variable"] for t in model] == ALL_VARIABLES  # Keras order: layer_names x weight_names
     optimizer = [t for t in inventory.tensors if t.section == "optimizer_weights"]

@@ -183,32 +183,22 @@ def framing_regions(source: Source, layout: ZipLayout) -> list[Region]:
     for member in sorted(layout.members, key=lambda m: m.header_offset):
         if member.header_offset > position:
             regions.append(_gap(source, position, member.header_offset))
-        regions.append(
-            Region(
-                source.name,
-                RegionKind.FRAMING,
-                member.header_offset,
-                member.data_offset - member.header_offset,
-                f"zip local header {member.name}",
-            )
-        )
+        header_bytes = member.data_offset - member.header_offset
+        regions.append(_frame(source, member.header_offset, header_bytes, f"zip local header {member.name}"))
         position = member.data_end
         descriptor = min(member.descriptor_size, layout.directory_offset - position)
         if descriptor:
-            regions.append(Region(source.name, RegionKind.FRAMING, position, descriptor, "zip data descriptor"))
+            regions.append(_frame(source, position, descriptor, "zip data descriptor"))
             position += descriptor
     if layout.directory_offset > position:
         regions.append(_gap(source, position, layout.directory_offset))
-    regions.append(
-        Region(
-            source.name,
-            RegionKind.FRAMING,
-            layout.directory_offset,
-            source.size - layout.directory_offset,
-            "zip central directory",
-        )
-    )
+    directory_bytes = source.size - layout.directory_offset
+    regions.append(_frame(source, layout.directory_offset, directory_bytes, "zip central directory"))
     return regions
+
+
+def _frame(source: Source, offset: int, length: int, label: str) -> Region:
+    return Region(source.name, RegionKind.FRAMING, offset, length, label)
 
 
 def _gap(source: Source, start: int, end: int) -> Region:

@@ -144,7 +144,7 @@ def describe(
                 "numpy-object-array",
                 Severity.HIGH,
                 f"{name} is an object array: its data is a pickle that runs code when loaded "
-                "(np.load(allow_pickle=True)); not unpickled",
+                "(NumPy loads it only with pickling allowed); not unpickled",
                 where or name,
             )
         )
