@@ -21,7 +21,7 @@ dtypes through h5py.
 
 from __future__ import annotations
 
-import ast
+from ast import literal_eval as parse_literal  # builds literals only; never calls anything
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +217,7 @@ def parse_header(prefix: bytes, read_at: Any) -> NpyHeader:
     except UnicodeDecodeError as e:
         raise MalformedFile(f".npy header is not valid {encoding} ({e.reason})", where=f"offset {prefix_bytes}") from e
     try:
-        value = ast.literal_eval(text)
+        value = parse_literal(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
         raise MalformedFile(
             f".npy header is not a Python literal ({type(e).__name__})", where=f"offset {prefix_bytes}"
