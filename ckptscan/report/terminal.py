@@ -198,7 +198,8 @@ def metadata(inventory: Inventory, options: Options) -> RenderableType | None:
     from rich.table import Table
 
     table = Table(title="Metadata", title_justify="left", title_style="bold", show_edge=False, show_header=False)
-    table.add_column("key", style="dim", no_wrap=True, overflow="ellipsis", max_width=48)
+    key_width = min(40, max(len(key) for key, _ in rows[:MAX_METADATA_ROWS]))
+    table.add_column("key", style="dim", no_wrap=True, overflow="ellipsis", min_width=key_width)
     table.add_column("value", overflow="ellipsis", no_wrap=True, ratio=1)
     for key, value in rows[:MAX_METADATA_ROWS]:
         table.add_row(key, value)
