@@ -46,6 +46,12 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("safetensors", "ckptscan.formats.safetensors", (".safetensors",), "safetensors"),
     FormatSpec("gguf", "ckptscan.formats.gguf", (".gguf",), "GGUF (llama.cpp / ggml)"),
     FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
+    FormatSpec(
+        "pytorch",
+        "ckptscan.formats.torch",
+        (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".model"),
+        "PyTorch (zip, legacy, legacy tar, TorchScript, Lightning)",
+    ),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
 )
 
