@@ -34,6 +34,8 @@ def assemble(source: Source, loaded: Loaded) -> Inventory:
     metadata: dict[str, Any] = dict(loaded.metadata)
     summaries: list[tuple[str, TreeSummary]] = []
     for pickle in loaded.pickles:
+        if not pickle.tensors:
+            continue
         prefix = _pickle_prefix(loaded.format, pickle.label)
         summary = walk(pickle.root)
         summaries.append((pickle.label, summary))
@@ -135,7 +137,7 @@ def _tensor(
     for dim in ref.shape:
         elements *= dim
     nbytes = _nbytes(dtype, elements, ref.dtype)
-    attrs: dict[str, Any] = {"structure": found.structure or "other"}
+    attrs: dict[str, Any] = {"structure": prefix if prefix else found.structure or "other"}
     if ref.kind != "tensor":
         attrs["kind"] = ref.kind
     for key in ("qscheme", "scale", "zero_point", "subclass"):
@@ -231,9 +233,9 @@ def _optimizer_attrs(attrs: dict[str, Any], found: FoundTensor) -> None:
 
 def _label_unlabelled(tensors: list[Tensor], summary: TreeSummary) -> list[Tensor]:
     """Tensors outside any recognised structure: a model when nothing else was recognised."""
-    if any(t.attrs["structure"] != "other" for t in tensors):
+    if any(t.attrs["structure"] not in ("other", "constants") for t in tensors):
         return tensors
-    return [replace(t, attrs={**t.attrs, "structure": "model"}) for t in tensors]
+    return [replace(t, attrs={**t.attrs, "structure": "model"}) if t.attrs["structure"] == "other" else t for t in tensors]
 
 
 def _optimizer_meta(found: Any) -> dict[str, Any]:

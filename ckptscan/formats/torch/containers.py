@@ -53,6 +53,7 @@ class PickleRead:
     root: Any
     unpickler: Unpickler
     nbytes: int
+    tensors: bool = True  # False for TorchScript's traced_inputs.pkl and the like: scanned, not inventoried
 
 
 @dataclass
@@ -179,9 +180,14 @@ def load_zip(source: Source) -> Loaded:
         entry = by_name[name]
         data = ziparchive.read_entry(source, entry, MAX_PICKLE_BYTES, name)
         root_value, unpickler = read_pickle(data, name, persistent)
-        loaded.pickles.append(PickleRead(name, root_value, unpickler, len(data)))
+        # TorchScript saves traced example inputs with empty storages: their globals are checked,
+        # their tensors are not part of the model
+        inventoried = name in (f"{prefix}data.pkl", f"{prefix}constants.pkl")
+        loaded.pickles.append(PickleRead(name, root_value, unpickler, len(data), inventoried))
         loaded.regions.append(Region(source.name, RegionKind.PICKLE, entry.data_offset, entry.compressed_size, name))
         used.add(name)
+        if not inventoried:
+            continue
         for ref in table.refs.values():
             entry_name = f"{folder}/{ref.key}"
             loaded.storages[f"{source.name}:{entry_name}"] = _zip_storage(source, by_name, entry_name, ref, encoding)

@@ -256,6 +256,10 @@ def _complex(args: tuple[Any, ...]) -> Any:
     return Opaque("builtins.complex", args)
 
 
+def _first_argument(args: tuple[Any, ...]) -> Any:
+    return args[0] if args else None
+
+
 def _size(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(args[0]) if args and isinstance(args[0], list | tuple) else ()
 
@@ -356,6 +360,12 @@ _CALLS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "torch._tensor._rebuild_from_type": _rebuild_from_type,
     "torch._tensor._rebuild_from_type_v2": _rebuild_from_type,
     "torch.Size": _size,
+    # TorchScript's pickles wrap lists and typed values; each returns its first argument
+    "torch.jit._pickle.restore_type_tag": _first_argument,
+    "torch.jit._pickle.build_intlist": _first_argument,
+    "torch.jit._pickle.build_tensorlist": _first_argument,
+    "torch.jit._pickle.build_doublelist": _first_argument,
+    "torch.jit._pickle.build_boollist": _first_argument,
     "torch.device": _device,
     "torch.serialization._get_layout": _layout,
     "collections.OrderedDict": _ordered_dict,
