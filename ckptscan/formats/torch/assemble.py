@@ -235,7 +235,9 @@ def _label_unlabelled(tensors: list[Tensor], summary: TreeSummary) -> list[Tenso
     """Tensors outside any recognised structure: a model when nothing else was recognised."""
     if any(t.attrs["structure"] not in ("other", "constants") for t in tensors):
         return tensors
-    return [replace(t, attrs={**t.attrs, "structure": "model"}) if t.attrs["structure"] == "other" else t for t in tensors]
+    return [
+        replace(t, attrs={**t.attrs, "structure": "model"}) if t.attrs["structure"] == "other" else t for t in tensors
+    ]
 
 
 def _optimizer_meta(found: Any) -> dict[str, Any]:

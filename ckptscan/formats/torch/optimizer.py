@@ -77,7 +77,11 @@ def assign(
     """(index -> parameter name, guessed) or None when no assignment fits."""
     order = [i for g in groups for i in g]
     if names is not None and [len(n) for n in names] == [len(g) for g in groups]:
-        return {i: n for g, ns in zip(groups, names, strict=True) for i, n in zip(g, ns, strict=True)}, False
+        # the file's names are the module's; give the inventory's name of that tensor where there is one
+        full = {t.name.removeprefix(f"{t.section}.") if t.section else t.name: t.name for t in model}
+        return {
+            i: full.get(n, n) for g, ns in zip(groups, names, strict=True) for i, n in zip(g, ns, strict=True)
+        }, False
     if not order or not model:
         return None
     shapes = _shape_of_state(state)
