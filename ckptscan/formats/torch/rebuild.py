@@ -250,6 +250,17 @@ def _bytearray(args: tuple[Any, ...]) -> bytearray:
     return bytearray()
 
 
+def _bytes(args: tuple[Any, ...]) -> Any:
+    """``bytes()`` (how protocols 0 and 1 spell b""), ``bytes(ints)`` and ``bytes(text, encoding)``."""
+    if not args:
+        return b""
+    if isinstance(args[0], list) and all(isinstance(v, int) and 0 <= v < 256 for v in args[0]):
+        return bytes(args[0])
+    if isinstance(args[0], str) and len(args) > 1:
+        return _encode(args)
+    return Opaque("builtins.bytes", args)
+
+
 def _complex(args: tuple[Any, ...]) -> Any:
     if all(isinstance(a, int | float) and not isinstance(a, bool) for a in args) and len(args) <= 2:
         return complex(*args)
@@ -372,6 +383,7 @@ _CALLS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "builtins.set": _set,
     "builtins.frozenset": _set,
     "builtins.bytearray": _bytearray,
+    "builtins.bytes": _bytes,
     "builtins.complex": _complex,
     "_codecs.encode": _encode,
     "copyreg._reconstructor": _reconstructor,
