@@ -78,7 +78,11 @@ class FolderFormatSpec:
         return cast(FolderFormatModule, importlib.import_module(self.module))
 
 
-FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = ()
+FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = (
+    FolderFormatSpec(
+        "hf-trainer-checkpoint", "ckptscan.formats.torch.trainer", "Hugging Face Trainer checkpoint folder"
+    ),
+)
 
 
 def detect_folder(folder: Path) -> FolderFormatSpec | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,9 @@ def test_formats_and_sections() -> None:
 
 def test_dtypes_are_canonical() -> None:
     by_name = {t.name: t for t in read("dtypes.pt").tensors}
-    expected = {"f32": "F32", "f16": "F16", "bf16": "BF16", "f64": "F64", "i64": "I64", "i32": "I32", "i16": "I16",
-                "i8": "I8", "u8": "U8", "bool": "BOOL", "c64": "C64", "f8_e4m3": "F8_E4M3", "f8_e5m2": "F8_E5M2"}  # fmt: skip
+    expected = {"f32": "F32", "f16": "F16", "bf16": "BF16", "f64": "F64", "i64": "I64", "i32": "I32",
+                "i16": "I16", "i8": "I8", "u8": "U8", "bool": "BOOL", "c64": "C64", "f8_e4m3": "F8_E4M3",
+                "f8_e5m2": "F8_E5M2"}  # fmt: skip
     for name, dtype in expected.items():
         assert by_name[name].dtype.name == dtype
     assert by_name["scalar"].shape == () and by_name["scalar"].elements == 1
@@ -207,7 +209,7 @@ def test_regions_and_storages_cover_the_file_exactly(name: str) -> None:
     spans = sorted([(r.offset, r.offset + r.nbytes) for r in inventory.regions] + [
         (s.offset, s.offset + s.nbytes) for s in inventory.storages if s.offset is not None
     ])  # fmt: skip
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_storage_keys_unique_and_prefixed() -> None:

@@ -53,9 +53,7 @@ def payloads(marker: Path) -> dict[str, bytes]:
         b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c" + bytes([len(command)]) + command.encode() + b"\x85}\x92."
     )
     # BUILD gadget: give an object a __setstate__ of os.system, then BUILD it with the command
-    found["build"] = (
-        b"\x80\x02c__main__\nGadget\n)\x81}S'__setstate__'\ncos\nsystem\nsbS" + _q(command) + b"\nb."
-    )
+    found["build"] = b"\x80\x02c__main__\nGadget\n)\x81}S'__setstate__'\ncos\nsystem\nsbS" + _q(command) + b"\nb."
     found["stack-global-dotted"] = (
         b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93\x8c" + bytes([len(command) + 9]) + f"print({command!r})".encode()[
             : len(command) + 9

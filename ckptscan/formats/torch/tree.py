@@ -32,6 +32,7 @@ from ckptscan.formats.torch.objects import (
 
 MAX_TREE_DEPTH = 200
 MAX_WALK_NODES = 5_000_000
+MAX_REPEATED_VISITS = 100_000  # containers reached again through the memo (billion-laughs pickles)
 MAX_SCALARS = 2000
 MAX_OBJECT_PATHS = 5
 MAX_STRING_CHARS = 200
@@ -159,6 +160,10 @@ class _Walker:
             raise LimitExceeded(f"object tree is nested deeper than {MAX_TREE_DEPTH}", where=self.name())
         if ident in self.seen:
             self.summary.repeated_paths += 1
+            if self.summary.repeated_paths > MAX_REPEATED_VISITS:
+                raise LimitExceeded(
+                    f"object tree reaches shared containers more than {MAX_REPEATED_VISITS:,} times (memo bomb?)"
+                )
         self.seen.add(ident)
         self.on_path.add(ident)
         try:
