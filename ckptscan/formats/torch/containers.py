@@ -452,12 +452,7 @@ def load_legacy_tar(source: Source) -> Loaded:
 
 
 def _tar_storages(source: Source, member: TarMember, loaded: Loaded) -> dict[str, StorageRef]:
-    end = member.data_offset + member.size
-    count, position, _ = pickle_at(source, member.data_offset, end, "storages")
-    _count_check(count, "storage")
-    loaded.regions.append(
-        Region(source.name, RegionKind.INDEX, member.data_offset, position - member.data_offset, "storage count")
-    )
+    count, position, end = _member_count(source, member, loaded, "storage")
     refs: dict[str, StorageRef] = {}
     for _ in range(count):
         record, header_at, _ = pickle_at(source, position, end, "storages")
@@ -495,20 +490,22 @@ def _tar_storages(source: Source, member: TarMember, loaded: Loaded) -> dict[str
     return refs
 
 
-def _count_check(count: Any, what: str) -> None:
+def _member_count(source: Source, member: TarMember, loaded: Loaded, what: str) -> tuple[int, int, int]:
+    """The pickled record count that opens a ``storages``/``tensors`` member: (count, next offset, member end)."""
+    end = member.data_offset + member.size
+    count, position, _ = pickle_at(source, member.data_offset, end, f"{what}s")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count > MAX_LEGACY_STORAGES:
         raise MalformedFile(f"legacy tar {what} count is malformed", where=f"{what}s")
+    loaded.regions.append(
+        Region(source.name, RegionKind.INDEX, member.data_offset, position - member.data_offset, f"{what} count")
+    )
+    return count, position, end
 
 
 def _tar_tensors(
     source: Source, member: TarMember, storages: dict[str, StorageRef], loaded: Loaded
 ) -> dict[str, TensorRef]:
-    end = member.data_offset + member.size
-    count, position, _ = pickle_at(source, member.data_offset, end, "tensors")
-    _count_check(count, "tensor")
-    loaded.regions.append(
-        Region(source.name, RegionKind.INDEX, member.data_offset, position - member.data_offset, "tensor count")
-    )
+    count, position, end = _member_count(source, member, loaded, "tensor")
     tensors: dict[str, TensorRef] = {}
     for _ in range(count):
         record, at, _ = pickle_at(source, position, end, "tensors")
