@@ -46,6 +46,12 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("safetensors", "ckptscan.formats.safetensors", (".safetensors",), "safetensors"),
     FormatSpec("gguf", "ckptscan.formats.gguf", (".gguf",), "GGUF (llama.cpp / ggml)"),
     FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
+    FormatSpec(
+        "pytorch",
+        "ckptscan.formats.torch",
+        (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".model"),
+        "PyTorch (zip, legacy, legacy tar, TorchScript, Lightning)",
+    ),
     FormatSpec("npy", "ckptscan.formats.numpy", (".npy",), "NumPy array (.npy)"),
     FormatSpec("npz", "ckptscan.formats.npz", (".npz",), "NumPy archive (.npz)"),
     FormatSpec("keras-v3", "ckptscan.formats.keras.v3", (".keras",), "Keras 3 model (.keras zip)"),
@@ -78,7 +84,11 @@ class FolderFormatSpec:
         return cast(FolderFormatModule, importlib.import_module(self.module))
 
 
-FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = ()
+FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = (
+    FolderFormatSpec(
+        "hf-trainer-checkpoint", "ckptscan.formats.torch.trainer", "Hugging Face Trainer checkpoint folder"
+    ),
+)
 
 
 def detect_folder(folder: Path) -> FolderFormatSpec | None:
