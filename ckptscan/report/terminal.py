@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.analyze import modules, summary
-from ckptscan.inventory import Inventory, Severity
+from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.scan import ScanResult
 
 if TYPE_CHECKING:
@@ -108,10 +108,30 @@ def findings(inventory: Inventory, options: Options) -> RenderableType | None:
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    ordered = sorted(inventory.findings, key=lambda f: -f.severity.rank)
-    for f in ordered:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity.value}[/]", f.code, f.message)
+    for severity, code, group in _grouped(inventory.findings):
+        label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
+        if len(group) == 1:
+            table.add_row(label, code, group[0].message)
+        else:  # many low findings of one kind (e.g. unknown pickle globals): one row naming their subjects
+            subjects = ", ".join(f.subject for f in group)
+            table.add_row(label, f"{code} x{len(group)}", subjects)
     return table
+
+
+def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding]]]:
+    """Findings by severity (worst first); LOW/INFO ones with subjects are collapsed per code."""
+    rows: list[tuple[Severity, str, list[Finding]]] = []
+    groups: dict[tuple[Severity, str], list[Finding]] = {}
+    for f in sorted(found, key=lambda f: -f.severity.rank):
+        if f.severity.rank <= Severity.LOW.rank and f.subject:
+            key = (f.severity, f.code)
+            if key not in groups:
+                groups[key] = []
+                rows.append((f.severity, f.code, groups[key]))
+            groups[key].append(f)
+        else:
+            rows.append((f.severity, f.code, [f]))
+    return rows
 
 
 def dtypes(inventory: Inventory, options: Options) -> RenderableType | None:

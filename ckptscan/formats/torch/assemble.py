@@ -306,7 +306,11 @@ def _global_findings(loaded: Loaded) -> list[Finding]:
             if severity is not None:
                 findings.append(
                     Finding(
-                        "unsafe-global", severity, f"pickle imports {use.qualname}, which {describe(severity)}", where
+                        "unsafe-global",
+                        severity,
+                        f"pickle imports {use.qualname}, which {describe(severity)}",
+                        where,
+                        subject=use.qualname,
                     )
                 )
             else:
@@ -318,6 +322,7 @@ def _global_findings(loaded: Loaded) -> list[Finding]:
                         f"pickle names {use.qualname}, outside the tensor allowlist (torch.load with "
                         "weights_only=False would import it)",
                         where,
+                        subject=use.qualname,
                     )
                 )
     findings.sort(key=lambda f: -f.severity.rank)
