@@ -20,6 +20,7 @@ declared offset and size is checked against the file before the first read.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,24 +131,256 @@ def open_raw(root: Path, ref: DataRef) -> ByteStream:
 
 
 def open_raw_big_endian(root: Path, ref: DataRef) -> ByteStream:
-    dtype = ref.dtype
-    if dtype.block_elements != 1 or dtype.block_bits % 8 or dtype.kind is DTypeKind.QUANTIZED:
+    width = value_width(ref.dtype)
+    if not width:
         raise UnsupportedFeature(
-            f"{ref.label}: big-endian {dtype.name} data cannot be reordered value by value", where=ref.label
+            f"{ref.label}: big-endian {ref.dtype.name} data cannot be reordered value by value", where=ref.label
         )
-    width = dtype.block_bits // 8
-    if dtype.kind is DTypeKind.COMPLEX:
-        width //= 2  # real and imaginary parts are swapped separately
     return RawStream(root, ref, swap_bytes=width)
+
+
+def value_width(dtype: DType) -> int:
+    """Bytes per value to reverse for byte order (0: nothing to reverse)."""
+    if dtype.block_elements != 1 or dtype.block_bits % 8 or dtype.kind is DTypeKind.QUANTIZED:
+        return 0
+    width = dtype.block_bits // 8
+    return width // 2 if dtype.kind is DTypeKind.COMPLEX else width
+
+
+# -- compressed zip members -----------------------------------------------------------------------------
+
+INFLATE_INPUT = 1 << 20
+
+
+class DeflateStream:
+    """A deflated zip member, inflated front to back as it is read (a backward read starts over).
+
+    Where the values start inside the inflated member comes from the reader's ``attrs``:
+    ``entry_data_offset`` (a ``.npy`` member: after its header), ``image_offset`` (a dataset inside an
+    HDF5 image), else 0 (a PyTorch storage). The member is found by ``data_offset`` and
+    ``compressed_size`` when the reader recorded them, else by ``zip_entry`` in the zip directory.
+    """
+
+    random_access = False
+
+    def __init__(self, root: Path, ref: DataRef) -> None:
+        from ckptscan.formats import _zip
+
+        attrs = ref.attrs
+        path = resolve_inside(root, ref.file, referrer=ref.file)
+        self._source = Source(path, root=root)
+        try:
+            if isinstance(attrs.get("data_offset"), int) and isinstance(attrs.get("compressed_size"), int):
+                self._start, self._compressed = attrs["data_offset"], attrs["compressed_size"]
+            else:
+                member = _zip.read_layout(self._source).get(str(attrs.get("zip_entry", "")))
+                if member is None:
+                    raise MalformedFile(f"{ref.label}: zip member {attrs.get('zip_entry')!r} is not in the archive")
+                if member.method != _zip.DEFLATED:
+                    raise UnsupportedFeature(f"{ref.label}: zip member uses compression method {member.method}")
+                self._start, self._compressed = member.data_offset, member.compress_size
+            if self._start < 0 or self._start + self._compressed > self._source.size:
+                raise TruncatedFile(f"{ref.label}: the compressed member runs past the end of the file")
+        except BaseException:
+            self._source.close()
+            raise
+        inner = attrs.get("entry_data_offset", attrs.get("image_offset", 0))
+        self._skip = inner if isinstance(inner, int) and inner >= 0 else 0
+        self._swap = value_width(ref.dtype) if attrs.get("byte_order") == "big" else 0
+        self._label = ref.label
+        self.size = ref.nbytes
+        self._restart()
+
+    def _restart(self) -> None:
+        self._inflater = zlib.decompressobj(-15)
+        self._read = 0  # compressed bytes consumed
+        self._position = 0  # inflated bytes produced
+
+    def _inflate(self, limit: int) -> bytes:
+        """Up to ``limit`` more inflated bytes; b"" at the end of the member."""
+        inflater = self._inflater
+        try:
+            while True:
+                pending = inflater.unconsumed_tail
+                if not pending:
+                    if inflater.eof or self._read >= self._compressed:
+                        return b""
+                    length = min(INFLATE_INPUT, self._compressed - self._read)
+                    pending = self._source.read_at(self._start + self._read, length, "compressed tensor data")
+                    self._read += length
+                piece = inflater.decompress(pending, limit)
+                if piece:
+                    self._position += len(piece)
+                    return piece
+        except zlib.error as e:
+            raise MalformedFile(f"{self._label}: not valid deflate data ({e})") from e
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        if offset < 0 or offset + len(out) > self.size:
+            raise MalformedFile(f"read of bytes {offset:,}..{offset + len(out):,} of {self.size:,}")
+        target = self._skip + offset
+        if target < self._position:
+            self._restart()
+        while self._position < target:
+            if not self._inflate(min(INFLATE_INPUT, target - self._position)):
+                raise TruncatedFile(f"{self._label}: the compressed member ends before its declared size")
+        done = 0
+        while done < len(out):
+            piece = self._inflate(len(out) - done)
+            if not piece:
+                raise TruncatedFile(f"{self._label}: the compressed member ends before its declared size")
+            out[done : done + len(piece)] = piece
+            done += len(piece)
+        if self._swap > 1:
+            swap_in_place(out, self._swap)
+
+    def close(self) -> None:
+        self._source.close()
+
+
+# -- HDF5 datasets that are not contiguous bytes ------------------------------------------------------
+
+# HDF5 filters whose decoding ships with libhdf5 or h5py; a dataset naming another would make the
+# library look for a plugin, so it is not read
+KNOWN_FILTERS = frozenset({"gzip", "shuffle", "fletcher32", "szip", "nbit", "scaleoffset", "lzf"})
+_NUMPY_NAMES = {
+    "F16": "<f2", "F32": "<f4", "F64": "<f8", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8",
+    "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?",
+}  # fmt: skip
+
+
+class Hdf5Stream:
+    """A dataset read through h5py (chunked and compressed, compact, never written), by hyperslabs.
+
+    The file is opened read-only and the dataset with external-file and virtual-dataset prefixes
+    pointing nowhere, as the HDF5 reader does; HDF5 converts the values to little-endian on the way.
+    """
+
+    random_access = True
+
+    def __init__(self, root: Path, ref: DataRef) -> None:
+        import contextlib
+
+        import numpy as np
+
+        from ckptscan.formats import _zip, hdf5
+
+        attrs = ref.attrs
+        name = _NUMPY_NAMES.get(ref.dtype.name)
+        if name is None:
+            raise UnsupportedFeature(f"{ref.label}: HDF5 values of type {ref.dtype.name} are not read")
+        unknown = [f for f in attrs.get("filters", ()) if f not in KNOWN_FILTERS]
+        if unknown:
+            raise UnsupportedFeature(f"{ref.label}: HDF5 filter {unknown[0]} needs a plugin; not read")
+        if attrs.get("compression") == "deflate":
+            raise UnsupportedFeature(f"{ref.label}: an HDF5 dataset inside a compressed zip member is not read")
+        self._stack = contextlib.ExitStack()
+        try:
+            source = self._stack.enter_context(Source(resolve_inside(root, ref.file, referrer=ref.file), root=root))
+            window = None
+            if "zip_entry" in attrs:  # an HDF5 image stored in a zip (.keras)
+                member = _zip.read_layout(source).get(str(attrs["zip_entry"]))
+                if member is None or not member.stored:
+                    raise UnsupportedFeature(f"{ref.label}: zip member {attrs['zip_entry']!r} is not stored")
+                window = (member.data_offset, member.file_size)
+            h5 = self._stack.enter_context(hdf5.open_file(source, window))
+            h5py = hdf5.import_h5py()
+            access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+            access.set_efile_prefix(hdf5.NO_SUCH_PREFIX)
+            access.set_virtual_prefix(hdf5.NO_SUCH_PREFIX)
+            path = str(attrs.get("hdf5_path", ""))
+            self._dataset = h5py.Dataset(h5py.h5d.open(h5.id, path.encode(), access))
+        except CkptscanError:
+            self._stack.close()
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            self._stack.close()
+            raise MalformedFile(f"{ref.label}: HDF5 dataset cannot be opened ({e})") from e
+        self._dtype = np.dtype(name)
+        self._shape = tuple(int(d) for d in self._dataset.shape)
+        self._label = ref.label
+        self.size = ref.nbytes
+        if _product(self._shape) * self._dtype.itemsize != self.size:
+            self._stack.close()
+            raise MalformedFile(f"{ref.label}: the dataset has shape {list(self._shape)}, not the recorded size")
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        import numpy as np
+
+        size = self._dtype.itemsize
+        if offset % size or len(out) % size or offset < 0 or offset + len(out) > self.size:
+            raise MalformedFile(f"unaligned read of bytes {offset:,}..{offset + len(out):,} of an HDF5 dataset")
+        position = 0
+        for start, count in hyperslabs(self._shape, offset // size, (offset + len(out)) // size):
+            n = _product(count) * size
+            target = np.frombuffer(out[position : position + n], dtype=self._dtype).reshape(count)
+            selection = tuple(slice(a, a + c) for a, c in zip(start, count, strict=True))
+            try:
+                self._dataset.read_direct(target, source_sel=selection if selection else np.s_[()])
+            except (OSError, ValueError, RuntimeError, TypeError) as e:
+                raise MalformedFile(f"{self._label}: HDF5 could not read the values ({e})") from e
+            position += n
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def hyperslabs(shape: tuple[int, ...], first: int, stop: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Row-major elements [first, stop) of an array of ``shape`` as at most 2 x ndim boxes, in order."""
+    if first >= stop:
+        return []
+    if len(shape) <= 1:
+        return [((first,), (stop - first,))] if shape else [((), ())]
+    inner = _product(shape[1:])
+    head, tail = divmod(first, inner), divmod(stop, inner)
+    if head[0] == tail[0] or (tail[0] == head[0] + 1 and tail[1] == 0 and head[1]):
+        row = head[0]
+        return [((row, *s), (1, *c)) for s, c in hyperslabs(shape[1:], head[1], stop - row * inner)]
+    out = []
+    row = head[0]
+    if head[1]:
+        out += [((row, *s), (1, *c)) for s, c in hyperslabs(shape[1:], head[1], inner)]
+        row += 1
+    if tail[0] > row:
+        out.append(((row, *(0 for _ in shape[1:])), (tail[0] - row, *shape[1:])))
+    if tail[1]:
+        out += [((tail[0], *s), (1, *c)) for s, c in hyperslabs(shape[1:], 0, tail[1])]
+    return out
+
+
+# -- the registry ---------------------------------------------------------------------------------------
+
+
+def open_deflated(root: Path, ref: DataRef) -> ByteStream:
+    return DeflateStream(root, ref)
+
+
+def open_hdf5(root: Path, ref: DataRef) -> ByteStream:
+    return Hdf5Stream(root, ref)
 
 
 ENCODINGS: dict[str, Opener] = {
     "raw": open_raw,
     "raw-big-endian": open_raw_big_endian,
+    "zip-deflated": open_deflated,
+    "hdf5-chunked": open_hdf5,
+    "hdf5-compact": open_hdf5,
+    "hdf5-unallocated": open_hdf5,  # never written: HDF5 returns the fill value for every element
+}
+
+# encodings whose values are deliberately not read, and why
+NOT_READ: dict[str, str] = {
+    "meta": "the file stores no values for this tensor (a meta tensor)",
+    "pickle": "an object array: its values are a pickle, which is never loaded",
+    "hdf5-vlen": "variable-length HDF5 values are not numbers",
+    "hdf5-external-storage": "the values live in files outside the HDF5 file; not followed",
+    "hdf5-virtual": "a virtual dataset: the values live in other files; not followed",
 }
 
 
 def open_stream(root: Path, ref: DataRef) -> ByteStream:
+    if ref.encoding in NOT_READ:
+        raise UnsupportedFeature(f"{ref.label}: {NOT_READ[ref.encoding]}", where=ref.label)
     opener = ENCODINGS.get(ref.encoding)
     if opener is None:
         raise UnsupportedFeature(f"{ref.label}: values stored as {ref.encoding!r} cannot be read yet", where=ref.label)
@@ -212,11 +445,10 @@ class StridedView:
     decreasing stride: ``logical_order`` is then False and ``shape`` is that order.
     """
 
-    random_access = True
-
     def __init__(
         self, stream: ByteStream, start: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int
     ) -> None:
+        self.random_access = stream.random_access
         if any(s < 0 for s in strides):
             stream.close()
             raise UnsupportedFeature("views with negative strides are not supported")

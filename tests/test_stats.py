@@ -506,3 +506,19 @@ def test_real_safetensors_and_gguf_files_match_their_libraries(real_models: Path
             assert_matches(s, reference(array, tensor.dtype.name, tensor.shape, floating=floating), label=tensor.name)
             checked += 1
     assert checked > 0
+
+
+def test_every_real_file_gets_statistics_without_internal_errors(real_models: Path) -> None:
+    manifest = json.loads((real_models / "MANIFEST.json").read_text())
+    computed = 0
+    for entry in manifest["files"]:
+        result = ckptscan.scan(real_models / entry["path"])
+        if result.inventory is None or not result.inventory.tensors:
+            continue
+        stats = compute(result.inventory, StatsOptions(workers=2))
+        for tensor, s in zip(result.inventory.tensors, stats.tensors, strict=True):
+            assert "internal error" not in (s.skipped or ""), f"{entry['path']}: {tensor.name}: {s.skipped}"
+            if s.skipped is None:
+                assert s.elements == tensor.elements, f"{entry['path']}: {tensor.name}"
+                computed += 1
+    assert computed > 0

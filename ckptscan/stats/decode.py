@@ -19,10 +19,10 @@ reported as skipped with the reason, never guessed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ckptscan.dtypes import DType, DTypeKind
 
@@ -51,8 +51,10 @@ class NoDecoder(Exception):
     """This dtype's values cannot be computed; the message says why."""
 
 
-def decoder_for(dtype: DType) -> Decoder:
+def decoder_for(dtype: DType, attrs: Mapping[str, Any] | None = None) -> Decoder:
     name = dtype.name
+    if name in _TORCH_QUANTIZED:
+        return _torch_quantized(dtype, attrs or {})
     if name in _SCALARS:
         bits, numeric, wide, make = _SCALARS[name]
         return Decoder(name, 1, bits // 8, numeric, wide, make())
@@ -65,6 +67,8 @@ def decoder_for(dtype: DType) -> Decoder:
         raise NoDecoder(f"{name} is complex; value statistics cover real types only")
     if name in ("F6_E2M3", "F6_E3M2"):
         raise NoDecoder(f"{name}: no standard fixes how 6-bit values are packed into bytes")
+    if dtype.kind in (DTypeKind.STRING, DTypeKind.OBJECT) or name.startswith(("RECORD", "S", "U")):
+        raise NoDecoder(f"{name} values are not numbers")
     if not dtype.known:
         raise NoDecoder(f"dtype {name} is not known")
     raise NoDecoder(f"no decoder for {name}")
@@ -250,6 +254,40 @@ def _packed(name: str, per_byte: int) -> DecodeFn:
         return out.reshape(-1)
 
     return decode
+
+
+# -- PyTorch quantized tensors ---------------------------------------------------------------------
+
+# torch dtype -> (codes per byte, numpy type of the codes when byte-wide)
+_TORCH_QUANTIZED: dict[str, tuple[int, str]] = {
+    "QINT8": (1, "i1"),
+    "QUINT8": (1, "u1"),
+    "QINT32": (1, "<i4"),
+    "QUINT4X2": (2, ""),
+    "QUINT2X4": (4, ""),
+}
+
+
+def _torch_quantized(dtype: DType, attrs: Mapping[str, Any]) -> Decoder:
+    """Per-tensor affine quantized tensors dequantized as (code - zero_point) * scale."""
+    scheme, scale, zero = attrs.get("qscheme"), attrs.get("scale"), attrs.get("zero_point")
+    if scheme != "per_tensor_affine" or not isinstance(scale, int | float) or not isinstance(zero, int | float):
+        raise NoDecoder(f"{dtype.name} with {scheme or 'unknown'} quantization: the scales are not at hand")
+    per_byte, code_type = _TORCH_QUANTIZED[dtype.name]
+    wide = dtype.name == "QINT32"
+    codes = _view(code_type)() if code_type else _packed("U4" if per_byte == 2 else "U2", per_byte)
+
+    def decode(raw: memoryview, ws: Workspace) -> np.ndarray:
+        import numpy as np
+
+        values = codes(raw, ws)
+        out = ws.array("dequantized", values.size, np.dtype(np.float64 if wide else np.float32))
+        np.subtract(values, zero, out=out, dtype=out.dtype)  # in floating point: no wrap-around
+        np.multiply(out, scale, out=out)
+        return out
+
+    size = dtype.block_bits // 8 if per_byte == 1 else 1
+    return Decoder(dtype.name, per_byte, size, "float", wide, decode)
 
 
 # -- GGUF block-quantized types ---------------------------------------------------------------------

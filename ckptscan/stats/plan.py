@@ -86,7 +86,7 @@ def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> Tenso
     tensor = inventory.tensors[index]
     plan = TensorPlan(index, tensor)
     try:
-        plan.decoder = decoder_for(tensor.dtype)
+        plan.decoder = decoder_for(tensor.dtype, tensor.attrs)
     except NoDecoder as e:
         plan.skipped = str(e)
         return plan
