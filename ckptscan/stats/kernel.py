@@ -245,14 +245,14 @@ def _whole_rows(
     # row maxima from the group maxima when there are groups: one pass fewer
     row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, x.size // rows)
     if features.int8:
-        scaled = _scaled(x, row_max, INT8_LEVELS, rows, ws)
+        scaled = _scaled(magnitude, row_max, INT8_LEVELS, rows, ws)
         if features.relative:
-            _relative_scaled(p, scaled, ws, filled)
+            _count_relative(p, scaled.reshape(-1), ws, filled)
         p.err8 += _rounding_error(scaled, row_max, INT8_LEVELS, ws)
     elif features.relative:  # one row (1-D tensors): compare with the row's own maximum
         _relative_direct(p, magnitude, float(row_max.max()), ws, filled)
     if groups is not None:
-        scaled = _scaled(x, groups, INT4_LEVELS, groups.size, ws)
+        scaled = _scaled(magnitude, groups, INT4_LEVELS, groups.size, ws)
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
 
 
@@ -271,16 +271,21 @@ def _piece_of_row(
         _relative_direct(p, magnitude, row_absmax, ws, filled)
     if features.int8:
         top = np.array([row_absmax], dtype=x.dtype)
-        scaled = _scaled(x, top, INT8_LEVELS, 1, ws)
+        scaled = _scaled(magnitude, top, INT8_LEVELS, 1, ws)
         p.err8 += _rounding_error(scaled, top, INT8_LEVELS, ws)
     if features.int4:
         groups = _group_max(magnitude, INT4_GROUP)
-        scaled = _scaled(x, groups, INT4_LEVELS, groups.size, ws)
+        scaled = _scaled(magnitude, groups, INT4_LEVELS, groups.size, ws)
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
 
 
-def _scaled(x: np.ndarray, absmax: np.ndarray, levels: int, groups: int, ws: Workspace) -> np.ndarray:
-    """x / scale for scale = absmax / levels per group (rows of ``x`` split into ``groups``)."""
+def _scaled(magnitude: np.ndarray, absmax: np.ndarray, levels: int, groups: int, ws: Workspace) -> np.ndarray:
+    """|x| / scale for scale = absmax / levels per group (the values split into ``groups`` runs).
+
+    Round-to-nearest is symmetric, so the error of |x| is the error of x: scaling the magnitudes
+    serves the quantization error and the relative counts alike.
+    """
+    x = magnitude
     import numpy as np
 
     with np.errstate(divide="ignore"):
@@ -317,11 +322,6 @@ def _relative_direct(p: Partial, magnitude: np.ndarray, top: float, ws: Workspac
         inverse = np.where(inverse > 0, INT8_LEVELS / inverse, 0).astype(magnitude.dtype)
     scaled = np.multiply(magnitude, inverse[0], out=ws.array("scaled-magnitude", magnitude.size, magnitude.dtype))
     _count_relative(p, scaled, ws, filled)
-
-
-def _relative_scaled(p: Partial, scaled: np.ndarray, ws: Workspace, filled: int) -> None:
-    """Relative counts on values already scaled to int8 units (row absmax = INT8_LEVELS)."""
-    _count_relative(p, _magnitude(scaled.reshape(-1), ws, "scaled-magnitude"), ws, filled)
 
 
 def _count_relative(p: Partial, scaled_magnitude: np.ndarray, ws: Workspace, filled: int) -> None:
