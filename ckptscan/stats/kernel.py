@@ -28,6 +28,7 @@ INT8_LEVELS = 127  # symmetric int8: codes -127..127, scale = row absmax / 127
 INT4_LEVELS = 7  # symmetric int4: codes -7..7, scale = group absmax / 7
 INT4_GROUP = 128
 TWO_FOUR_GROUP = 4
+SUM_WIDTHS = (4096, 1024, 256, 64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +103,23 @@ class Partial:
 
 
 class Workspace:
-    """Named scratch arrays, grown on demand and reused from block to block (one per worker)."""
+    """Named scratch arrays, grown on demand and reused from block to block (one per worker).
+
+    The view handed out last under a name is kept, so the common case (the same block size again)
+    costs a dictionary lookup, not two new array objects.
+    """
 
     def __init__(self) -> None:
         self._buffers: dict[str, Any] = {}
+        self._views: dict[str, tuple[int, Any, Any]] = {}
+        self._ones: dict[tuple[int, Any], Any] = {}
         self.raw = bytearray()
 
     def array(self, name: str, size: int, dtype: np.dtype[Any]) -> np.ndarray:
+        last = self._views.get(name)
+        if last is not None and last[0] == size and last[1] == dtype:
+            view: np.ndarray = last[2]
+            return view
         import numpy as np
 
         nbytes = size * dtype.itemsize
@@ -116,7 +127,19 @@ class Workspace:
         if buffer is None or buffer.nbytes < nbytes:
             buffer = np.empty(max(nbytes, 64), dtype=np.uint8)
             self._buffers[name] = buffer
-        return buffer[:nbytes].view(dtype)
+        view = buffer[:nbytes].view(dtype)
+        self._views[name] = (size, dtype, view)
+        return view
+
+    def ones(self, size: int, dtype: np.dtype[Any]) -> np.ndarray:
+        """An array of ones of this size and type (made once)."""
+        key = (size, dtype)
+        out: np.ndarray | None = self._ones.get(key)
+        if out is None:
+            import numpy as np
+
+            out = self._ones[key] = np.ones(size, dtype=dtype)
+        return out
 
     def raw_buffer(self, size: int) -> memoryview:
         if len(self.raw) < size:
@@ -139,7 +162,7 @@ def block_stats(
     if not n:
         return
     p.elements += n
-    total = float(np.add.reduce(x))
+    total = _sum(x, ws)
     filled = 0  # non-finite values replaced by zero for everything after the moments
     if math.isfinite(total):
         p.add_moments(n, *_moments(x, total, ws))
@@ -178,6 +201,21 @@ def absmax_of(x: np.ndarray) -> float:
 
 
 # -- pieces ----------------------------------------------------------------------------------------
+
+
+def _sum(x: np.ndarray, ws: Workspace) -> float:
+    """Sum of a block: rows of up to 4096 values summed by BLAS (float32 rows), then in float64.
+
+    As accurate as numpy's pairwise sum here and about twice as fast; NaN and Inf propagate.
+    """
+    import numpy as np
+
+    n = x.size
+    for width in SUM_WIDTHS:
+        if n % width == 0:
+            rows = x.reshape(-1, width) @ ws.ones(width, x.dtype)
+            return float(np.add.reduce(rows, dtype=np.float64))
+    return float(np.add.reduce(x, dtype=np.float64))
 
 
 def _moments(x: np.ndarray, total: float, ws: Workspace) -> tuple[float, float]:
@@ -283,22 +321,22 @@ def _scaled(magnitude: np.ndarray, absmax: np.ndarray, levels: int, groups: int,
     """|x| / scale for scale = absmax / levels per group (the values split into ``groups`` runs).
 
     Round-to-nearest is symmetric, so the error of |x| is the error of x: scaling the magnitudes
-    serves the quantization error and the relative counts alike.
+    serves the quantization error and the relative counts alike. A group whose absmax is 0 scales
+    to zeros (its inverse is set to 0; the caller runs under ``np.errstate(all="ignore")``).
     """
-    x = magnitude
     import numpy as np
 
-    with np.errstate(divide="ignore"):
-        inverse = np.where(absmax > 0, levels / absmax, 0).astype(x.dtype)
-    out = ws.array("scaled", x.size, x.dtype).reshape(groups, -1)
-    np.multiply(x.reshape(groups, -1), inverse[:, None], out=out)
+    inverse = np.divide(levels, absmax, dtype=magnitude.dtype)
+    inverse[absmax == 0] = 0
+    out = ws.array("scaled", magnitude.size, magnitude.dtype).reshape(groups, -1)
+    np.multiply(magnitude.reshape(groups, -1), inverse[:, None], out=out)
     return out
 
 
 def _rounding_error(scaled: np.ndarray, absmax: np.ndarray, levels: int, ws: Workspace) -> float:
     """Sum of squared errors of round-to-nearest, back in the tensor's units.
 
-    ``scaled`` holds x / scale per group; the error of one value is (y - round(y)) * scale, so the
+    ``scaled`` holds |x| / scale per group; the error of one value is (y - round(y)) * scale, so the
     sum is, per group, scale^2 times the sum of (y - round(y))^2 (a matrix-vector product).
     """
     import numpy as np
@@ -306,11 +344,8 @@ def _rounding_error(scaled: np.ndarray, absmax: np.ndarray, levels: int, ws: Wor
     rounded = np.rint(scaled, out=ws.array("rounded", scaled.size, scaled.dtype).reshape(scaled.shape))
     np.subtract(scaled, rounded, out=scaled)
     np.multiply(scaled, scaled, out=scaled)
-    ones = ws.array("ones", scaled.shape[1], scaled.dtype)
-    ones.fill(1)
-    per_group = scaled @ ones
-    scale = absmax.astype(np.float64) / levels
-    return float(np.dot(scale * scale, per_group.astype(np.float64)))
+    per_group = scaled @ ws.ones(scaled.shape[1], scaled.dtype)
+    return float(np.dot(per_group, absmax * absmax)) / (levels * levels)
 
 
 def _relative_direct(p: Partial, magnitude: np.ndarray, top: float, ws: Workspace, filled: int) -> None:
