@@ -522,3 +522,14 @@ def test_every_real_file_gets_statistics_without_internal_errors(real_models: Pa
                 assert s.elements == tensor.elements, f"{entry['path']}: {tensor.name}"
                 computed += 1
     assert computed > 0
+
+
+def test_forked_worker_processes_give_the_same_results(tmp_path: Path) -> None:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    inventory = raw_inventory(tmp_path, layout_arrays())
+    threads = compute(inventory, StatsOptions(workers=2, executor="thread"))
+    processes = compute(inventory, StatsOptions(workers=2, executor="process"))
+    assert threads.tensors == processes.tensors

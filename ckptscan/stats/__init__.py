@@ -29,12 +29,15 @@ class StatsOptions:
     workers: int = 0  # 0: one per CPU core
     sample: float | None = None  # read this fraction of each tensor (evenly spaced windows)
     top: int = 10  # length of the quantization sensitivity ranking
+    executor: str = "auto"  # "thread", "process" (forked), or "auto": processes for big jobs
 
     def validated(self) -> StatsOptions:
         if self.workers < 0:
             raise UsageError(f"workers must be 0 (one per core) or more, not {self.workers}")
         if self.sample is not None and not (0 < self.sample <= 1):  # NaN fails the comparison too
             raise UsageError(f"the sample fraction must be in (0, 1], not {self.sample}")
+        if self.executor not in ("auto", "thread", "process"):
+            raise UsageError(f"executor must be auto, thread or process, not {self.executor!r}")
         return self
 
 

@@ -9,12 +9,14 @@ unsupported encoding) is reported as skipped with the reason; the others carry o
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.errors import CkptscanError, MissingDependency
@@ -70,7 +72,7 @@ def run(
         progress(0, total)
     sweeps = [t for t in tasks if t.kind == "absmax"]
     main = [t for t in tasks if t.kind != "absmax"]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckptscan-stats") as pool:
+    with _pool(options.executor, workers, total, inventory, plans) as pool:
         for phase in (sweeps, main):
             _run_phase(pool, workers, inventory, plans, phase, partials, failures, report)
     stats = tuple(_finish(plan, partials[i], failures.get(i)) for i, plan in enumerate(plans))
@@ -97,7 +99,7 @@ def run(
 
 
 def _run_phase(
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     workers: int,
     inventory: Inventory,
     plans: list[TensorPlan],
@@ -145,11 +147,51 @@ def _take(queue: Iterable[int], count: int) -> list[int]:
 
 
 def _submit(
-    pool: ThreadPoolExecutor, inventory: Inventory, plans: list[TensorPlan], partials: list[Partial], task: Task
+    pool: Executor, inventory: Inventory, plans: list[TensorPlan], partials: list[Partial], task: Task
 ) -> Future[Partial]:
     plan = plans[task.plan]
     sweep = partials[task.plan].row_absmax if task.kind == "stats" and plan.long_rows else None
-    return pool.submit(run_task, inventory, plan, task, dict(sweep) if sweep is not None else None)
+    row_absmax = dict(sweep) if sweep is not None else None
+    if isinstance(pool, ProcessPoolExecutor):
+        return pool.submit(_run_task_in_process, task, row_absmax)
+    return pool.submit(run_task, inventory, plan, task, row_absmax)
+
+
+# -- worker pools ----------------------------------------------------------------------------------------
+
+# What forked worker processes inherit: the inventory and the plans (set just before the fork, so
+# that tasks travel as a few integers and results as small Partial records).
+_SHARED: tuple[Inventory, list[TensorPlan]] | None = None
+PROCESS_MIN_BYTES = 256 << 20  # below this, starting processes costs more than the GIL
+
+
+@contextlib.contextmanager
+def _pool(kind: str, workers: int, total: int, inventory: Inventory, plans: list[TensorPlan]) -> Iterator[Executor]:
+    """Threads, or forked processes ("auto": processes for big jobs on several cores where fork exists).
+
+    Both scale: the kernel's numpy loops, reads and hashing release the GIL. Processes avoid the rest
+    (the Python between numpy calls, about a tenth of the time), which measures 5-10% faster on
+    2 cores; threads start instantly and need no fork.
+    """
+    global _SHARED
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    use_processes = kind == "process" or (kind == "auto" and workers > 1 and total >= PROCESS_MIN_BYTES)
+    if not (use_processes and forking):
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckptscan-stats") as threads:
+            yield threads
+        return
+    _SHARED = (inventory, plans)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as processes:
+            yield processes
+    finally:
+        _SHARED = None
+
+
+def _run_task_in_process(task: Task, row_absmax: dict[int, float] | None) -> Partial:
+    assert _SHARED is not None, "worker processes are forked after the plans are shared"
+    inventory, plans = _SHARED
+    return run_task(inventory, plans[task.plan], task, row_absmax)
 
 
 def run_task(inventory: Inventory, plan: TensorPlan, task: Task, row_absmax: dict[int, float] | None) -> Partial:

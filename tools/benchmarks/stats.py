@@ -6,10 +6,12 @@ some zeros) are read by:
 * a bare numpy loop: chunked reads into one buffer, min/max/mean/std/zero count per chunk and
   nothing else (bf16 widened to float32 the usual way); the best of several chunk sizes is the
   "numpy streaming limit" of this machine for those statistics;
-* ``ckptscan FILE --stats --json`` with 1 and with 2 worker threads (every statistic: moments,
-  thresholds, NaN/Inf, int8 and int4 quantization error, content hash), as whole processes.
+* ``ckptscan FILE --stats --json`` with 1 and with 2 workers (every statistic: moments,
+  thresholds, NaN/Inf, int8 and int4 quantization error, content hash), as whole processes; with 2
+  workers on a file this size the pass forks 2 worker processes.
 
-Rows report throughput over the tensor bytes, the ratio to the numpy limit, peak RSS, and the
+Rows report throughput over the tensor bytes, the ratio to the numpy limit, the cores kept busy,
+peak RSS (the process's own, and for 2 workers the sampled sum over all processes), and the
 1 -> 2 worker scaling. All files are page-cached (generated just before; the first run warms), so
 this measures computation, not the disk.
 """
@@ -20,7 +22,7 @@ import json
 import struct
 from pathlib import Path
 
-from bench import Context, Row, ckptscan, measure, python
+from bench import REPO, Context, Row, ckptscan, measure, measure_full, python
 
 ROWS, COLS = 4096, 4096
 TARGET_BYTES = 2_100_000_000
@@ -81,16 +83,53 @@ def run(ctx: Context) -> list[Row]:
         assert limit is not None
         single: Row | None = None
         for workers in (1, 2):
-            wall, rss = measure(ckptscan(str(path), "--stats", "--json", "--stats-workers", str(workers)), ctx)
-            note = f"{gb / wall:.2f} GB/s, {limit.wall_s / wall:.0%} of the numpy limit"
+            argv = ckptscan(str(path), "--stats", "--json", "--stats-workers", str(workers))
+            m = measure_full(argv, ctx)
+            tree = tree_peak_rss_mb(argv, ctx)
+            note = (
+                f"{gb / m.wall_s:.2f} GB/s, {limit.wall_s / m.wall_s:.0%} of the numpy limit, "
+                f"{m.cpu_s / m.wall_s:.2f} cores busy"
+            )
             if single is not None:
-                note += f", {single.wall_s / wall:.2f}x the 1-worker speed"
-            row = Row(case, f"ckptscan --stats, {workers} worker{'s' if workers > 1 else ''}", wall, rss, note)
+                note += f", {single.wall_s / m.wall_s:.2f}x the 1-worker speed"
+            if workers > 1:
+                note += f"; all processes together peak at {tree:.0f} MiB RSS"
+            row = Row(case, f"ckptscan --stats, {workers} worker{'s' if workers > 1 else ''}", m.wall_s,
+                      m.peak_rss_mb, note)  # fmt: skip
             rows.append(row)
             single = single or row
         wall, rss = measure(ckptscan(str(path), "--stats-sample", "0.05", "--json"), ctx)
         rows.append(Row(case, "ckptscan --stats-sample 0.05", wall, rss, f"{gb / wall:.2f} GB/s of file"))
     return rows
+
+
+def tree_peak_rss_mb(argv: list[str], ctx: Context) -> float:
+    """Peak of the summed RSS of a command and its worker processes, sampled every 10 ms (psutil).
+
+    ``ru_maxrss`` of a process tree is the largest single process; with forked workers the sum is
+    what the machine must hold (an upper bound: pages the workers share with the parent count twice).
+    """
+    import os
+    import subprocess
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), **ctx.env}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    peak = 0
+    try:
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                total = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+            except psutil.Error:
+                total = 0
+            peak = max(peak, total)
+            time.sleep(0.01)
+    finally:
+        proc.wait()
+    return peak / (1 << 20)
 
 
 def write_file(path: Path, dtype: str) -> None:
