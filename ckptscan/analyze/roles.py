@@ -618,14 +618,14 @@ def _mirrored_parameter(f: Facts) -> str:
     candidates = shapes.get(f.tensor.shape, ())
     if len(candidates) == 1:
         return candidates[0]
-    own = "/".join(f.tree)
-    best = ""
+    own = "/" + "/".join(f.tree) + "/"
+    best, best_length = "", 1
     for name in candidates:
-        plain = "/".join(name_parts(name))
-        stripped = "/".join(p for p in name_parts(name) if p not in WRAPPERS)
-        for key in (plain, stripped):
-            if key and key in own and len(key) > len(best):
-                best = name
+        parts = name_parts(name)
+        for k in range(len(parts), best_length, -1):  # the longest tail of its path the slot's path contains
+            if "/" + "/".join(parts[-k:]) + "/" in own:
+                best, best_length = name, k
+                break
     return best
 
 
