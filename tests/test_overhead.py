@@ -12,7 +12,8 @@ from ckptscan.inventory import FileRef, Inventory, Region, RegionKind
 def _lightning_like() -> Inventory:
     """A Lightning checkpoint as the torch reader describes one: storages in a zip, views onto them."""
     model = [("state_dict.fc.weight", (16, 8)), ("state_dict.fc.bias", (16,)), ("state_dict.bn.weight", (16,)),
-             ("state_dict.bn.bias", (16,)), ("state_dict.bn.running_mean", (16,)), ("state_dict.bn.running_var", (16,))]  # fmt: skip
+             ("state_dict.bn.bias", (16,)), ("state_dict.bn.running_mean", (16,)),
+             ("state_dict.bn.running_var", (16,))]  # fmt: skip
     tensors = []
     storages = []
     position = 1000  # pickle and zip headers before
@@ -25,7 +26,7 @@ def _lightning_like() -> Inventory:
     tensors.append(counter)
     storages.append(storage("nb", 8, "I64", offset=position))
     position += 8 + 64
-    for i, (name, shape) in enumerate(model[:4]):  # Adam: two moments and a step per parameter
+    for i, (_, shape) in enumerate(model[:4]):  # Adam: two moments and a step per parameter
         for slot in ("exp_avg", "exp_avg_sq"):
             key = f"o{i}{slot}"
             t = tensor(f"optimizer_states.0.state.{i}.{slot}", shape, section="optimizer_states",

@@ -85,8 +85,9 @@ def test_shared_storage_counts_once() -> None:
 def test_onnx_graph_reading_one_initializer_twice_is_a_tie() -> None:
     consumers = [{"op": "Gather", "input": 0, "node": "emb", "domain": ""},
                  {"op": "MatMul", "input": 1, "node": "head", "domain": ""}]  # fmt: skip
+    matmul = {"consumers": [{"op": "MatMul", "input": 1}]}
     tensors = [tensor("onnx::emb", (V, H), attrs={"consumers": consumers}, section="initializer"),
-               tensor("onnx::w", (H, H), attrs={"consumers": [{"op": "MatMul", "input": 1}]}, section="initializer")]  # fmt: skip
+               tensor("onnx::w", (H, H), attrs=matmul, section="initializer")]  # fmt: skip
     a = analyze(packed(tensors, fmt="onnx"))
     assert a.parameters.total == V * H + H * H
     assert [(t.embedding, t.stored) for t in a.parameters.ties] == [("onnx::emb", "shared")]

@@ -152,7 +152,9 @@ def test_tied_model_quantizes_token_embedding_as_the_head() -> None:
 
 
 def test_gguf_fallback_for_rows_off_the_block() -> None:
-    inventory = packed([tensor("blk.0.attn_q.weight", (64, 96), "F16"), tensor("blk.0.attn_k.weight", (64, 200), "F16")])
+    inventory = packed(
+        [tensor("blk.0.attn_q.weight", (64, 96), "F16"), tensor("blk.0.attn_k.weight", (64, 200), "F16")]
+    )
     t = _target(inventory, "Q4_K_M")
     results = {p.name: (p.result, p.bytes) for p in t.plans}
     assert results["blk.0.attn_q.weight"] == ("Q5_0", _q("Q5_0", 64 * 96))  # 96 % 256 != 0, 96 % 32 == 0

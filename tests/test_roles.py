@@ -72,7 +72,9 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
     ("onnx::ln_w", (8,), "F32", {"attrs": LN1}, [], Role.NORM, "norm-consumer-scale", "LayerNormalization scale"),
     ("onnx::ln_b", (8,), "F32", {"attrs": {"consumers": [{"op": "LayerNormalization", "input": 2}]}}, [],
      Role.NORM, "norm-consumer-shift", None),
-    ("model.layers.0.input_layernorm.weight", (8,), "F32", {}, [], Role.NORM, "norm-module", "layernorm-scale"),
+    ("model.layers.0.input_layernorm.weight", (8,), "F32", {}, [], Role.NORM, "norm-module", "norm-scale"),
+    ("encoder.layer.0.output.LayerNorm.weight", (8,), "F32", {}, ["encoder.layer.0.output.LayerNorm.bias"],
+     Role.NORM, "norm-module", "layernorm-scale"),
     ("transformer.h.0.ln_1.bias", (8,), "F32", {}, [], Role.NORM, "norm-module", "layernorm-shift"),
     ("blk.0.attn_norm.weight", (8,), "F32", {}, [], Role.NORM, "norm-module", "norm-scale"),
     ("model.final_rms_norm.weight", (8,), "F32", {}, [], Role.NORM, "norm-module", "rmsnorm-scale"),
@@ -180,9 +182,7 @@ def test_optimizer_slot_mirrors_model_parameter() -> None:
 
 
 def test_keras_gamma_with_moving_stats_is_batchnorm() -> None:
-    inventory = loose(
-        [tensor("bn/gamma:0", (8,)), tensor("bn/beta:0", (8,)), tensor("bn/moving_mean:0", (8,))]
-    )
+    inventory = loose([tensor("bn/gamma:0", (8,)), tensor("bn/beta:0", (8,)), tensor("bn/moving_mean:0", (8,))])
     decisions = classify(inventory)
     assert [d.detail for d in decisions] == ["batchnorm-scale", "batchnorm-shift", "batchnorm moving mean"]
 

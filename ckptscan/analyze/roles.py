@@ -92,8 +92,7 @@ class Context:
     """Inventory-wide facts some rules need (the neighbours of a tensor)."""
 
     format: str = ""
-    stats_modules: frozenset[str] = frozenset()  # module paths holding running / moving statistics
-    beta_modules: frozenset[str] = frozenset()  # module paths holding a `beta` (Keras norms)
+    leaves: Mapping[str, frozenset[str]] | None = None  # module path -> the leaf names it holds
     model_shapes: Mapping[tuple[int, ...], tuple[str, ...]] | None = None  # shape -> model tensor names
 
 
@@ -114,6 +113,12 @@ class Facts:
     @property
     def module(self) -> str:
         return self.parts[-2] if len(self.parts) > 1 else ""
+
+    @property
+    def siblings(self) -> frozenset[str]:
+        """Leaf names of the tensors in the same module (itself included)."""
+        leaves = self.context.leaves
+        return leaves.get(module_path(self.parts), frozenset()) if leaves else frozenset()
 
     @property
     def ndim(self) -> int:
@@ -152,15 +157,12 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
 
 
 def context_of(inventory: Inventory) -> Context:
-    stats: set[str] = set()
-    betas: set[str] = set()
+    leaves: dict[str, set[str]] = {}
     for t in inventory.tensors:
         parts = name_parts(_evidence_name(t))
-        if parts and parts[-1] in _STATS_LEAVES:
-            stats.add(module_path(parts))
-        elif parts and parts[-1] == "beta":
-            betas.add(module_path(parts))
-    return Context(format=inventory.format, stats_modules=frozenset(stats), beta_modules=frozenset(betas))
+        if parts:
+            leaves.setdefault(module_path(parts), set()).add(parts[-1])
+    return Context(format=inventory.format, leaves={k: frozenset(v) for k, v in leaves.items()})
 
 
 def _evidence_name(t: Tensor) -> str:
@@ -269,7 +271,7 @@ def stats_sibling() -> Matcher:
     """Its module also holds running (PyTorch) or moving (Keras) statistics: a BatchNorm."""
 
     def match(f: Facts) -> Captures | None:
-        if module_path(f.parts) in f.context.stats_modules:
+        if f.siblings & _STATS_LEAVES:
             return {"match": f.module or module_path(f.parts)}
         return None
 
@@ -278,7 +280,7 @@ def stats_sibling() -> Matcher:
 
 def beta_sibling() -> Matcher:
     """Its module also holds a ``beta``."""
-    return lambda f: {} if module_path(f.parts) in f.context.beta_modules else None
+    return lambda f: {} if "beta" in f.siblings else None
 
 
 def in_module() -> Matcher:
@@ -463,14 +465,17 @@ class Rule:
 
 
 def _norm_kind(f: Facts) -> str:
+    """batchnorm, rmsnorm, groupnorm or layernorm where the evidence says so; "norm" otherwise (HF names
+    Llama's RMSNorm ``input_layernorm``: a LayerNorm name without a shift beside it may be either)."""
     module = f.module
-    if re.search(r"batch_?norm|^bn\d*$", module) or module_path(f.parts) in f.context.stats_modules:
+    siblings = f.siblings
+    if re.search(r"batch_?norm|^bn\d*$", module) or siblings & _STATS_LEAVES:
         kind = "batchnorm"
     elif "rms" in module:
         kind = "rmsnorm"
     elif re.search(r"group_?norm|^gn\d*$", module):
         kind = "groupnorm"
-    elif re.search(r"layer_?norm|^ln", module):
+    elif re.search(r"layer_?norm|^ln", module) and siblings & SHIFT_LEAVES:
         kind = "layernorm"
     else:
         kind = "norm"
