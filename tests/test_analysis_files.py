@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REAL_MODELS, TESTDATA, real_manifest
 
 import ckptscan
 from ckptscan import cli
 from ckptscan.analyze.analysis import analyze
 from ckptscan.analyze.roles import Role
 from ckptscan.report.json import document, schema
+from tests.conftest import REAL_MODELS, TESTDATA, real_manifest
 
 V, H, L = 256, 32, 2
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _analysis_helpers import packed, tensor
 
 from ckptscan.analyze import architecture
 from ckptscan.analyze.analysis import AnalysisOptions, analyze
 from ckptscan.analyze.memory import InferenceOptions, TrainingOptions, activation_bytes, optimizer_state_bytes
 from ckptscan.inventory import Inventory
+from tests._analysis_helpers import packed, tensor
 
 V, H, F, L, A = 1000, 64, 256, 4, 4
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from _analysis_helpers import FILE, loose, packed, storage, tensor
-
 from ckptscan.analyze.analysis import analyze
 from ckptscan.analyze.overhead import CATEGORIES
 from ckptscan.inventory import FileRef, Inventory, Region, RegionKind
+from tests._analysis_helpers import FILE, loose, packed, storage, tensor
 
 
 def _lightning_like() -> Inventory:

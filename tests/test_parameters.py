@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from _analysis_helpers import loose, packed, storage, tensor
-
 from ckptscan.analyze.analysis import analyze
 from ckptscan.analyze.roles import Role
+from tests._analysis_helpers import loose, packed, storage, tensor
 
 V, H = 100, 8
 

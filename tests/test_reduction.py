@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from _analysis_helpers import packed, tensor
 
 from ckptscan.analyze.analysis import AnalysisOptions, analyze
 from ckptscan.analyze.reduction import Options, Target, use_more_bits
 from ckptscan.dtypes import DTYPES
 from ckptscan.inventory import Inventory
+from tests._analysis_helpers import packed, tensor
 
 V, H, F, L = 512, 256, 1024, 8
 HEADER = 16

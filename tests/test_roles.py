@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _analysis_helpers import loose, tensor
 
 from ckptscan.analyze.roles import RULES, Role, classify, classify_tensor, name_parts
+from tests._analysis_helpers import loose, tensor
 
 LN1 = {"consumers": [{"op": "LayerNormalization", "input": 1, "node": "ln", "domain": ""}]}
 

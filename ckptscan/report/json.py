@@ -17,7 +17,7 @@ from ckptscan.analyze import modules, summary
 from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.analyze.summary import Count
-from ckptscan.inventory import Inventory, Tensor
+from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.scan import ScanResult
 
 SCHEMA_VERSION = "1.1"
@@ -99,12 +99,16 @@ def result_dict(
         else [],
         "metadata": jsonable(dict(inventory.metadata)),
         "warnings": list(inventory.warnings),
-        "findings": [
-            {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where}
-            for f in inventory.findings
-        ],
+        "findings": [finding_dict(f) for f in inventory.findings],
         "error": error,
     }
+
+
+def finding_dict(f: Finding) -> dict[str, str]:
+    record = {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where}
+    if f.subject:
+        record["subject"] = f.subject
+    return record
 
 
 def totals_dict(inventory: Inventory) -> dict[str, int]:
