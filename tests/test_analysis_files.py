@@ -252,3 +252,120 @@ def test_cli_memory_rejects_bad_options(hf_folder: Path, capsys: pytest.CaptureF
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         cli.main(["memory", str(hf_folder / "model.safetensors"), "--batch", "0"])
+
+
+# -- committed fixtures, checked against the libraries that wrote them ---------------------------------
+
+
+def _torch_elements(obj: Any) -> int:
+    """Elements of the distinct tensors (by storage and view) in a torch-loaded object tree."""
+    import torch
+
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    total = 0
+
+    def walk(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+            if key not in seen:
+                seen.add(key)
+                total += value.numel()
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(obj)
+    return total
+
+
+def test_fixture_lightning_weights_vs_optimizer_split_exact() -> None:
+    torch = pytest.importorskip("torch")
+    path = TESTDATA / "torch" / "lightning.ckpt"
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    loaded = torch.load(path, weights_only=True, map_location="cpu")
+    a = analyze(ckptscan.read_inventory(path))
+    o = a.overhead
+    assert o.exact
+    assert o.parts["inference_weights"].elements + o.parts["buffers"].elements == _torch_elements(loaded["state_dict"])
+    assert o.parts["optimizer_state"].elements == _torch_elements([s["state"] for s in loaded["optimizer_states"]])
+    model_params = sum(v.numel() for k, v in loaded["state_dict"].items() if v.is_floating_point()
+                       and not k.endswith(("running_mean", "running_var")))  # fmt: skip
+    assert a.parameters.total == model_params
+
+
+def test_fixture_torch_tied_embedding_counted_once() -> None:
+    torch = pytest.importorskip("torch")
+    path = TESTDATA / "torch" / "tied.bin"
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    loaded = torch.load(path, weights_only=True, map_location="cpu")
+    assert loaded["lm_head.weight"].data_ptr() == loaded["model.embed_tokens.weight"].data_ptr()
+    a = analyze(ckptscan.read_inventory(path))
+    assert [(t.head, t.stored) for t in a.parameters.ties] == [("lm_head.weight", "shared")]
+    counted = {ckptscan.read_inventory(path).tensors[i].name for i in a.parameters.counted}
+    assert "model.embed_tokens.weight" in counted and "lm_head.weight" not in counted
+    assert a.overhead.exact and a.overhead.parts["dead_storage"].bytes > 0
+
+
+def test_fixture_training_checkpoint_has_ema_and_two_optimizers() -> None:
+    path = TESTDATA / "torch" / "training.pt"
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    a = analyze(ckptscan.read_inventory(path))
+    assert a.overhead.parts["ema_master"].tensors == 11
+    assert a.overhead.exact
+    strip = next(t for t in a.targets if t.name == "strip")
+    assert strip.tensor_bytes == a.overhead.parts["inference_weights"].bytes + a.overhead.parts["buffers"].bytes
+
+
+def test_fixture_hf_trainer_folder_rng_and_optimizer() -> None:
+    folder = TESTDATA / "torch" / "checkpoint-4"
+    if not folder.is_dir():
+        pytest.skip("fixture not present")
+    a = analyze(ckptscan.read_inventory(folder))
+    assert a.overhead.parts["training_state"].bytes == 5056  # rng_state.pth's CPU generator state
+    assert a.overhead.parts["optimizer_state"].bytes > 0 and a.overhead.exact
+
+
+def test_fixture_safetensors_llama_tied() -> None:
+    path = TESTDATA / "safetensors" / "llama-tiny" / "model.safetensors"
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        keys = list(f.keys())
+    assert "lm_head.weight" not in keys
+    a = analyze(ckptscan.read_inventory(path))
+    assert [(t.head, t.stored) for t in a.parameters.ties] == [("", "absent")]
+    assert a.architecture is not None and (a.architecture.kv_heads, a.architecture.head_dim) == (2, 16)
+
+
+def test_fixture_keras_model_vs_optimizer() -> None:
+    h5py = pytest.importorskip("h5py")
+    path = TESTDATA / "keras" / "tiny_legacy.h5"
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    sizes: dict[str, int] = {"model_weights": 0, "optimizer_weights": 0}
+    with h5py.File(path, "r") as f:
+        for group in sizes:
+            f[group].visititems(lambda _, o, g=group: sizes.__setitem__(g, sizes[g] + o.size)
+                                if isinstance(o, h5py.Dataset) else None)  # fmt: skip
+    o = analyze(ckptscan.read_inventory(path)).overhead
+    assert o.parts["inference_weights"].elements + o.parts["buffers"].elements == sizes["model_weights"]
+    assert o.parts["optimizer_state"].elements == sizes["optimizer_weights"]
+    assert o.exact
+
+
+@pytest.mark.parametrize("name", ["hdf5/layouts.h5", "numpy/compressed.npz", "numpy/objects.npy"])
+def test_fixture_compressed_and_inside_region_data_add_up_exactly(name: str) -> None:
+    path = TESTDATA / name
+    if not path.is_file():
+        pytest.skip("fixture not present")
+    o = analyze(ckptscan.read_inventory(path)).overhead
+    assert o.exact and o.parts["unaccounted"].bytes == 0

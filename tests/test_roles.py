@@ -14,6 +14,10 @@ LN1 = {"consumers": [{"op": "LayerNormalization", "input": 1, "node": "ln", "dom
 # (tensor name, shape, dtype, extra tensor kwargs, neighbours, role, rule, detail or None)
 CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, str, str | None]] = [
     # 1. training parts
+    ("cpu", (5056,), "U8", {"file": "rng_state.pth", "attrs": {"structure": "model"}}, [], Role.TRAINING_STATE,
+     "rng-file", "rng"),
+    ("last_epoch", (), "I64", {"file": "checkpoint-4/scheduler.pt"}, [], Role.TRAINING_STATE, "scheduler-file",
+     "scheduler"),
     ("fp32_from_fp16.0", (8,), "F32", {}, [], Role.MASTER_WEIGHT, "master-path", "fp32 master copy"),
     ("single_partition_of_fp32_groups.0", (8,), "F32", {}, [], Role.MASTER_WEIGHT, "master-path", None),
     ("w.weight", (4, 4), "F32", {"attrs": {"structure": "master"}}, [], Role.MASTER_WEIGHT, "master-structure", None),
@@ -65,6 +69,8 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
     ("transformer.h.0.attn.bias", (1, 1, 8, 8), "BOOL", {}, [], Role.BUFFER, "causal-mask", "attention mask"),
     ("rope_freqs.weight", (32,), "F32", {}, [], Role.BUFFER, "rotary-module", None),
     # 4. norms
+    ("model_weights/ln/ln/gamma:0", (8,), "F32", {"attrs": {"layer_class": "LayerNormalization"}}, [],
+     Role.NORM, "keras-norm-layer", "norm-scale"),
     ("features.1.weight", (8,), "F32", {}, ["features.1.running_mean"], Role.NORM, "batchnorm-sibling",
      "batchnorm-scale"),
     ("features.1.bias", (8,), "F32", {}, ["features.1.running_mean"], Role.NORM, "batchnorm-sibling",
@@ -82,6 +88,8 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
     ("block_1/gamma:0", (8,), "F32", {}, ["block_1/beta:0"], Role.NORM, "keras-norm", "norm-scale"),
     ("blocks.0.ls1.gamma", (8,), "F32", {}, [], Role.WEIGHT, "layer-scale", "scale"),
     # 5. embeddings
+    ("layers/words/vars/0", (100, 8), "F32", {"attrs": {"layer_class": "Embedding"}}, [], Role.EMBEDDING,
+     "keras-embedding-layer", "token"),
     ("onnx::emb", (100, 8), "F16", {"attrs": {"consumers": [{"op": "Gather", "input": 0}]}}, [], Role.EMBEDDING,
      "embedding-consumer", "lookup"),
     ("model.embed_tokens.weight", (100, 8), "F32", {}, [], Role.EMBEDDING, "token-embedding", "token"),
@@ -119,6 +127,7 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
     # 8. nothing says
     ("state_dict.predictor.output_transform.scale", (1, 1), "F32", {"section": "state_dict"}, [], Role.OTHER,
      "model-part", None),
+    ("constants.0", (2,), "F32", {"attrs": {"structure": "constants"}}, [], Role.OTHER, "model-part", None),
     ("tokens", (6,), "I64", {}, [], Role.OTHER, "none", None),
 ]  # fmt: skip
 

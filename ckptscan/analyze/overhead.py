@@ -62,6 +62,11 @@ CATEGORY_OF_ROLE = {
     Role.TRAINING_STATE: "training_state",
 }
 ABSENT_FILE_ROLES = frozenset({"missing", "unreadable"})
+# Tensors without a position whose bytes the reader already counts inside a region (NumPy object
+# arrays are the pickle region; HDF5 compact data sits in object headers; a .keras whose weights
+# member is deflated is one region) or that have no bytes at all (meta tensors, unallocated datasets).
+INSIDE_REGIONS = frozenset({"pickle", "hdf5-compact"})
+NO_BYTES = frozenset({"meta", "hdf5-unallocated"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +101,8 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
     spaces: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
     first_view: dict[tuple[object, ...], int] = {}  # view -> index of the tensor whose category it takes
     unplaced: dict[str, int] = defaultdict(int)
-    unplaced_count = 0
+    unplaced_count = 0  # counted at their logical size: the split is then approximate
+    inside = 0  # their bytes are inside a region
     strided = 0
     for i, t in enumerate(inventory.tensors):
         rank = _RANK[category[i]]
@@ -113,8 +119,10 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
             if t.file in present:
                 spaces[("file", t.file)].append((t.offset, t.offset + t.nbytes, rank))
         elif t.file in present:
-            unplaced[category[i]] += t.nbytes
-            unplaced_count += 1
+            stored, how = _unplaced_bytes(t)
+            unplaced[category[i]] += stored
+            inside += how == "inside"
+            unplaced_count += how == "logical"
 
     totals: dict[str, int] = defaultdict(int)
     for ranges in spaces.values():
@@ -162,6 +170,9 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
             f"the parts exceed the file size by {-totals['unaccounted']:,} bytes: tensors counted at their "
             "logical size are stored compressed"
         )
+    if inside:
+        notes.append(f"{inside:,} tensors are stored inside structures the format counts as overhead "
+                     "(pickled object arrays, HDF5 compact data, a deflated weights member)")  # fmt: skip
     if strided:
         notes.append(f"{strided:,} strided views are counted by the span of bytes they reach")
     if not inventory.complete:
@@ -170,6 +181,18 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
     counts = _counts(inventory.tensors, category, first_view)
     parts = {name: Part(totals.get(name, 0), *counts.get(name, (0, 0))) for name in CATEGORIES}
     return Overhead(file_bytes, parts, dict(regions), exact, tuple(notes))
+
+
+def _unplaced_bytes(t: Tensor) -> tuple[int, str]:
+    """File bytes of a tensor that has no position, and how known: "exact", "inside" a region, "logical"."""
+    if t.encoding in NO_BYTES:
+        return 0, "exact"
+    if t.encoding in INSIDE_REGIONS or (t.encoding == "zip-deflated" and "image_offset" in t.attrs):
+        return 0, "inside"
+    stored = t.attrs.get("stored_bytes")  # what the file spends on it (HDF5 chunks, a deflated .npz member)
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
+        return stored, "exact"
+    return t.nbytes, "logical"
 
 
 def _view(t: Tensor) -> tuple[object, ...]:

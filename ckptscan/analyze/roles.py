@@ -70,9 +70,10 @@ WRAPPERS = frozenset(
     {"state_dict", "model_state_dict", "model", "module", "_orig_mod", "base_model", "net", "network",
      "params", "model_weights", "weights"}
 )  # fmt: skip
-MODEL_STRUCTURES = frozenset({"", "model", "state_dict", "module", "weights", "params"})
+# TorchScript constants and ONNX Constant nodes belong to the model: inference reads them
+MODEL_STRUCTURES = frozenset({"", "model", "state_dict", "module", "weights", "params", "constants"})
 MODEL_SECTIONS = frozenset({"state_dict", "model", "model_state_dict", "model_weights", "initializer", "layers",
-                            "module", "params", "weights", "variables"})  # fmt: skip
+                            "module", "params", "weights", "variables", "constants", "constant"})  # fmt: skip
 
 
 def name_parts(name: str) -> tuple[str, ...]:
@@ -185,6 +186,28 @@ def in_tree(components: Iterable[str]) -> Matcher:
             if part in wanted:
                 return {"part": part}
         return None
+
+    return match
+
+
+def file_named(pattern: str) -> Matcher:
+    """The file holding the tensor is named so (HF Trainer writes ``rng_state.pth``, ``scheduler.pt``)."""
+    regex = re.compile(pattern)
+
+    def match(f: Facts) -> Captures | None:
+        name = f.tensor.file.replace("\\", "/").rsplit("/", 1)[-1].lower()
+        return {"file": name} if regex.fullmatch(name) else None
+
+    return match
+
+
+def attr_matches(key: str, pattern: str) -> Matcher:
+    """A reader attribute (e.g. Keras ``layer_class``) has a matching value."""
+    regex = re.compile(pattern)
+
+    def match(f: Facts) -> Captures | None:
+        value = f.tensor.attrs.get(key)
+        return {key: value} if isinstance(value, str) and regex.fullmatch(value) else None
 
     return match
 
@@ -469,6 +492,9 @@ def _norm_kind(f: Facts) -> str:
     Llama's RMSNorm ``input_layernorm``: a LayerNorm name without a shift beside it may be either)."""
     module = f.module
     siblings = f.siblings
+    layer_class = str(f.tensor.attrs.get("layer_class", "")).lower()
+    if layer_class:
+        module = layer_class
     if re.search(r"batch_?norm|^bn\d*$", module) or siblings & _STATS_LEAVES:
         kind = "batchnorm"
     elif "rms" in module:
@@ -485,21 +511,25 @@ def _norm_kind(f: Facts) -> str:
 R = Role
 RULES: tuple[Rule, ...] = (
     # 1. where it sits: the parts of a training checkpoint that are not the model
+    Rule("rng-file", file_named(r"rng_state(_\d+)?\.(pth?|bin)"), R.TRAINING_STATE, "rng",
+         "in `{file}`, where HF Trainer saves random-generator states"),
+    Rule("scheduler-file", file_named(r"(lr_)?scheduler\.(pth?|bin)"), R.TRAINING_STATE, "scheduler",
+         "in `{file}`, where HF Trainer saves the learning-rate scheduler"),
     Rule("master-path", in_tree(MASTER_PARTS), R.MASTER_WEIGHT, "fp32 master copy",
          "sits under `{part}`, where mixed-precision trainers keep fp32 master weights"),
     Rule("master-structure", structure_in(["master"]), R.MASTER_WEIGHT, "fp32 master copy",
          "the reader found it among the master weights"),
     Rule("ema-structure", structure_in(["ema"]), R.EMA, "ema copy",
          "the reader found it in the EMA part of the checkpoint"),
-    Rule("optimizer-slot", has_slot(), R.OPTIMIZER_STATE, "{slot}",
+    Rule("optimizer-slot", has_slot(), R.OPTIMIZER_STATE, "{slot_detail}",
          "optimizer slot `{slot}`{meaning}{param}"),
-    Rule("optimizer-structure", structure_in(["optimizer"]), R.OPTIMIZER_STATE, "{slot}",
+    Rule("optimizer-structure", structure_in(["optimizer"]), R.OPTIMIZER_STATE, "{slot_detail}",
          "the reader found it in the optimizer state{meaning}{param}"),
     Rule("training-structure", other_structure(), R.TRAINING_STATE, "{structure}",
          "the reader found it in the `{structure}` part of the checkpoint, not in the model"),
-    Rule("optimizer-section", section_in(OPTIMIZER_SECTIONS), R.OPTIMIZER_STATE, "{slot}",
+    Rule("optimizer-section", section_in(OPTIMIZER_SECTIONS), R.OPTIMIZER_STATE, "{slot_detail}",
          "in the optimizer section `{section}`{meaning}{param}"),
-    Rule("optimizer-path", in_tree(OPTIMIZER_PARTS), R.OPTIMIZER_STATE, "{slot}",
+    Rule("optimizer-path", in_tree(OPTIMIZER_PARTS), R.OPTIMIZER_STATE, "{slot_detail}",
          "sits under `{part}`{meaning}{param}"),
     Rule("tf1-slot", all_of(leaf_matches(TF1_SLOT), module_in(TF1_VARIABLES)), R.OPTIMIZER_STATE, "{match}",
          "TF1 optimizer slot `{match}` stored beside its variable"),
@@ -538,6 +568,8 @@ RULES: tuple[Rule, ...] = (
     Rule("rotary-module", module_in(ROTARY_MODULES), R.BUFFER, "rotary frequencies",
          "in module `{match}`: rotary-embedding frequencies"),
     # 4. normalization layers
+    Rule("keras-norm-layer", all_of(attr_matches("layer_class", r".*Normalization"), leaf_in(NORM_LEAVES)),
+         R.NORM, "{norm}", "a variable of a Keras `{layer_class}` layer"),
     Rule("batchnorm-sibling", all_of(stats_sibling(), leaf_in(NORM_LEAVES)), R.NORM, "{norm}",
          "its module `{match}` also holds running statistics: a BatchNorm {side}"),
     Rule("norm-consumer-scale", consumed_as(NORM_CONSUMERS_SCALE), R.NORM, "{op} scale",
@@ -551,6 +583,8 @@ RULES: tuple[Rule, ...] = (
     Rule("layer-scale", leaf_in(["gamma"]), R.WEIGHT, "scale",
          "a learned scale named `gamma` with no `beta` beside it (LayerScale, or a norm without shift)"),
     # 5. embeddings
+    Rule("keras-embedding-layer", attr_matches("layer_class", r"Embedding"), R.EMBEDDING, "token",
+         "the table of a Keras `Embedding` layer"),
     Rule("embedding-consumer", all_of(consumed_as({"Gather": (0,)}), ndim_at_least(2)), R.EMBEDDING, "lookup",
          "an ONNX Gather node reads it as its table: an embedding lookup"),
     Rule("token-embedding", module_in(TOKEN_EMBEDDINGS), R.EMBEDDING, "token",
@@ -582,7 +616,7 @@ RULES: tuple[Rule, ...] = (
     Rule("bias-letter", all_of(leaf_in(["b"]), in_module()), R.BIAS, "", "named `b` inside module `{module}`"),
     Rule("weight-letter", all_of(leaf_in(["w"]), in_module()), R.WEIGHT, "", "named `w` inside module `{module}`"),
     # 8. nothing says what it is
-    Rule("model-part", lambda f: {} if f.structure == "model" or f.tensor.section.lower() in MODEL_SECTIONS else None,
+    Rule("model-part", lambda f: {} if f.structure in MODEL_STRUCTURES - {""} or f.tensor.section.lower() in MODEL_SECTIONS else None,
          R.OTHER, "", "in the model part of the checkpoint, but nothing in its name says what it is"),
 )  # fmt: skip
 
@@ -593,7 +627,8 @@ def _extra_captures(rule: Rule, f: Facts, captured: Captures) -> Captures:
     values.update(captured)
     if rule.role is Role.OPTIMIZER_STATE:
         slot = f.slot or (f.leaf if f.leaf in SLOT_MEANING or not f.leaf.isdigit() else "")
-        values["slot"] = "step counter" if slot in STEP_SLOTS else (slot or "state")
+        values["slot"] = slot or "state"
+        values["slot_detail"] = "step counter" if slot in STEP_SLOTS else (slot or "state")
         meaning = SLOT_MEANING.get(slot)
         values["meaning"] = f" ({meaning})" if meaning else ""
         values["param"] = _param_note(f)

@@ -334,9 +334,7 @@ def _composition(target: Any) -> str:
     """The result's main dtypes by share of its tensor bytes: ``Q4_K 81%, Q6_K 17%, F32 2%``."""
     total = target.tensor_bytes or 1
     shares = [(name, c.bytes / total) for name, c in target.by_dtype.items()]
-    shown = [f"{name} {share:.0%}" for name, share in shares[:4] if share >= 0.005]
-    if len(shares) > len(shown):
-        shown.append("...")
+    shown = [f"{name} {share:.0%}" for name, share in shares[:4] if share >= 0.005] or [shares[0][0]]
     return ", ".join(shown)
 
 
