@@ -144,6 +144,7 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
             checkpointing=args.checkpointing,
             freeze=tuple(args.freeze),
             attention=args.attention,
+            optimizer_impl=args.optimizer_impl,
         )
         inference = memory.InferenceOptions(batch=args.batch, seq=args.context or args.seq, kv_bytes=args.kv_bytes)
     return AnalysisOptions(
@@ -208,6 +209,9 @@ def memory_parser() -> argparse.ArgumentParser:
                         "e.g. 'model.embed_tokens.*'")  # fmt: skip
     parser.add_argument("--attention", choices=list(memory.ATTENTION), default="sdpa",
                         help="sdpa: fused kernels keep no s x s matrix (default); eager: they do")  # fmt: skip
+    parser.add_argument("--optimizer-impl", choices=list(memory.OPTIMIZER_IMPLS), default="foreach",
+                        help="PyTorch Adam/AdamW step: foreach (CUDA default), for-loop, "
+                        "fused (no temporaries)")  # fmt: skip
     parser.add_argument("--kv-bytes", type=positive, default=2, help="bytes per KV-cache element (default 2)")
     add_reduction_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")

@@ -59,6 +59,7 @@ def test_bytes_per_parameter(optimizer: str, precision: str, per_param: int, per
     t = _training(inventory, optimizer=optimizer, precision=precision)
     lines = _lines(t)
     lines.pop("activations", None)
+    lines.pop("loss_gradients", None)
     n = t["parameters"]
     n_tensors = len(analyze(inventory).parameters.counted)
     assert sum(lines.values()) == per_param * n + per_tensor * n_tensors
@@ -154,3 +155,20 @@ def test_no_architecture_no_activation_or_kv_estimate() -> None:
     a = analyze(packed([tensor("fc.weight", (8, 8))]))
     assert a.architecture is None and a.inference["kv_cache"] is None and a.training["activations"] is None
     assert any("architecture unknown" in x for x in a.training["assumptions"])
+
+
+def test_peak_takes_the_larger_end_of_backward_and_the_optimizer_step() -> None:
+    inventory = _gpt(CONFIG)
+    big_batch = _training(inventory, precision="fp32", batch=8, seq=128)
+    lines = _lines(big_batch)
+    static = lines["weights"] + lines["optimizer_state"]
+    assert big_batch["total_bytes"] == static + lines["activations"] + lines["loss_gradients"]
+    assert big_batch["sum_bytes"] == sum(lines.values())
+    tiny = _training(inventory, precision="fp32", batch=1, seq=2)
+    lines = _lines(tiny)
+    foreach = lines["weights"] + lines["optimizer_state"] + 2 * lines["gradients"]  # sqrt(v) of every tensor
+    assert tiny["total_bytes"] == foreach and tiny["step_temporaries_bytes"] == lines["gradients"]
+    fused = _training(inventory, precision="fp32", batch=1, seq=2, optimizer_impl="fused")
+    assert fused["step_temporaries_bytes"] == 0
+    loop = _training(inventory, precision="fp32", batch=1, seq=2, optimizer_impl="for-loop")
+    assert loop["step_temporaries_bytes"] == 2 * V * H * 4  # the largest tensor: the (tied) embedding

@@ -71,6 +71,11 @@ ATTENTION = {
     "no s x s matrix",
     "eager": "eager attention: keeps the s x s softmax output (and its dropout) per head",
 }
+OPTIMIZER_IMPLS = {
+    "foreach": "PyTorch foreach step (the CUDA default): Adam/AdamW hold sqrt(v) for every trainable tensor at once",
+    "for-loop": "PyTorch for-loop step (foreach=False): Adam/AdamW hold two temporaries of the largest tensor",
+    "fused": "fused step kernel: no temporaries",
+}
 BNB_BLOCK = 2048  # bitsandbytes blockwise 8-bit optimizer state block
 BNB_MIN_8BIT = 4096  # bitsandbytes min_8bit_size: smaller tensors keep 32-bit state
 DEFAULT_TRAINING_SEQ = 2048
@@ -86,6 +91,7 @@ class TrainingOptions:
     checkpointing: bool = False
     freeze: tuple[str, ...] = ()  # glob patterns over parameter names
     attention: str = "sdpa"
+    optimizer_impl: str = "foreach"  # PyTorch's implementation: foreach (CUDA default), for-loop, fused
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,17 @@ def optimizer_state_bytes(optimizer: str, tensor: Tensor, state_bytes: int) -> i
     raise ValueError(optimizer)
 
 
+def step_temporaries(optimizer: str, impl: str, trainable: Sequence[Tensor], state_bytes: int) -> int:
+    """Bytes PyTorch's Adam/AdamW step allocates for a moment (torch/optim/adam.py): the foreach path
+    computes ``sqrt(exp_avg_sq)`` for every tensor at once; the for-loop path ``exp_avg_sq.sqrt() /
+    bias_correction`` (two temporaries) for one tensor at a time. Other optimizers update in place."""
+    if optimizer not in ("adam", "adamw") or impl == "fused" or not trainable:
+        return 0
+    if impl == "foreach":
+        return sum(t.elements for t in trainable) * state_bytes
+    return 2 * max(t.elements for t in trainable) * state_bytes
+
+
 def _product(values: Sequence[int]) -> int:
     out = 1
     for v in values:
@@ -225,7 +242,10 @@ def training(
     state = sum(optimizer_state_bytes(optimizer, t, precision.state) for t in trainable)
     width = "" if optimizer in ("sgd", "adam-8bit") else f"; states at {precision.state} B"
     lines.append(Line("optimizer_state", state, OPTIMIZERS[optimizer] + width))
+    temporaries = step_temporaries(optimizer, options.optimizer_impl, trainable, precision.state)
     assumptions = [precision.description, OPTIMIZERS[optimizer]]
+    if optimizer in ("adam", "adamw"):
+        assumptions.append(OPTIMIZER_IMPLS[options.optimizer_impl])
     if options.freeze:
         assumptions.append(f"frozen by {', '.join(options.freeze)}: {len(frozen):,} tensors, "
                            f"{n_all - n_train:,} parameters without gradients or optimizer state")  # fmt: skip
@@ -238,13 +258,32 @@ def training(
         activations = activation_bytes(arch, options.batch, seq, precision.activation, options.attention,
                                        options.checkpointing, layers)  # fmt: skip
         lines.append(Line("activations", activations["bytes"], activations["formula"]))
+        if activations["loss_gradient_bytes"]:
+            lines.append(Line("loss_gradients", activations["loss_gradient_bytes"],
+                              "2 x 4*s*b*V: the fp32 gradients of the log-softmax and of the logits, alive at "
+                              "the start of backward"))  # fmt: skip
         assumptions.extend(activations["assumptions"])
         assumptions.extend(arch.assumptions)
     elif arch is None:
         assumptions.append("architecture unknown (no config.json, GGUF metadata or transformer tensor names): "
                            "activations not estimated")  # fmt: skip
-    assumptions.append("total = sum of the lines; transient buffers (logit gradients, optimizer temporaries, "
-                       "allocator fragmentation, CUDA context) not included")  # fmt: skip
+    by_name = {line.name: line.bytes for line in lines}
+    static = by_name["weights"] + by_name.get("master_weights", 0) + by_name["optimizer_state"]
+    if activations is not None:
+        at_loss = activations["held_at_loss_bytes"] + activations["loss_gradient_bytes"]
+        late = by_name["gradients"] + max(activations["held_late_bytes"], temporaries)
+        peak = static + max(at_loss, late)
+        peak_formula = ("weights + master + optimizer state + max(activations held when backward starts + loss "
+                        "gradients, gradients + max(what backward holds at its end, "
+                        "optimizer-step temporaries))")  # fmt: skip
+    else:
+        peak = static + by_name["gradients"] + temporaries
+        peak_formula = (
+            "weights + master + optimizer state + gradients + optimizer-step temporaries (activations unknown)"
+        )
+    assumptions.append("peak: backward frees each layer's activations as its gradients appear, so the peak is when "
+                       "backward starts, when it ends, or during the optimizer step; allocator rounding, library "
+                       "workspaces and the CUDA context not included")  # fmt: skip
     return {
         "optimizer": optimizer,
         "precision": precision.name,
@@ -256,7 +295,11 @@ def training(
         "parameters": n_all,
         "trainable_parameters": n_train,
         "lines": [line.as_dict() for line in lines],
-        "total_bytes": sum(line.bytes for line in lines),
+        "total_bytes": peak,
+        "peak_formula": peak_formula,
+        "sum_bytes": sum(line.bytes for line in lines),
+        "optimizer_impl": options.optimizer_impl,
+        "step_temporaries_bytes": temporaries,
         "activations": activations,
         "assumptions": assumptions,
     }
@@ -317,12 +360,16 @@ def activation_bytes(
     logits = 4 * sb * arch.vocab  # fp32 log-softmax output kept by the cross-entropy
     if dropout:
         outside += sb * h  # embedding-dropout mask
+    recompute = per_layer if layers else 0
     if checkpointing:
-        total = layers * layer_input + (per_layer if layers else 0) + outside + logits
+        held_at_loss = layers * layer_input + outside + logits
+        held_late = layers * layer_input + recompute
+        total = held_at_loss + recompute
         formula = (f"{layers} layers x s*b*h*{element_bytes} (checkpointed inputs) + one layer recomputed "
                    f"({per_layer:,} B) + final norm/head inputs + 4*s*b*V logits")  # fmt: skip
     else:
-        total = layers * per_layer + outside + logits
+        total = held_at_loss = layers * per_layer + outside + logits
+        held_late = 0
         formula = f"{layers} layers x {per_layer:,} B + final norm/head inputs + 4*s*b*V logits"
     korthikanti = sb * h * 34 + 5 * a * s * s * b
     assumptions = [
@@ -337,6 +384,9 @@ def activation_bytes(
         "per_layer_bytes": per_layer,
         "layers": layers,
         "logits_bytes": logits,
+        "loss_gradient_bytes": 2 * logits,
+        "held_at_loss_bytes": held_at_loss,
+        "held_late_bytes": held_late,
         "formula": formula,
         "korthikanti_per_layer_bytes": korthikanti,
         "assumptions": assumptions,

@@ -306,6 +306,12 @@ def beta_sibling() -> Matcher:
     return lambda f: {} if "beta" in f.siblings else None
 
 
+def in_model_part() -> Matcher:
+    """The reader placed it in the model (structure or section), whatever its name."""
+    structures = MODEL_STRUCTURES - {""}
+    return lambda f: {} if f.structure in structures or f.tensor.section.lower() in MODEL_SECTIONS else None
+
+
 def in_module() -> Matcher:
     return lambda f: {} if len(f.parts) > 1 else None
 
@@ -616,8 +622,8 @@ RULES: tuple[Rule, ...] = (
     Rule("bias-letter", all_of(leaf_in(["b"]), in_module()), R.BIAS, "", "named `b` inside module `{module}`"),
     Rule("weight-letter", all_of(leaf_in(["w"]), in_module()), R.WEIGHT, "", "named `w` inside module `{module}`"),
     # 8. nothing says what it is
-    Rule("model-part", lambda f: {} if f.structure in MODEL_STRUCTURES - {""} or f.tensor.section.lower() in MODEL_SECTIONS else None,
-         R.OTHER, "", "in the model part of the checkpoint, but nothing in its name says what it is"),
+    Rule("model-part", in_model_part(), R.OTHER, "",
+         "in the model part of the checkpoint, but nothing in its name says what it is"),
 )  # fmt: skip
 
 

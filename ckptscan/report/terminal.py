@@ -372,7 +372,7 @@ def memory_lines(analysis: Analysis) -> list[tuple[str, str]]:
     setup = f"{train['optimizer']}, {train['precision']}"
     if train["seq"]:
         setup += f", batch {train['batch']} x {train['seq']:,} tokens"
-    rows.append(("training", f"{human_bytes(train['total_bytes'])} ({setup}): {parts}"))
+    rows.append(("training", f"peak {human_bytes(train['total_bytes'])} ({setup}): {parts}"))
     if train["activations"] is None:
         rows.append(("", "[dim]activations not estimated: architecture unknown[/dim]"))
     rows.append(("", "[dim]`ckptscan memory PATH --help` for other optimizers, precisions, batch and "
@@ -430,7 +430,8 @@ def memory_report(results: Iterable[ScanResult], options: Options | None = None)
         table.add_column("how", overflow="fold", style="dim")
         for line in train["lines"]:
             table.add_row(line["name"].replace("_", " "), _bytes_exact(line["bytes"]), line["formula"])
-        table.add_row("[bold]total[/bold]", f"[bold]{_bytes_exact(train['total_bytes'])}[/bold]", "")
+        table.add_row("sum of the lines", _bytes_exact(train["sum_bytes"]), "every line at once: an upper bound")
+        table.add_row("[bold]peak[/bold]", f"[bold]{_bytes_exact(train['total_bytes'])}[/bold]", train["peak_formula"])
         out.append(table)
         trainable = train["trainable_parameters"]
         out.append(Text(f"parameters {train['parameters']:,}, trainable {trainable:,}", style="dim"))
