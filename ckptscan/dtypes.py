@@ -111,6 +111,8 @@ _TABLE: tuple[DType, ...] = (
     _scalar("I2", 2, _I),
     _scalar("U2", 2, _U),
     _scalar("U1", 1, _U),
+    # variable-length strings (ONNX STRING, TensorFlow DT_STRING): no fixed width; readers give the bytes
+    _scalar("STRING", 0, DTypeKind.STRING),
     # ggml block-quantized types: (elements per block, bytes per block), as gguf's GGML_QUANT_SIZES
     _block("Q4_0", 32, 18),
     _block("Q4_1", 32, 20),

@@ -46,6 +46,8 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("safetensors", "ckptscan.formats.safetensors", (".safetensors",), "safetensors"),
     FormatSpec("gguf", "ckptscan.formats.gguf", (".gguf",), "GGUF (llama.cpp / ggml)"),
     FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
+    FormatSpec("onnx", "ckptscan.formats.onnx", (".onnx",), "ONNX"),
+    FormatSpec("tf-checkpoint", "ckptscan.formats.tf_checkpoint", (".index",), "TensorFlow checkpoint (tensor bundle)"),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
 )
 

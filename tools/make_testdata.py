@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATORS = ("safetensors", "gguf")
+GENERATORS = ("safetensors", "gguf", "onnx", "tf_checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:
