@@ -90,6 +90,7 @@ _TABLE: tuple[DType, ...] = (
     _scalar("F8_E8M0", 8, _F),  # MX shared scale (exponent only)
     _scalar("F8_E4M3FNUZ", 8, _F),
     _scalar("F8_E5M2FNUZ", 8, _F),
+    _scalar("F8_E4M3B11FNUZ", 8, _F),  # TensorFlow DT_FLOAT8_E4M3B11FNUZ (exponent bias 11)
     _scalar("I16", 16, _I),
     _scalar("U16", 16, _U),
     _scalar("F16", 16, _F),

@@ -17,6 +17,7 @@ from ckptscan.formats import onnx as onnx_reader
 from ckptscan.inventory import Inventory
 from ckptscan.source import Source
 from tests.conftest import REAL_MODELS, TESTDATA, real_entries
+from tests.wire import len_field, tag, varint
 
 onnx = pytest.importorskip("onnx")
 numpy_helper = pytest.importorskip("onnx.numpy_helper")
@@ -358,30 +359,12 @@ def _error(path: Path) -> CkptscanError:
     return caught.value
 
 
-def _tag(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _tag(number, 2) + _varint(len(payload)) + payload
-
-
 def _model_bytes(*graph_fields: bytes, ir: int = 8) -> bytes:
-    return _tag(1, 0) + _varint(ir) + _len_field(7, b"".join(graph_fields))
+    return tag(1, 0) + varint(ir) + len_field(7, b"".join(graph_fields))
 
 
 def _initializer(*fields: bytes) -> bytes:
-    return _len_field(5, b"".join(fields))
+    return len_field(5, b"".join(fields))
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "bad.onnx") -> Path:
@@ -397,47 +380,47 @@ def test_truncated_file(tmp_path: Path) -> None:
 
 
 def test_varint_overflow(tmp_path: Path) -> None:
-    data = _model_bytes(_tag(1, 2) + b"\xff" * 10 + b"\x01")
+    data = _model_bytes(tag(1, 2) + b"\xff" * 10 + b"\x01")
     assert _error(_write(tmp_path, data)).code == "malformed"
 
 
 def test_length_past_end(tmp_path: Path) -> None:
-    tensor = _len_field(8, b"w") + _tag(2, 0) + _varint(1) + _tag(9, 2) + _varint(1 << 40) + b"\0" * 8
+    tensor = len_field(8, b"w") + tag(2, 0) + varint(1) + tag(9, 2) + varint(1 << 40) + b"\0" * 8
     data = _model_bytes(_initializer(tensor))
     assert _error(_write(tmp_path, data)).code == "truncated"
 
 
 def test_huge_declared_dims(tmp_path: Path) -> None:
-    dims = _len_field(1, _varint(1 << 62) + _varint(1 << 62))
-    tensor = dims + _tag(2, 0) + _varint(1) + _len_field(8, b"w") + _len_field(9, b"\0" * 16)
+    dims = len_field(1, varint(1 << 62) + varint(1 << 62))
+    tensor = dims + tag(2, 0) + varint(1) + len_field(8, b"w") + len_field(9, b"\0" * 16)
     error = _error(_write(tmp_path, _model_bytes(_initializer(tensor))))
     assert error.code == "malformed" and "raw_data has 16" in str(error)
 
 
 def test_too_many_dims(tmp_path: Path) -> None:
-    dims = _len_field(1, _varint(1) * 1000)
-    tensor = dims + _tag(2, 0) + _varint(1) + _len_field(8, b"w") + _len_field(9, b"\0" * 4)
+    dims = len_field(1, varint(1) * 1000)
+    tensor = dims + tag(2, 0) + varint(1) + len_field(8, b"w") + len_field(9, b"\0" * 4)
     assert _error(_write(tmp_path, _model_bytes(_initializer(tensor)))).code == "limit-exceeded"
 
 
 def test_typed_count_mismatch(tmp_path: Path) -> None:
-    tensor = _len_field(1, _varint(3)) + _tag(2, 0) + _varint(1) + _len_field(8, b"w") + _len_field(4, b"\0" * 8)
+    tensor = len_field(1, varint(3)) + tag(2, 0) + varint(1) + len_field(8, b"w") + len_field(4, b"\0" * 8)
     error = _error(_write(tmp_path, _model_bytes(_initializer(tensor))))
     assert "2 values in float_data" in str(error)
 
 
 def test_tensor_without_data(tmp_path: Path) -> None:
-    tensor = _len_field(1, _varint(3)) + _tag(2, 0) + _varint(1) + _len_field(8, b"w")
+    tensor = len_field(1, varint(3)) + tag(2, 0) + varint(1) + len_field(8, b"w")
     assert "no data" in str(_error(_write(tmp_path, _model_bytes(_initializer(tensor)))))
 
 
 def test_wrong_wire_type(tmp_path: Path) -> None:
-    data = _model_bytes(_tag(5, 0) + _varint(5))
+    data = _model_bytes(tag(5, 0) + varint(5))
     assert "expected length-delimited" in str(_error(_write(tmp_path, data)))
 
 
 def test_group_wire_type(tmp_path: Path) -> None:
-    data = _tag(1, 0) + _varint(8) + _len_field(7, _tag(3, 3) + _tag(3, 4))
+    data = tag(1, 0) + varint(8) + len_field(7, tag(3, 3) + tag(3, 4))
     assert _error(_write(tmp_path, data)).code == "malformed"
 
 
@@ -445,10 +428,10 @@ def test_nesting_bomb(tmp_path: Path) -> None:
     """Graphs nested in If attributes far deeper than any model: refused, no RecursionError."""
     graph = b""
     for _ in range(200):
-        attribute = _len_field(1, b"then_branch") + _tag(20, 0) + _varint(5) + _len_field(6, graph)
-        node = _len_field(4, b"If") + _len_field(5, attribute)
-        graph = _len_field(1, node)
-    data = _tag(1, 0) + _varint(8) + _len_field(7, graph)
+        attribute = len_field(1, b"then_branch") + tag(20, 0) + varint(5) + len_field(6, graph)
+        node = len_field(4, b"If") + len_field(5, attribute)
+        graph = len_field(1, node)
+    data = tag(1, 0) + varint(8) + len_field(7, graph)
     assert _error(_write(tmp_path, data)).code == "limit-exceeded"
 
 
@@ -565,7 +548,7 @@ def test_bad_external_offset(tmp_path: Path) -> None:
 
 
 def test_protobuf_reader_does_not_copy_payloads() -> None:
-    data = _tag(1, 0) + _varint(300) + _len_field(2, b"x" * 1000) + _tag(3, 5) + b"\0\0\x80?" + _tag(4, 1) + b"\0" * 8
+    data = tag(1, 0) + varint(300) + len_field(2, b"x" * 1000) + tag(3, 5) + b"\0\0\x80?" + tag(4, 1) + b"\0" * 8
     f1, f2, f3, f4 = pb.fields(data, 0, len(data))
     assert (f1.number, f1.value, f1.end) == (1, 300, 3)
     assert (f2.number, f2.value, f2.offset, f2.end) == (2, 1000, 6, 1006)
