@@ -5,13 +5,19 @@ followed by its value: a varint (wire type 0), 8 little-endian bytes (1), a vari
 many bytes (2: strings, bytes, sub-messages, packed repeated scalars), or 4 little-endian bytes (5).
 Groups (3, 4) are long deprecated and used by neither ONNX nor TensorFlow; they are refused.
 
-Everything here works on a *window* ``[start, end)`` of a buffer (a read-only ``mmap`` of the whole
-file, or ``bytes``) and never copies a length-delimited value: a field is reported as its payload's
-absolute offset and length, so skipping a 1 GB ``raw_data`` costs one varint. Every length is
-checked against the bytes left in the enclosing message before anything else happens, varints are
-at most 10 bytes, and nesting depth is the caller's to bound (``check_depth``). Errors are
-``MalformedFile`` / ``TruncatedFile`` / ``LimitExceeded`` naming the absolute offset; readers add
-the file and format at their boundary.
+Everything here works on a *window* ``[start, end)`` of either an in-memory buffer (``bytes``, or
+an ``mmap`` of a file with no bulk data in it) or a :class:`FileView` of a large file, and never
+reads a length-delimited value it is not asked for: a field is reported as its payload's absolute
+offset and length, so skipping a 1 GB ``raw_data`` costs one varint. A ``FileView`` reads through
+``pread`` into one small cached chunk: a message small enough is read whole and walked in memory;
+a larger one is walked field by field, reading only each field's tag and length. (A memory map
+would do the same I/O, but every page it touches stays resident and current Linux kernels map a
+whole large folio, up to 2 MB, around each touch: the peak RSS would grow with the tensor count.)
+
+Every length is checked against the bytes left in the enclosing message before anything else
+happens, varints are at most 10 bytes, and nesting depth is the caller's to bound
+(``check_depth``). Errors are ``MalformedFile`` / ``TruncatedFile`` / ``LimitExceeded`` naming the
+absolute offset; readers add the file and format at their boundary.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile
+from ckptscan.source import Source
 
 VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 WIRE_NAMES = {VARINT: "varint", FIXED64: "64-bit", LEN: "length-delimited", FIXED32: "32-bit"}
 MAX_FIELD_NUMBER = (1 << 29) - 1
 MAX_VARINT_BYTES = 10
 COUNT_CHUNK = 1 << 20  # packed varints are counted in chunks of this many bytes
+VIEW_CHUNK = 64 << 10  # a FileView reads and caches this much at a time
+SMALL_MESSAGE = VIEW_CHUNK  # messages up to this size are read whole and walked in memory
+FIELD_HEAD = 15  # a tag (at most 5 bytes) and a varint (at most 10)
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
 _F32 = struct.Struct("<f")
@@ -34,11 +44,57 @@ _F64 = struct.Struct("<d")
 
 
 class Buffer(Protocol):
-    """What the reader needs of a buffer: ``bytes`` and ``mmap.mmap`` both qualify."""
+    """An in-memory buffer: ``bytes`` and ``mmap.mmap`` both qualify."""
 
     def __getitem__(self, index: int, /) -> int: ...
 
     def __len__(self) -> int: ...
+
+
+class FileView:
+    """Random access to a file through bounded ``pread`` calls, with one cached chunk."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.size = source.size
+        self._start = 0
+        self._chunk = b""
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` (TruncatedFile past the end of the file)."""
+        start = self._start
+        if start <= offset and offset + length <= start + len(self._chunk):
+            return self._chunk[offset - start : offset - start + length]
+        if length >= VIEW_CHUNK:
+            return self.source.read_at(offset, length, "protobuf field")
+        self._load(offset)
+        if len(self._chunk) < length:
+            raise TruncatedFile("a field runs past the end of the file", where=f"offset {offset}")
+        return self._chunk[:length]
+
+    def read_some(self, offset: int, at_most: int, at_least: int) -> bytes:
+        """Between ``at_least`` and ``at_most`` bytes at ``offset``: whatever the cached chunk holds."""
+        cached = self._start + len(self._chunk) - offset
+        if not (self._start <= offset and cached >= at_least):
+            self._load(offset)
+            cached = len(self._chunk)
+            if cached < at_least:
+                raise TruncatedFile("a field runs past the end of the file", where=f"offset {offset}")
+        begin = offset - self._start
+        return self._chunk[begin : begin + min(at_most, cached)]
+
+    def _load(self, offset: int) -> None:
+        self._start = offset
+        self._chunk = self.source.read_up_to(offset, VIEW_CHUNK)
+
+
+Readable = Buffer | FileView
+
+
+def _read(src: Readable, offset: int, length: int) -> bytes:
+    if isinstance(src, FileView):
+        return src.read(offset, length)
+    return src[offset : offset + length]  # type: ignore[index,return-value]
 
 
 class Field(NamedTuple):
@@ -56,14 +112,17 @@ class Field(NamedTuple):
     end: int
 
 
-def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
-    """The unsigned varint at ``pos`` (at most 10 bytes, below 2**64) and the position after it."""
+def read_varint(buf: Buffer, pos: int, end: int, base: int = 0) -> tuple[int, int]:
+    """The unsigned varint at ``pos`` (at most 10 bytes, below 2**64) and the position after it.
+
+    ``base`` is where ``buf`` begins in the file, for error messages.
+    """
     result = 0
     shift = 0
     start = pos
     while True:
         if pos >= end:
-            raise TruncatedFile("a varint runs past the end of its message", where=f"offset {start}")
+            raise TruncatedFile("a varint runs past the end of its message", where=f"offset {base + start}")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -71,49 +130,97 @@ def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
             break
         shift += 7
         if shift >= 7 * MAX_VARINT_BYTES:
-            raise MalformedFile("a varint is longer than 10 bytes", where=f"offset {start}")
+            raise MalformedFile("a varint is longer than 10 bytes", where=f"offset {base + start}")
     if result >> 64:
-        raise MalformedFile("a varint overflows 64 bits", where=f"offset {start}")
+        raise MalformedFile("a varint overflows 64 bits", where=f"offset {base + start}")
     return result, pos
 
 
-def fields(buf: Buffer, start: int, end: int) -> Iterator[Field]:
-    """Every field of the message in ``buf[start:end]``, in file order; payloads are not copied."""
+def fields(src: Readable, start: int, end: int) -> Iterator[Field]:
+    """Every field of the message in ``src[start:end]``, in file order; payloads are not read."""
+    if not isinstance(src, FileView):
+        return _fields(src, start, end, 0)
+    if end - start <= SMALL_MESSAGE:
+        return _fields(src.read(start, end - start), 0, end - start, start)
+    return _large_fields(src, start, end)
+
+
+def _large_fields(view: FileView, start: int, end: int) -> Iterator[Field]:
+    """The fields of a large message, walked a chunk at a time; payloads past the chunk are skipped."""
     pos = start
     while pos < end:
+        chunk = view.read_some(pos, end - pos, min(end - pos, SMALL_MESSAGE // 4))
+        chunk_end = pos + len(chunk)
+        # a field is parsed from this chunk only if its whole head (tag and length) is inside it
+        heads_end = len(chunk) if chunk_end >= end else len(chunk) - FIELD_HEAD
+        resume = pos
+        for field in _fields(chunk, 0, len(chunk), pos, whole=False, heads_end=heads_end):
+            if field.end > end:
+                raise TruncatedFile(
+                    f"field {field.number} declares {field.value:,} bytes but its message has "
+                    f"{end - field.offset:,} left",
+                    where=f"offset {field.tag_offset}",
+                )
+            yield field
+            resume = field.end
+            if resume > chunk_end:
+                break
+        pos = resume
+
+
+def _fields(
+    buf: Buffer, start: int, end: int, base: int, whole: bool = True, heads_end: int | None = None
+) -> Iterator[Field]:
+    """The fields in ``buf[start:end]``, offsets shifted by ``base`` (where ``buf`` begins in the file).
+
+    With ``whole=False`` the buffer holds part of a larger message: payloads may go on past its end,
+    and only fields that begin before ``heads_end`` are read.
+    """
+    pos = start
+    stop = end if heads_end is None else heads_end
+    new = tuple.__new__  # Field(...) goes through a Python-level __new__; this is the hot loop
+    while pos < stop:
         tag_offset = pos
-        tag, pos = read_varint(buf, pos, end)
+        tag = buf[pos]  # one-byte varints (tags of fields 1-15, short lengths) are the common case
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(buf, pos, end, base)
         number, wire_type = tag >> 3, tag & 7
         if number == 0 or number > MAX_FIELD_NUMBER:
-            raise MalformedFile(f"invalid protobuf field number {number}", where=f"offset {tag_offset}")
+            raise MalformedFile(f"invalid protobuf field number {number}", where=f"offset {base + tag_offset}")
         if wire_type == VARINT:
-            value, after = read_varint(buf, pos, end)
-            yield Field(number, wire_type, value, pos, tag_offset, after)
+            value, after = read_varint(buf, pos, end, base)
+            yield new(Field, (number, wire_type, value, base + pos, base + tag_offset, base + after))
             pos = after
         elif wire_type == LEN:
-            length, pos = read_varint(buf, pos, end)
-            if length > end - pos:
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos, end, base)
+            if whole and length > end - pos:
                 raise TruncatedFile(
                     f"field {number} declares {length:,} bytes but its message has {end - pos:,} left",
-                    where=f"offset {tag_offset}",
+                    where=f"offset {base + tag_offset}",
                 )
-            yield Field(number, wire_type, length, pos, tag_offset, pos + length)
+            yield new(Field, (number, wire_type, length, base + pos, base + tag_offset, base + pos + length))
             pos += length
         elif wire_type in (FIXED64, FIXED32):
             width = 8 if wire_type == FIXED64 else 4
             if width > end - pos:
-                raise TruncatedFile(f"field {number} runs past the end of its message", where=f"offset {tag_offset}")
-            value = int.from_bytes(_slice(buf, pos, width), "little")
-            yield Field(number, wire_type, value, pos, tag_offset, pos + width)
+                raise TruncatedFile(
+                    f"field {number} runs past the end of its message", where=f"offset {base + tag_offset}"
+                )
+            value = int.from_bytes(_read(buf, pos, width), "little")
+            yield new(Field, (number, wire_type, value, base + pos, base + tag_offset, base + pos + width))
             pos += width
         else:
             what = "group" if wire_type in (START_GROUP, END_GROUP) else f"wire type {wire_type}"
-            raise MalformedFile(f"field {number} uses a protobuf {what}, which this format never does",
-                                where=f"offset {tag_offset}")  # fmt: skip
-
-
-def _slice(buf: Buffer, pos: int, length: int) -> bytes:
-    return buf[pos : pos + length]  # type: ignore[index,return-value]
+            raise MalformedFile(
+                f"field {number} uses a protobuf {what}, which this format never does",
+                where=f"offset {base + tag_offset}",
+            )
 
 
 def expect(field: Field, wire_type: int, what: str) -> None:
@@ -131,16 +238,18 @@ def check_depth(depth: int, limit: int, what: str, field: Field) -> None:
         raise LimitExceeded(f"{what} nest deeper than {limit} levels", where=f"offset {field.tag_offset}")
 
 
-def payload(buf: Buffer, field: Field, limit: int | None = None) -> bytes:
+def payload(src: Readable, field: Field, limit: int | None = None) -> bytes:
     """The bytes of a ``LEN`` field (at most ``limit`` of them): only for small values."""
     length = field.value if limit is None else min(field.value, limit)
-    return _slice(buf, field.offset, length)
+    return _read(src, field.offset, length)
 
 
-def text(buf: Buffer, field: Field, what: str, limit: int | None = None) -> str:
+def text(src: Readable, field: Field, what: str, limit: int | None = None) -> str:
     """A ``string`` field as text; undecodable bytes are replaced, a ``limit`` truncates."""
-    expect(field, LEN, what)
-    raw = payload(buf, field, limit)
+    if field.wire_type != LEN:
+        expect(field, LEN, what)
+    length = field.value if limit is None else min(field.value, limit)
+    raw = src.read(field.offset, length) if isinstance(src, FileView) else _read(src, field.offset, length)
     value = raw.decode("utf-8", errors="replace")
     if limit is not None and field.value > limit:
         value += f"... ({field.value:,} bytes)"
@@ -171,34 +280,37 @@ def scalar(field: Field, what: str) -> int:
     return field.value
 
 
-def count_varints(buf: Buffer, start: int, end: int) -> int:
+def count_varints(src: Readable, start: int, end: int) -> int:
     """How many varints a packed payload holds, without decoding them (bytes below 0x80 end one)."""
     count = 0
     pos = start
+    last = 0
     while pos < end:
-        chunk = _slice(buf, pos, min(COUNT_CHUNK, end - pos))
+        chunk = _read(src, pos, min(COUNT_CHUNK, end - pos))
         count += len(chunk.translate(None, _HIGH_BYTES))
         pos += len(chunk)
-    if end > start and buf[end - 1] >= 0x80:
+        last = chunk[-1]
+    if last >= 0x80:
         raise TruncatedFile("a packed varint runs past the end of its field", where=f"offset {end - 1}")
     return count
 
 
-def varints(buf: Buffer, start: int, end: int, limit: int, what: str) -> list[int]:
+def varints(src: Readable, start: int, end: int, limit: int, what: str) -> list[int]:
     """The varints of a packed payload, refusing more than ``limit`` of them before decoding."""
-    count = count_varints(buf, start, end)
+    count = count_varints(src, start, end)
     if count > limit:
         raise LimitExceeded(f"{what} holds {count:,} values; at most {limit:,} are accepted", where=f"offset {start}")
+    data = _read(src, start, end - start)
     values = []
-    pos = start
-    while pos < end:
-        value, pos = read_varint(buf, pos, end)
+    pos = 0
+    while pos < len(data):
+        value, pos = read_varint(data, pos, len(data), start)
         values.append(value)
     return values
 
 
-def repeated_varints(buf: Buffer, field: Field, limit: int, what: str) -> list[int]:
+def repeated_varints(src: Readable, field: Field, limit: int, what: str) -> list[int]:
     """A repeated varint field occurrence: packed (``LEN``) or a single unpacked value."""
     if field.wire_type == LEN:
-        return varints(buf, field.offset, field.end, limit, what)
+        return varints(src, field.offset, field.end, limit, what)
     return [scalar(field, what)]

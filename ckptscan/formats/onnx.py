@@ -1,7 +1,7 @@
 """ONNX (``.onnx``): a protobuf ``ModelProto``, read from the wire format without the ``onnx`` package.
 
 The ``onnx`` package's ``load`` parses every ``raw_data`` into memory, so a 2 GB model with inline
-weights costs 2 GB. This reader walks the protobuf in place through a read-only memory map
+weights costs 2 GB. This reader walks the protobuf in place with small bounded reads
 (``ckptscan.formats._protobuf``): a ``raw_data`` field is recorded as an (offset, length) pair and
 skipped in O(1), so memory stays flat whatever the size of the weights.
 
@@ -38,7 +38,6 @@ the bytes of external data files that no tensor references are ``PADDING`` (alig
 
 from __future__ import annotations
 
-import mmap
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,8 +145,7 @@ def _printable(raw: bytes) -> bool:
 def read(source: Source) -> Inventory:
     if source.size == 0:
         raise MalformedFile("the file is empty")
-    with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        return _Parser(view, source).parse()
+    return _Parser(pb.FileView(source), source).parse()
 
 
 # -- what the walk collects -------------------------------------------------------------------------
@@ -229,9 +227,9 @@ class _GraphInfo:
 
 
 class _Parser:
-    def __init__(self, buf: mmap.mmap, source: Source) -> None:
+    def __init__(self, buf: pb.FileView, source: Source) -> None:
         self.buf = buf
-        self.size = len(buf)
+        self.size = buf.size
         self.source = source
         self.records: list[_Record] = []
         self.graphs: list[_Graph] = []
