@@ -435,6 +435,38 @@ def test_nesting_bomb(tmp_path: Path) -> None:
     assert _error(_write(tmp_path, data)).code == "limit-exceeded"
 
 
+def test_absurd_name_length(tmp_path: Path) -> None:
+    tensor = len_field(8, b"n" * 100_000) + tag(2, 0) + varint(1) + len_field(9, b"\0" * 4)
+    assert _error(_write(tmp_path, _model_bytes(_initializer(tensor)))).code == "limit-exceeded"
+
+
+def test_weights_are_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose initializers hold 8 MB is inventoried reading a few chunks, not the weights."""
+    import numpy as np
+    from onnx import helper
+
+    weights = [numpy_helper.from_array(np.full((512, 1024), i, np.float32), f"w{i}") for i in range(4)]
+    graph = helper.make_graph([], "g", [], [], initializer=weights)
+    path = tmp_path / "big.onnx"
+    onnx.save_model(helper.make_model(graph), str(path))
+    read: list[int] = []
+    real_read_at = Source.read_at
+
+    def counting(self: Source, offset: int, length: int, what: str = "data") -> bytes:
+        read.append(length)
+        return real_read_at(self, offset, length, what)
+
+    monkeypatch.setattr(Source, "read_at", counting)
+    inventory = ckptscan.read_inventory(path)
+    assert sum(t.nbytes for t in inventory.tensors) == 8 << 20
+    assert sum(read) < 512 << 10, read
+
+
+def test_folder_expansion_skips_data_files() -> None:
+    assert [p.name for p in ckptscan.model_inputs(TESTDATA / "onnx" / "external_per_tensor")] == ["model.onnx"]
+    assert [p.name for p in ckptscan.model_inputs(TESTDATA / "onnx" / "external_one_file")] == ["model.onnx"]
+
+
 # -- external data: escapes, missing files, bad ranges ---------------------------------------------------
 
 

@@ -56,6 +56,7 @@ MAX_DIMS = 64
 MAX_CONSUMERS = 64  # per tensor; the total is kept in "consumer_count"
 MAX_LISTED = 256  # graph inputs/outputs, functions, metadata_props listed in the metadata
 TEXT_LIMIT = 1024  # doc strings and metadata values are truncated to this many bytes
+NAME_LIMIT = 1 << 16  # tensor and value names longer than this are refused
 PROTOBUF_LIMIT = (1 << 31) - 1  # protobuf refuses to parse messages this large or larger
 MAX_EXTERNAL_ALIGNMENT = 64 * 1024  # the largest alignment the onnx package pads external tensors to
 DEFAULT_DOMAIN = "ai.onnx"
@@ -319,6 +320,13 @@ class _Parser:
             complete=all(size is not None for _, size in self.external_files.values()),
         )
 
+    def name(self, f: pb.Field, what: str) -> str:
+        """A value or tensor name: kept whole (names are matched), so refused when absurdly long."""
+        if f.wire_type == pb.LEN and f.value > NAME_LIMIT:
+            raise LimitExceeded(f"a {what} is {f.value:,} bytes long (at most {NAME_LIMIT:,})",
+                                where=f"offset {f.tag_offset}")  # fmt: skip
+        return pb.text(self.buf, f, what)
+
     def opset(self, f: pb.Field) -> tuple[str, int]:
         pb.expect(f, pb.LEN, "opset_import")
         domain, version = "", 0
@@ -409,7 +417,7 @@ class _Parser:
         type_field: pb.Field | None = None
         for g in pb.fields(self.buf, f.offset, f.end):
             if g.number == 1:
-                name = pb.text(self.buf, g, "value name")
+                name = self.name(g, "value name")
             elif g.number == 2:
                 pb.expect(g, pb.LEN, "value type")
                 type_field = g
@@ -479,9 +487,9 @@ class _Parser:
         for g in pb.fields(buf, f.offset, f.end):
             n = g.number
             if n == 1:
-                inputs.append(pb.text(buf, g, "node input"))
+                inputs.append(self.name(g, "node input"))
             elif n == 2:
-                outputs.append(pb.text(buf, g, "node output"))
+                outputs.append(self.name(g, "node output"))
             elif n == 3:
                 name = pb.text(buf, g, "node name", TEXT_LIMIT)
             elif n == 4:
@@ -627,7 +635,7 @@ class _Parser:
             elif n == 2:
                 proto.data_type = pb.as_int32(pb.scalar(g, "data_type"))
             elif n == 8:
-                proto.name = pb.text(buf, g, "tensor name")
+                proto.name = self.name(g, "tensor name")
             elif n == 9:
                 pb.expect(g, pb.LEN, "raw_data")
                 if proto.raw is not None:
