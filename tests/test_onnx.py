@@ -331,7 +331,10 @@ def test_sniff_refuses_other_formats(tmp_path: Path) -> None:
         "model.pkl4": pickle.dumps({"a": [1, 2, 3]}, protocol=4),
         "empty.onnx": b"",
         "text.onnx": b"hello world, this is not a model\n",
-        "random.onnx": os.urandom(1) * 0 + bytes(range(256)) * 16,
+        "random.onnx": bytes(range(256)) * 16,
+        # a TensorFlow SavedModel: schema version 1 (like ir_version), then a MetaGraphDef in field 2
+        "saved_model.pb": tag(1, 0) + varint(1) + len_field(2, len_field(1, len_field(1, b"serve")) * 3),
+        "saved_model_big.pb": tag(1, 0) + varint(1) + len_field(2, b"\n" * 10_000),
     }
     for name, data in samples.items():
         (tmp_path / name).write_bytes(data)
