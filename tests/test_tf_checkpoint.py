@@ -20,7 +20,7 @@ from ckptscan.formats import tf_checkpoint
 from ckptscan.inventory import Inventory, Tensor
 from ckptscan.source import Source
 from tests.conftest import TESTDATA
-from tests.wire import FIXED32, int_field, len_field, tag, varint
+from tests.helpers import FIXED32, assert_accounted, int_field, len_field, tag, varint
 
 FIXTURES = ["tf2_module", "keras3", "tf1_saver", "sharded"]
 TF_NAMES = {
@@ -93,21 +93,7 @@ def test_slots_match_the_optimizer(name: str) -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_every_byte_accounted(name: str) -> None:
-    inventory, _ = _load(name)
-    for ref in inventory.files:
-        spans = sorted(
-            [(r.offset, r.offset + r.nbytes) for r in inventory.regions if r.file == ref.path]
-            + [
-                (t.offset, t.offset + t.nbytes)
-                for t in inventory.tensors
-                if t.file == ref.path and t.offset is not None
-            ]
-        )
-        position = 0
-        for begin, end in spans:
-            assert begin == position, (ref.path, position, begin)
-            position = end
-        assert position == ref.size
+    assert_accounted(_load(name)[0])
 
 
 def test_sections_and_object_graph() -> None:

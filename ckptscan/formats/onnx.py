@@ -38,14 +38,16 @@ the bytes of external data files that no tensor references are ``PADDING`` (alig
 
 from __future__ import annotations
 
+import math
 import posixpath
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ckptscan.dtypes import DType, DTypeKind, lookup
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile, UnsafePath
 from ckptscan.formats import _protobuf as pb
+from ckptscan.formats._layout import gap_regions
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
@@ -710,9 +712,7 @@ class _Parser:
             self.warnings.append(f"tensor {name!r} is a segment of a larger tensor; its size is the segment's")
         native, canonical = _type_names(proto.data_type)
         dtype = lookup(canonical)
-        elements = 1
-        for d in proto.dims:
-            elements *= d
+        elements = math.prod(proto.dims)
         expected = _packed_nbytes(dtype, elements)
         common: dict[str, Any] = {
             "name": name,
@@ -857,19 +857,7 @@ class _Parser:
         attrs = {**t.attrs, **record.attrs, "consumers": record.consumers, "consumer_count": record.consumer_count}
         if record.graph != "graph":
             attrs["graph"] = record.graph
-        return Tensor(
-            name=t.name,
-            shape=t.shape,
-            dtype=t.dtype,
-            elements=t.elements,
-            nbytes=t.nbytes,
-            file=t.file,
-            offset=t.offset,
-            section=record.section,
-            native_dtype=t.native_dtype,
-            encoding=t.encoding,
-            attrs=attrs,
-        )
+        return replace(t, section=record.section, attrs=attrs)
 
     def check_duplicate_names(self) -> None:
         seen: dict[tuple[str, str], str] = {}
@@ -914,19 +902,9 @@ class _Parser:
         """Bytes of each external data file that no tensor references: alignment padding or unreferenced."""
         regions: list[Region] = []
         for file, size in dict(self.external_files.values()).items():
-            if size is None:
-                continue
-            spans = sorted((t.offset, t.offset + t.nbytes) for t in tensors if t.file == file and t.offset is not None)
-            position = 0
-            for begin, end in spans:
-                if begin > position:
-                    regions.append(_gap(file, position, begin))
-                elif begin < position and end > begin:
-                    self.warnings.append(f"tensors overlap in {file} at byte {begin:,}")
-                position = max(position, end)
-            if size > position:
-                regions.append(
-                    Region(file, RegionKind.UNREFERENCED, position, size - position, "after the last tensor")
+            if size is not None:
+                regions += gap_regions(
+                    file, size, tensors, max_alignment=MAX_EXTERNAL_ALIGNMENT, warnings=self.warnings
                 )
         return regions
 
@@ -973,14 +951,6 @@ class _Parser:
             if graph_info.metadata_props:
                 result["graph"]["metadata_props"] = graph_info.metadata_props
         return result
-
-
-def _gap(file: str, begin: int, end: int) -> Region:
-    """A gap before a tensor is alignment padding when it is shorter than the alignment its end has."""
-    alignment = min(end & -end, MAX_EXTERNAL_ALIGNMENT)
-    if end - begin < alignment:
-        return Region(file, RegionKind.PADDING, begin, end - begin, "alignment before a tensor")
-    return Region(file, RegionKind.UNREFERENCED, begin, end - begin, "between tensors")
 
 
 def _type_names(data_type: int) -> tuple[str, str]:

@@ -28,15 +28,17 @@ variables: iterations, learning rate, beta powers), ``training_state`` (``save_c
 
 from __future__ import annotations
 
+import math
 import mmap
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ckptscan.dtypes import lookup
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
 from ckptscan.formats import _protobuf as pb
+from ckptscan.formats._layout import gap_regions
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
@@ -233,7 +235,9 @@ class _Bundle:
         if object_graph is not None:
             _classify_from_graph(records, object_graph, self.warnings)
         _classify_by_name(records, set(partitioned))
-        tensors = [self.finish(t, r) for t, r in zip(tensors, records, strict=True)]
+        tensors = [
+            replace(t, section=r.section, attrs={**t.attrs, **r.attrs}) for t, r in zip(tensors, records, strict=True)
+        ]
         files = [FileRef(self.source.name, self.source.size, role="index")]
         regions = [
             Region(self.source.name, RegionKind.INDEX, 0, self.source.size - FOOTER_SIZE,
@@ -243,7 +247,7 @@ class _Bundle:
         for _, (file, size) in sorted(shards.items()):
             files.append(FileRef(file, size or 0, role="weights" if size is not None else "missing"))
             if size is not None:
-                regions.extend(self.gaps(file, size, tensors))
+                regions += gap_regions(file, size, tensors, max_alignment=MAX_DATA_ALIGNMENT, warnings=self.warnings)
         metadata: dict[str, Any] = {
             "tf_checkpoint": {
                 **header,
@@ -396,9 +400,7 @@ class _Bundle:
     def tensor(self, record: _Record, endianness: str, shards: dict[int, tuple[str, int | None]]) -> Tensor:
         native, canonical = _dtype_names(record.dtype_id)
         dtype = lookup(canonical)
-        elements = 1
-        for d in record.shape:
-            elements *= d
+        elements = math.prod(record.shape)
         where = f"tensor {record.name!r}"
         encoding = "raw" if endianness == "little" else "raw-big-endian"
         if record.dtype_id == DT_STRING:
@@ -448,21 +450,6 @@ class _Bundle:
             attrs=attrs,
         )
 
-    def finish(self, tensor: Tensor, record: _Record) -> Tensor:
-        return Tensor(
-            name=tensor.name,
-            shape=tensor.shape,
-            dtype=tensor.dtype,
-            elements=tensor.elements,
-            nbytes=tensor.nbytes,
-            file=tensor.file,
-            offset=tensor.offset,
-            section=record.section,
-            native_dtype=tensor.native_dtype,
-            encoding=tensor.encoding,
-            attrs={**tensor.attrs, **record.attrs},
-        )
-
     def object_graph(self, records: list[_Record], shards: dict[int, tuple[str, int | None]]) -> list[_Node] | None:
         """The saved TrackableObjectGraph, read from its (small) string tensor, or None."""
         record = next((r for r in records if r.name == OBJECT_GRAPH_KEY), None)
@@ -487,35 +474,13 @@ class _Bundle:
                                 where=f"{file} offset {record.offset}")  # fmt: skip
         return _parse_object_graph(raw, pos + 4, len(raw))
 
-    def gaps(self, file: str, size: int, tensors: list[Tensor]) -> list[Region]:
-        regions = []
-        position = 0
-        for begin, end in sorted(
-            (t.offset, t.offset + t.nbytes) for t in tensors if t.file == file and t.offset is not None
-        ):
-            if begin > position:
-                alignment = min(begin & -begin, MAX_DATA_ALIGNMENT)
-                kind = RegionKind.PADDING if begin - position < alignment else RegionKind.UNREFERENCED
-                regions.append(Region(file, kind, position, begin - position, "between tensors"))
-            elif begin < position and end > begin:
-                self.warnings.append(f"tensors overlap in {file} at byte {begin:,}")
-            position = max(position, end)
-        if size > position:
-            regions.append(Region(file, RegionKind.UNREFERENCED, position, size - position, "after the last tensor"))
-        return regions
-
     def check_partitions(self, partitioned: dict[str, _Record], records: list[_Record]) -> None:
         elements: Counter[str] = Counter()
         for r in records:
             if r.slice_of is not None:
-                count = 1
-                for d in r.shape:
-                    count *= d
-                elements[r.slice_of] += count
+                elements[r.slice_of] += math.prod(r.shape)
         for name, full in partitioned.items():
-            total = 1
-            for d in full.shape:
-                total *= d
+            total = math.prod(full.shape)
             if elements[name] != total:
                 self.warnings.append(
                     f"partitioned variable {name!r} has {total:,} elements but its slices hold {elements[name]:,}"
