@@ -324,6 +324,17 @@ def test_sniff_refuses_other_formats(tmp_path: Path) -> None:
         assert not _sniff(path), path.name
 
 
+def test_sniff_claims_no_other_real_model(real_models: Path) -> None:
+    """Across every real third-party file, only the ONNX models are claimed (by ONNX, not TF)."""
+    from ckptscan.formats import tf_checkpoint
+
+    for path in sorted(p for p in real_models.rglob("*") if p.is_file()):
+        with Source(path) as source:
+            head = source.head()
+            assert onnx_reader.sniff(head) == (path.suffix == ".onnx"), path
+            assert not tf_checkpoint.sniff(head), path
+
+
 def test_sniff_refuses_raw_external_data(real_models: Path) -> None:
     assert not _sniff(real_models / "onnx_external" / "tiny-random-llama-fp16" / "model.onnx.data")
     assert not _sniff(TESTDATA / "onnx" / "external_one_file" / "model.onnx.data")
