@@ -580,3 +580,52 @@ def test_protobuf_reader_does_not_copy_payloads() -> None:
     assert (f2.number, f2.value, f2.offset, f2.end) == (2, 1000, 6, 1006)
     assert pb.as_float(f3) == 1.0 and f4.value == 0
     assert pb.as_int64((1 << 64) - 1) == -1 and pb.count_varints(b"\x81\x01\x05", 0, 3) == 2
+
+
+def test_function_constants(tmp_path: Path) -> None:
+    """Constants in model-local functions, and in subgraphs of function nodes, are inventoried."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    def constant(name: str, value: float) -> Any:
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.full(2, value, np.float32)))
+
+    branch = helper.make_graph(
+        [constant("tc", 1)], "t", [], [helper.make_tensor_value_info("tc", TensorProto.FLOAT, [2])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["fx"], ["eo"])],
+        "e",
+        [],
+        [helper.make_tensor_value_info("eo", TensorProto.FLOAT, [2])],
+    )
+    body = [
+        constant("fc", 3),
+        helper.make_node("Add", ["fx", "fc"], ["fa"], name="fadd"),
+        helper.make_node("If", ["flag"], ["fy"], then_branch=branch, else_branch=other, name="fif"),
+    ]
+    function = helper.make_function("custom", "MyFn", ["fx", "flag"], ["fy"], body, [helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        [helper.make_node("MyFn", ["x", "b"], ["y"], domain="custom")],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("b", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)]
+    model = helper.make_model(graph, functions=[function], opset_imports=opsets)
+    onnx.checker.check_model(model)
+    path = tmp_path / "functions.onnx"
+    onnx.save_model(model, str(path))
+    inventory = ckptscan.read_inventory(path)
+    by_name = {t.name: t for t in inventory.tensors}
+    assert by_name["fc"].section == "function_constant"
+    assert by_name["fc"].attrs["consumers"][0]["graph"] == "function custom.MyFn"
+    assert (by_name["tc"].section, by_name["tc"].attrs["graph"]) == (
+        "subgraph_constant",
+        "function custom.MyFn/fif/then_branch",
+    )
+    assert inventory.metadata["functions"] == [{"name": "MyFn", "domain": "custom", "node_count": 3}]
+    assert_accounted(inventory)

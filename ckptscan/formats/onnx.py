@@ -359,20 +359,16 @@ class _Parser:
                 self.graph(g, f"training_info[{index}].{part}", None, 2, "subgraph", None)
 
     def function(self, f: pb.Field) -> dict[str, Any]:
-        name = domain = ""
-        scope = _Graph(path="", parent=None)
+        parts = list(pb.fields(self.buf, f.offset, f.end))
+        name = next((pb.text(self.buf, g, "function name", TEXT_LIMIT) for g in parts if g.number == 1), "")
+        domain = next((pb.text(self.buf, g, "function domain", TEXT_LIMIT) for g in parts if g.number == 10), "")
+        scope = _Graph(path=f"function {domain}.{name}" if domain else f"function {name}", parent=None)
         self.graphs.append(scope)
-        nodes = 0
-        for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
-                name = pb.text(self.buf, g, "function name", TEXT_LIMIT)
-            elif g.number == 10:
-                domain = pb.text(self.buf, g, "function domain", TEXT_LIMIT)
-            elif g.number == 7:
-                nodes += 1
-                self.node(g, scope, 2, "function", None)
-        scope.path = f"function {domain}.{name}" if domain else f"function {name}"
-        return {"name": name, "domain": domain, "node_count": nodes}
+        nodes = [g for g in parts if g.number == 7]
+        for g in nodes:
+            pb.expect(g, pb.LEN, "function node")
+            self.node(g, scope, 2, "function", None)
+        return {"name": name, "domain": domain, "node_count": len(nodes)}
 
     # -- GraphProto ----------------------------------------------------------------------------------
 
