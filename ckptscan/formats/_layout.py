@@ -1,14 +1,18 @@
-"""The bytes of a data file that no tensor covers: alignment padding, or unreferenced.
+"""Helpers for readers whose tensors live in separate data files (ONNX external data, TF shards).
 
-Shared by the readers whose tensors live in separate data files (ONNX external data, TensorFlow
-bundle shards): the file's tensors are sorted by offset and every gap becomes a region. A gap is
-``PADDING`` when it is shorter than the alignment of the offset that ends it (a writer bumped the
-next tensor to a boundary), else ``UNREFERENCED``; bytes after the last tensor are unreferenced.
+``gap_regions``: the bytes of a data file that no tensor covers. The file's tensors are sorted by
+offset and every gap becomes a region: ``PADDING`` when it is shorter than the alignment of the
+offset that ends it (a writer bumped the next tensor to a boundary), else ``UNREFERENCED``; bytes
+after the last tensor are unreferenced.
+
+``classified``: a tensor again, with the section and attributes found after a first pass (slots,
+consumers); cheaper than ``dataclasses.replace`` for checkpoints with many thousand tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ckptscan.inventory import Region, RegionKind, Tensor
 
@@ -39,3 +43,8 @@ def _gap(file: str, begin: int, end: int, max_alignment: int) -> Region:
     if end - begin < alignment:
         return Region(file, RegionKind.PADDING, begin, end - begin, "alignment before a tensor")
     return Region(file, RegionKind.UNREFERENCED, begin, end - begin, "between tensors")
+
+
+def classified(t: Tensor, section: str, attrs: Mapping[str, Any]) -> Tensor:
+    return Tensor(t.name, t.shape, t.dtype, t.elements, t.nbytes, t.file, t.offset, t.storage, t.storage_offset,
+                  t.strides, section, t.native_dtype, t.encoding, attrs)  # fmt: skip

@@ -37,6 +37,7 @@ COUNT_CHUNK = 1 << 20  # packed varints are counted in chunks of this many bytes
 VIEW_CHUNK = 64 << 10  # a FileView reads and caches this much at a time
 SMALL_MESSAGE = VIEW_CHUNK  # messages up to this size are read whole and walked in memory
 FIELD_HEAD = 15  # a tag (at most 5 bytes) and a varint (at most 10)
+HEAD_CHUNK = 4 << 10  # walking a large message field by field reads this much at a time
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
 _F32 = struct.Struct("<f")
@@ -67,7 +68,7 @@ class FileView:
             return self._chunk[offset - start : offset - start + length]
         if length >= VIEW_CHUNK:
             return self.source.read_at(offset, length, "protobuf field")
-        self._load(offset)
+        self._load(offset, VIEW_CHUNK)
         if len(self._chunk) < length:
             raise TruncatedFile("a field runs past the end of the file", where=f"offset {offset}")
         return self._chunk[:length]
@@ -76,16 +77,16 @@ class FileView:
         """Between ``at_least`` and ``at_most`` bytes at ``offset``: whatever the cached chunk holds."""
         cached = self._start + len(self._chunk) - offset
         if not (self._start <= offset and cached >= at_least):
-            self._load(offset)
+            self._load(offset, max(at_least, HEAD_CHUNK))
             cached = len(self._chunk)
             if cached < at_least:
                 raise TruncatedFile("a field runs past the end of the file", where=f"offset {offset}")
         begin = offset - self._start
         return self._chunk[begin : begin + min(at_most, cached)]
 
-    def _load(self, offset: int) -> None:
+    def _load(self, offset: int, size: int) -> None:
         self._start = offset
-        self._chunk = self.source.read_up_to(offset, VIEW_CHUNK)
+        self._chunk = self.source.read_up_to(offset, size)
 
 
 Readable = Buffer | FileView
@@ -149,7 +150,7 @@ def _large_fields(view: FileView, start: int, end: int) -> Iterator[Field]:
     """The fields of a large message, walked a chunk at a time; payloads past the chunk are skipped."""
     pos = start
     while pos < end:
-        chunk = view.read_some(pos, end - pos, min(end - pos, SMALL_MESSAGE // 4))
+        chunk = view.read_some(pos, end - pos, min(end - pos, 4 * FIELD_HEAD))
         chunk_end = pos + len(chunk)
         # a field is parsed from this chunk only if its whole head (tag and length) is inside it
         heads_end = len(chunk) if chunk_end >= end else len(chunk) - FIELD_HEAD

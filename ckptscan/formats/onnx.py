@@ -41,13 +41,13 @@ from __future__ import annotations
 import math
 import posixpath
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckptscan.dtypes import DType, DTypeKind, lookup
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile, UnsafePath
 from ckptscan.formats import _protobuf as pb
-from ckptscan.formats._layout import gap_regions
+from ckptscan.formats._layout import classified, gap_regions
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
@@ -853,7 +853,7 @@ class _Parser:
         attrs = {**t.attrs, **record.attrs, "consumers": record.consumers, "consumer_count": record.consumer_count}
         if record.graph != "graph":
             attrs["graph"] = record.graph
-        return replace(t, section=record.section, attrs=attrs)
+        return classified(t, record.section, attrs)
 
     def check_duplicate_names(self) -> None:
         seen: dict[tuple[str, str], str] = {}

@@ -32,13 +32,13 @@ import math
 import mmap
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckptscan.dtypes import lookup
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
 from ckptscan.formats import _protobuf as pb
-from ckptscan.formats._layout import gap_regions
+from ckptscan.formats._layout import classified, gap_regions
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
@@ -235,9 +235,7 @@ class _Bundle:
         if object_graph is not None:
             _classify_from_graph(records, object_graph, self.warnings)
         _classify_by_name(records, set(partitioned))
-        tensors = [
-            replace(t, section=r.section, attrs={**t.attrs, **r.attrs}) for t, r in zip(tensors, records, strict=True)
-        ]
+        tensors = [classified(t, r.section, {**t.attrs, **r.attrs}) for t, r in zip(tensors, records, strict=True)]
         files = [FileRef(self.source.name, self.source.size, role="index")]
         regions = [
             Region(self.source.name, RegionKind.INDEX, 0, self.source.size - FOOTER_SIZE,
