@@ -43,9 +43,15 @@ CATEGORIES = (
     "format_overhead",
     "unaccounted",
 )
-# tensor categories in the order that claims shared bytes
-_TENSOR_ORDER = ("inference_weights", "buffers", "ema_master", "optimizer_state", "training_state", "duplicates")
-_RANK = {name: i for i, name in enumerate(_TENSOR_ORDER)}
+# Who claims bytes that several things cover, best first: tensor categories, then the reader's regions
+# (a region that overlaps a tensor's bytes, such as an ONNX typed-field payload, yields to the tensor).
+_TENSOR_ORDER = ("inference_weights", "buffers", "ema_master", "optimizer_state", "training_state", "duplicates",
+                 "format_overhead")  # fmt: skip
+_REGION_KINDS = tuple(k for k in RegionKind if k is not RegionKind.UNREFERENCED)
+_ORDER = (*_TENSOR_ORDER, *(f"region:{k.value}" for k in _REGION_KINDS), "region:unreferenced")
+_RANK = {name: i for i, name in enumerate(_ORDER)}
+# rules whose tensors are the format's own bookkeeping (a TF checkpoint's object graph)
+FORMAT_RULES = frozenset({"object-graph"})
 
 CATEGORY_OF_ROLE = {
     Role.WEIGHT: "inference_weights",
@@ -65,7 +71,7 @@ ABSENT_FILE_ROLES = frozenset({"missing", "unreadable"})
 # Tensors without a position whose bytes the reader already counts inside a region (NumPy object
 # arrays are the pickle region; HDF5 compact data sits in object headers; a .keras whose weights
 # member is deflated is one region) or that have no bytes at all (meta tensors, unallocated datasets).
-INSIDE_REGIONS = frozenset({"pickle", "hdf5-compact"})
+INSIDE_REGIONS = frozenset({"pickle", "hdf5-compact", "onnx-attribute", "onnx-typed-field"})
 NO_BYTES = frozenset({"meta", "hdf5-unallocated"})
 
 
@@ -90,19 +96,16 @@ class Overhead:
 
 def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequence[Tie] = ()) -> Overhead:
     copies = {t.head for t in ties if t.stored == "copy"}
-    category = [
-        "duplicates" if t.name in copies else CATEGORY_OF_ROLE[d.role]
-        for t, d in zip(inventory.tensors, decisions, strict=True)
-    ]
+    category = [_category(t, d, copies) for t, d in zip(inventory.tensors, decisions, strict=True)]
     notes: list[str] = []
     present = {f.path for f in inventory.files if f.role not in ABSENT_FILE_ROLES}
 
-    # byte ranges per space (a file, or a storage), each with its category rank
+    # byte ranges per space (a file, or a storage), each with the rank of what covers it
     spaces: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
     first_view: dict[tuple[object, ...], int] = {}  # view -> index of the tensor whose category it takes
     unplaced: dict[str, int] = defaultdict(int)
-    unplaced_count = 0  # counted at their logical size: the split is then approximate
-    inside = 0  # their bytes are inside a region
+    logical = 0  # tensors counted at their logical size: the split is then approximate
+    inside = 0  # tensors whose bytes are inside a region
     strided = 0
     for i, t in enumerate(inventory.tensors):
         rank = _RANK[category[i]]
@@ -111,56 +114,50 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
             continue
         first_view[key] = i
         if t.storage is not None:
-            extent = _extent(t)
-            if t.strides is not None:
-                strided += 1
-            spaces[("storage", t.storage)].append((t.storage_offset, t.storage_offset + extent, rank))
+            strided += t.strides is not None
+            spaces[("storage", t.storage)].append((t.storage_offset, t.storage_offset + _extent(t), rank))
+        elif t.file not in present:
+            continue
         elif t.offset is not None:
-            if t.file in present:
-                spaces[("file", t.file)].append((t.offset, t.offset + t.nbytes, rank))
-        elif t.file in present:
+            spaces[("file", t.file)].append((t.offset, t.offset + t.nbytes, rank))
+        elif payload := _payload(t):
+            spaces[("file", t.file)].extend((start, start + length, rank) for start, length in payload)
+        else:
             stored, how = _unplaced_bytes(t)
             unplaced[category[i]] += stored
             inside += how == "inside"
-            unplaced_count += how == "logical"
+            logical += how == "logical"
+    for r in inventory.regions:
+        if r.file in present:
+            spaces[("file", r.file)].append((r.offset, r.offset + r.nbytes, _RANK[f"region:{r.kind.value}"]))
 
-    totals: dict[str, int] = defaultdict(int)
+    claimed: dict[str, int] = defaultdict(int)
     for ranges in spaces.values():
         for rank, length in _claimed(ranges):
-            totals[_TENSOR_ORDER[rank]] += length
-    for name, nbytes in unplaced.items():
-        totals[name] += nbytes
+            claimed[_ORDER[rank]] += length
+    totals: dict[str, int] = defaultdict(int)
+    for name, nbytes in [*claimed.items(), *unplaced.items()]:
+        totals[_CATEGORY_OF_RANK.get(name, name)] += nbytes
+    format_kinds = {name.split(":", 1)[1]: n for name, n in claimed.items() if name.startswith("region:") and n}
+    format_kinds.pop("unreferenced", None)
 
-    dead = 0
     storage_map = {s.key: s for s in inventory.storages}
     for s in inventory.storages:
         if s.file not in present:
             continue
         covered = sum(length for _, length in _claimed(spaces.get(("storage", s.key), [])))
-        dead += max(0, s.nbytes - covered)
+        totals["dead_storage"] += max(0, s.nbytes - covered)
         if covered > s.nbytes:
             notes.append(f"views of storage {s.key} reach past its {s.nbytes:,} bytes")
     if any(t.storage is not None and t.storage not in storage_map for t in inventory.tensors):
         notes.append("some tensors name a storage the reader did not list; their bytes are counted by extent")
 
-    regions: dict[str, int] = defaultdict(int)
-    for r in inventory.regions:
-        if r.file not in present:
-            continue
-        if r.kind is RegionKind.UNREFERENCED:
-            dead += r.nbytes
-        else:
-            regions[r.kind.value] += r.nbytes
-    totals["dead_storage"] += dead
-    totals["format_overhead"] += sum(regions.values())
-
     file_bytes = inventory.file_bytes
-    accounted = sum(totals.values())
-    totals["unaccounted"] = file_bytes - accounted
-    exact = totals["unaccounted"] == 0 and unplaced_count == 0 and inventory.complete
-    if unplaced_count:
+    totals["unaccounted"] = file_bytes - sum(totals.values())
+    exact = totals["unaccounted"] == 0 and logical == 0 and inventory.complete
+    if logical:
         notes.append(
-            f"{unplaced_count:,} tensors have no position in the file (compressed or chunked): counted at their "
+            f"{logical:,} tensors have no position in the file (compressed or chunked): counted at their "
             "logical size, so the split is approximate"
         )
     if totals["unaccounted"] > 0:
@@ -172,7 +169,8 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
         )
     if inside:
         notes.append(f"{inside:,} tensors are stored inside structures the format counts as overhead "
-                     "(pickled object arrays, HDF5 compact data, a deflated weights member)")  # fmt: skip
+                     "(pickled object arrays, HDF5 compact data, ONNX attributes, "
+                     "a deflated weights member)")  # fmt: skip
     if strided:
         notes.append(f"{strided:,} strided views are counted by the span of bytes they reach")
     if not inventory.complete:
@@ -180,7 +178,34 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
 
     counts = _counts(inventory.tensors, category, first_view)
     parts = {name: Part(totals.get(name, 0), *counts.get(name, (0, 0))) for name in CATEGORIES}
-    return Overhead(file_bytes, parts, dict(regions), exact, tuple(notes))
+    return Overhead(file_bytes, parts, format_kinds, exact, tuple(notes))
+
+
+_CATEGORY_OF_RANK = {
+    **{f"region:{k.value}": "format_overhead" for k in _REGION_KINDS},
+    "region:unreferenced": "dead_storage",
+}
+
+
+def _category(t: Tensor, d: RoleDecision, copies: set[str]) -> str:
+    if t.name in copies:
+        return "duplicates"
+    if d.rule in FORMAT_RULES:
+        return "format_overhead"
+    return CATEGORY_OF_ROLE[d.role]
+
+
+def _payload(t: Tensor) -> list[tuple[int, int]]:
+    """Byte ranges a reader lists for values stored in pieces (ONNX packed typed fields)."""
+    raw = t.attrs.get("payload")
+    if not isinstance(raw, (list, tuple)):
+        return []
+    ranges = []
+    for item in raw:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, int) for v in item)):
+            return []
+        ranges.append((item[0], item[1]))
+    return ranges
 
 
 def _unplaced_bytes(t: Tensor) -> tuple[int, str]:
@@ -219,7 +244,7 @@ def _claimed(ranges: Iterable[tuple[int, int, int]]) -> list[tuple[int, int]]:
             events.append((start, 1, rank))
             events.append((end, -1, rank))
     events.sort()
-    active = [0] * len(_TENSOR_ORDER)
+    active = [0] * len(_ORDER)
     out: list[tuple[int, int]] = []
     position = None
     for at, delta, rank in events:

@@ -73,7 +73,9 @@ WRAPPERS = frozenset(
 # TorchScript constants and ONNX Constant nodes belong to the model: inference reads them
 MODEL_STRUCTURES = frozenset({"", "model", "state_dict", "module", "weights", "params", "constants"})
 MODEL_SECTIONS = frozenset({"state_dict", "model", "model_state_dict", "model_weights", "initializer", "layers",
-                            "module", "params", "weights", "variables", "constants", "constant"})  # fmt: skip
+                            "module", "params", "weights", "variables", "variable", "constants", "constant",
+                            "sparse_initializer", "subgraph_initializer", "subgraph_constant",
+                            "function_constant"})  # fmt: skip
 
 
 def name_parts(name: str) -> tuple[str, ...]:
@@ -136,9 +138,13 @@ class Facts:
 
 def facts_of(tensor: Tensor, context: Context) -> Facts:
     attrs = tensor.attrs
-    variable = attrs.get("variable")
+    variable = _variable(tensor)
     tree = name_parts(tensor.name)
-    parts = name_parts(variable) if isinstance(variable, str) and variable else tree
+    parts = name_parts(variable) if variable else tree
+    if variable and tensor.section == "variable":
+        # a TF model variable: Keras 3 saves model weights under optimizer/_trainable_variables/N, so its
+        # path says nothing about what it is; its variable name does
+        tree = parts
     slot = attrs.get("optimizer_state") or attrs.get("slot") or ""
     consumers: list[tuple[str, int]] = []
     raw = attrs.get("consumers")
@@ -166,9 +172,17 @@ def context_of(inventory: Inventory) -> Context:
     return Context(format=inventory.format, leaves={k: frozenset(v) for k, v in leaves.items()})
 
 
+def _variable(t: Tensor) -> str:
+    """The variable name a reader recorded (Keras ``variable``, TF ``variable_name``), or ""."""
+    for key in ("variable", "variable_name"):
+        value = t.attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def _evidence_name(t: Tensor) -> str:
-    variable = t.attrs.get("variable")
-    return variable if isinstance(variable, str) and variable else t.name
+    return _variable(t) or t.name
 
 
 # -- matchers: each returns the captures for the reason text, or None ----------------------------
@@ -306,6 +320,16 @@ def beta_sibling() -> Matcher:
     return lambda f: {} if "beta" in f.siblings else None
 
 
+def learned_vector() -> Matcher:
+    """A 1-D floating initializer (not the value of a Constant node, which is graph arithmetic)."""
+
+    def match(f: Facts) -> Captures | None:
+        t = f.tensor
+        return {} if len(t.shape) == 1 and t.dtype.is_floating and "constant" not in t.section else None
+
+    return match
+
+
 def in_model_part() -> Matcher:
     """The reader placed it in the model (structure or section), whatever its name."""
     structures = MODEL_STRUCTURES - {""}
@@ -394,10 +418,13 @@ SLOT_MEANING = {
     "step": "step counter",
     "iterations": "step counter (Keras/TF)",
     "iter": "step counter",
+    "_iterations": "step counter (Keras 3)",
+    "learning_rate": "learning rate",
+    "_learning_rate": "learning rate",
     "beta1_power": "Adam beta1 power (TF1)",
     "beta2_power": "Adam beta2 power (TF1)",
 }
-STEP_SLOTS = frozenset({"step", "iterations", "iter", "_step", "beta1_power", "beta2_power"})
+STEP_SLOTS = frozenset({"step", "iterations", "iter", "_step", "_iterations"})
 
 QUANT_LEAVES = {
     "qweight": "packed weight",
@@ -443,6 +470,8 @@ BUFFER_LEAVES = {
     "_cos_cached": "rotary cache",
     "_sin_cached": "rotary cache",
     "freqs_cis": "rotary cache",
+    "cos_cache": "rotary cache",
+    "sin_cache": "rotary cache",
     "position_ids": "position ids",
     "token_type_ids": "token type ids",
     "causal_mask": "attention mask",
@@ -533,6 +562,10 @@ RULES: tuple[Rule, ...] = (
          "the reader found it in the optimizer state{meaning}{param}"),
     Rule("training-structure", other_structure(), R.TRAINING_STATE, "{structure}",
          "the reader found it in the `{structure}` part of the checkpoint, not in the model"),
+    Rule("training-section", section_in(["training_state"]), R.TRAINING_STATE, "counter",
+         "the reader found it among the training state (save counter, global step)"),
+    Rule("object-graph", section_in(["object_graph"]), R.OTHER, "checkpoint object graph",
+         "the TF checkpoint's serialized object graph: the format's own bookkeeping"),
     Rule("optimizer-section", section_in(OPTIMIZER_SECTIONS), R.OPTIMIZER_STATE, "{slot_detail}",
          "in the optimizer section `{section}`{meaning}{param}"),
     Rule("optimizer-path", in_tree(OPTIMIZER_PARTS), R.OPTIMIZER_STATE, "{slot_detail}",
@@ -568,6 +601,8 @@ RULES: tuple[Rule, ...] = (
     # 3. buffers: state a module keeps but does not train
     Rule("stats-consumer", consumed_as({"BatchNormalization": (3, 4)}), R.BUFFER, "batchnorm statistics",
          "an ONNX BatchNormalization node reads it as input {input} (running statistics)"),
+    Rule("rotary-consumer", consumed_as({"RotaryEmbedding": (2, 3), "GroupQueryAttention": (7, 8)}), R.BUFFER,
+         "rotary cache", "an ONNX `{op}` node reads it as input {input}: a rotary cos/sin table"),
     Rule("buffer-leaf", leaf_in(BUFFER_LEAVES), R.BUFFER, "{buffer}", "named `{match}`: a module buffer ({buffer})"),
     Rule("causal-mask", all_of(leaf_in(["bias", "masked_bias"]), ndim_at_least(4)), R.BUFFER, "attention mask",
          "a 4-D `{match}`: GPT-2 style causal-mask buffer, not a learned bias"),
@@ -614,8 +649,8 @@ RULES: tuple[Rule, ...] = (
     Rule("weight-consumer", consumed_as(WEIGHT_CONSUMERS), R.WEIGHT, "",
          "an ONNX `{op}` node reads it as its weight (input {input})"),
     Rule("bias-consumer", consumed_as(BIAS_CONSUMERS), R.BIAS, "", "an ONNX `{op}` node reads it as its bias"),
-    Rule("bias-add", all_of(consumed_as({"Add": (0, 1)}), lambda f: {} if f.ndim == 1 else None), R.BIAS, "",
-         "a 1-D initializer an ONNX Add node adds: a bias"),
+    Rule("bias-add", all_of(consumed_as({"Add": (0, 1)}), learned_vector()), R.BIAS, "",
+         "a 1-D floating initializer an ONNX Add node adds: a bias"),
     Rule("bias-leaf", leaf_matches(r"bias|biases|bias_.+|.+_bias"), R.BIAS, "", "named `{match}`"),
     Rule("weight-leaf", leaf_matches(r"weight|weights|kernel|weight_.+|.+_weight|.+_kernel"), R.WEIGHT, "",
          "named `{match}`"),
