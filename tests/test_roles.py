@@ -214,3 +214,11 @@ def test_name_parts() -> None:
     assert name_parts("model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE") == ("model", "dense", "kernel")
     assert name_parts("dense_1/kernel:0") == ("dense_1", "kernel")
     assert name_parts("Model.Layers.0.W") == ("model", "layers", "0", "w")
+
+
+def test_docs_list_every_rule() -> None:
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "analysis.md").read_text()
+    missing = [r.id for r in RULES if f"`{r.id}`" not in text]
+    assert not missing, f"docs/analysis.md does not mention rules {missing}"

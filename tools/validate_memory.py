@@ -63,10 +63,12 @@ CONFIGS = (
     Config("A: fp32 AdamW, eager attention"),
     Config("B: fp32 AdamW, SDPA attention", attention="sdpa"),
     Config("C: fp32 AdamW, GQA 8/2 heads, checkpointing", heads=8, kv_heads=2, checkpointing=True),
-    Config("D: pure bf16 AdamW, 6 layers, seq 512", layers=6, seq=512, batch=2, precision="bf16-true"),
+    Config("D: pure bf16 AdamW, 6 layers, seq 512, batch 2", layers=6, seq=512, batch=2, precision="bf16-true"),
     Config("E: fp32 SGD momentum, hidden 384", hidden=384, heads=6, kv_heads=6, optimizer="sgd-momentum"),
     Config("F: fp32 Adafactor, seq 128, batch 8", seq=128, batch=8, optimizer="adafactor"),
-    Config("G: fp32 AdamW, hidden 512, batch 1 x 32 tokens", hidden=512, heads=8, kv_heads=8, seq=32, batch=1),
+    Config(
+        "G: fp32 AdamW (foreach), hidden 512, batch 1 x 32 tokens", hidden=512, heads=8, kv_heads=8, seq=32, batch=1
+    ),
     Config("H: as G, for-loop AdamW step", hidden=512, heads=8, kv_heads=8, seq=32, batch=1, optimizer_impl="for-loop"),
 )
 
