@@ -257,6 +257,13 @@ def test_cli_memory_rejects_bad_options(hf_folder: Path, capsys: pytest.CaptureF
 # -- committed fixtures, checked against the libraries that wrote them ---------------------------------
 
 
+def _fixture(relative: str | Path) -> Path:
+    path = TESTDATA / relative
+    if not path.exists():
+        pytest.skip(f"fixture {relative} not present")
+    return path
+
+
 def _torch_elements(obj: Any) -> int:
     """Elements of the distinct tensors (by storage and view) in a torch-loaded object tree."""
     import torch
@@ -284,9 +291,7 @@ def _torch_elements(obj: Any) -> int:
 
 def test_fixture_lightning_weights_vs_optimizer_split_exact() -> None:
     torch = pytest.importorskip("torch")
-    path = TESTDATA / "torch" / "lightning.ckpt"
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture("torch/lightning.ckpt")
     loaded = torch.load(path, weights_only=True, map_location="cpu")
     a = analyze(ckptscan.read_inventory(path))
     o = a.overhead
@@ -300,9 +305,7 @@ def test_fixture_lightning_weights_vs_optimizer_split_exact() -> None:
 
 def test_fixture_torch_tied_embedding_counted_once() -> None:
     torch = pytest.importorskip("torch")
-    path = TESTDATA / "torch" / "tied.bin"
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture("torch/tied.bin")
     loaded = torch.load(path, weights_only=True, map_location="cpu")
     assert loaded["lm_head.weight"].data_ptr() == loaded["model.embed_tokens.weight"].data_ptr()
     a = analyze(ckptscan.read_inventory(path))
@@ -313,9 +316,7 @@ def test_fixture_torch_tied_embedding_counted_once() -> None:
 
 
 def test_fixture_training_checkpoint_has_ema_and_two_optimizers() -> None:
-    path = TESTDATA / "torch" / "training.pt"
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture("torch/training.pt")
     a = analyze(ckptscan.read_inventory(path))
     assert a.overhead.parts["ema_master"].tensors == 11
     assert a.overhead.exact
@@ -324,18 +325,13 @@ def test_fixture_training_checkpoint_has_ema_and_two_optimizers() -> None:
 
 
 def test_fixture_hf_trainer_folder_rng_and_optimizer() -> None:
-    folder = TESTDATA / "torch" / "checkpoint-4"
-    if not folder.is_dir():
-        pytest.skip("fixture not present")
-    a = analyze(ckptscan.read_inventory(folder))
+    a = analyze(ckptscan.read_inventory(_fixture("torch/checkpoint-4")))
     assert a.overhead.parts["training_state"].bytes == 5056  # rng_state.pth's CPU generator state
     assert a.overhead.parts["optimizer_state"].bytes > 0 and a.overhead.exact
 
 
 def test_fixture_safetensors_llama_tied() -> None:
-    path = TESTDATA / "safetensors" / "llama-tiny" / "model.safetensors"
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture("safetensors/llama-tiny/model.safetensors")
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as f:
@@ -348,9 +344,7 @@ def test_fixture_safetensors_llama_tied() -> None:
 
 def test_fixture_keras_model_vs_optimizer() -> None:
     h5py = pytest.importorskip("h5py")
-    path = TESTDATA / "keras" / "tiny_legacy.h5"
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture("keras/tiny_legacy.h5")
     sizes: dict[str, int] = {"model_weights": 0, "optimizer_weights": 0}
     with h5py.File(path, "r") as f:
         for group in sizes:
@@ -364,8 +358,6 @@ def test_fixture_keras_model_vs_optimizer() -> None:
 
 @pytest.mark.parametrize("name", ["hdf5/layouts.h5", "numpy/compressed.npz", "numpy/objects.npy"])
 def test_fixture_compressed_and_inside_region_data_add_up_exactly(name: str) -> None:
-    path = TESTDATA / name
-    if not path.is_file():
-        pytest.skip("fixture not present")
+    path = _fixture(name)
     o = analyze(ckptscan.read_inventory(path)).overhead
     assert o.exact and o.parts["unaccounted"].bytes == 0

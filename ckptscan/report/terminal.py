@@ -148,16 +148,21 @@ def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding
 def dtypes(inventory: Inventory, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
+    return _count_table("By dtype", "dtype", summary.by_dtype(inventory.tensors), inventory)
+
+
+def _count_table(title: str, key: str, counts: Mapping[str, summary.Count], inventory: Inventory) -> RenderableType:
+    """Tensors, elements, bytes and share of the tensor bytes per group (dtype, role)."""
     from rich.table import Table
 
-    table = Table(title="By dtype", title_justify="left", title_style="bold", show_edge=False)
-    table.add_column("dtype")
+    table = Table(title=title, title_justify="left", title_style="bold", show_edge=False)
+    table.add_column(key)
     table.add_column("tensors", justify="right")
     table.add_column("elements", justify="right")
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     total = sum(t.nbytes for t in inventory.tensors) or 1
-    for name, c in summary.by_dtype(inventory.tensors).items():
+    for name, c in counts.items():
         table.add_row(name, f"{c.tensors:,}", f"{c.elements:,}", human_bytes(c.bytes), f"{c.bytes / total:.1%}")
     return table
 
@@ -257,18 +262,7 @@ def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
 def roles(inventory: Inventory, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
-    from rich.table import Table
-
-    table = Table(title="By role", title_justify="left", title_style="bold", show_edge=False)
-    table.add_column("role")
-    table.add_column("tensors", justify="right")
-    table.add_column("elements", justify="right")
-    table.add_column("bytes", justify="right")
-    table.add_column("share", justify="right")
-    total = sum(t.nbytes for t in inventory.tensors) or 1
-    for name, c in _analysis(inventory, options).by_role.items():
-        table.add_row(name, f"{c.tensors:,}", f"{c.elements:,}", human_bytes(c.bytes), f"{c.bytes / total:.1%}")
-    return table
+    return _count_table("By role", "role", _analysis(inventory, options).by_role, inventory)
 
 
 def overhead(inventory: Inventory, options: Options) -> RenderableType | None:
