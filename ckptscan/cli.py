@@ -2,7 +2,9 @@
 
 ckptscan PATH...             rich report per model (a file, an index, or a folder of models)
 ckptscan PATH... --json      one JSON document (see ``ckptscan schema``)
+ckptscan PATH... --explain   also each tensor's role and the evidence for it
 ckptscan PATH... --stats     also read the values: statistics, pruning, quantization error, integrity
+ckptscan memory PATH...      inference and training memory estimates (see --help)
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
+from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Finding, Severity
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
@@ -72,14 +75,18 @@ def scan_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ckptscan",
         description="Inventory ML checkpoints without running code from them or loading their weights. "
-        "Formats: safetensors (single and sharded), GGUF; see `ckptscan formats`. "
-        "Other commands: `ckptscan schema`, `ckptscan formats`.",
+        "Formats: safetensors (single and sharded), GGUF, PyTorch (.pt/.pth/.bin, legacy, TorchScript, "
+        "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
+        "Other commands: `ckptscan memory`, `ckptscan schema`, `ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
-    parser.add_argument("--tensors", action="store_true", help="list every tensor")
+    parser.add_argument("--tensors", action="store_true", help="list every tensor (with --json: also each "
+                        "reduction target's plan per tensor)")  # fmt: skip
+    parser.add_argument("--explain", action="store_true", help="show each tensor's role and the evidence for it")
+    add_reduction_arguments(parser)
     parser.add_argument(
         "--fail-on",
         choices=list(FAIL_ON_LEVELS),
@@ -88,11 +95,19 @@ def scan_parser() -> argparse.ArgumentParser:
         help="exit 3 when a finding is at or above LEVEL: info, low, medium, high, critical, "
         "or unsafe (= high: code execution or reading outside the model); default: none",
     )
+    add_stats_arguments(parser)
+    parser.add_argument("--no-color", action="store_true", help="plain text output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
+    return parser
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stats",
         action="store_true",
         help="read every tensor's values (streamed, bounded memory): min/max/mean/std, zeros and near-zero "
-        "fractions, NaN/Inf, int8/int4 quantization error, content hashes; needs numpy",
+        "fractions, NaN/Inf, int8/int4 quantization error, content hashes; needs numpy (docs/stats.md)",
     )
     parser.add_argument(
         "--stats-sample",
@@ -102,48 +117,47 @@ def scan_parser() -> argparse.ArgumentParser:
         "windows, for a fast estimate (implies --stats)",
     )
     parser.add_argument(
-        "--stats-workers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="threads for --stats (default: one per CPU core)",
+        "--stats-workers", type=int, default=0, metavar="N", help="workers for --stats (default: one per CPU core)"
     )
-    parser.add_argument("--no-color", action="store_true", help="plain text output")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
-    return parser
+
+
+def add_reduction_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group-size", type=int, default=128, metavar="N",
+                        help="int4 target: inputs per scale (0: one scale per output channel); "
+                        "default 128")  # fmt: skip
+    parser.add_argument("--zero-points", action="store_true", help="int4/int8 targets: asymmetric, with zero points")
 
 
 def run_scan(argv: list[str]) -> int:
     parser = scan_parser()
     args = parser.parse_args(argv)
+    if args.group_size < 0:
+        parser.error("--group-size must be 0 or more")
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
     results = [result for path in args.paths for result in scan_path(path)]
-    stats: list[StatsResult | None] | None = None
-    if args.stats or args.stats_sample is not None:
-        from ckptscan.stats import StatsOptions
-
-        options = StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
-        stats = [stats_for(r, options, show_progress=not args.json) for r in results]
+    options = analysis_options(args)
+    stats = stats_for_results(results, args, options)
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results, stats))
-        for r in results:
-            if r.error is not None:
-                print(f"ckptscan: {r.error.message}", file=sys.stderr)
+        emit_json(document(results, explain=args.explain, tensor_plans=args.tensors, options=options, stats=stats))
+        report_errors(results)
     else:
         from ckptscan.report.terminal import Options, report
 
         console = make_console(args.no_color)
-        for renderable in report(results, Options(tensors=args.tensors), stats):
+        view = Options(tensors=args.tensors, explain=args.explain, analysis=options)
+        for renderable in report(results, view, stats):
             console.print(renderable)
     if args.debug:
         for r in results:
             if r.error is not None and r.error.detail:
                 print(r.error.detail, file=sys.stderr)
     return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+
+
+# -- the stats pass ------------------------------------------------------------------------------
 
 
 def sample_fraction(text: str) -> float:
@@ -156,15 +170,33 @@ def sample_fraction(text: str) -> float:
     return value
 
 
-def stats_for(result: ScanResult, options: StatsOptions, *, show_progress: bool) -> StatsResult | None:
-    """The value statistics of one model, with a progress bar on a terminal for long runs."""
+def stats_for_results(
+    results: list[ScanResult], args: argparse.Namespace, options: AnalysisOptions
+) -> list[StatsResult | None] | None:
+    """The value statistics of every result read, when --stats or --stats-sample asks for them."""
+    if not (args.stats or args.stats_sample is not None):
+        return None
+    from ckptscan.stats import StatsOptions
+
+    stats_options = StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
+    return [stats_for(r, stats_options, options, show_progress=not args.json) for r in results]
+
+
+def stats_for(
+    result: ScanResult, options: StatsOptions, analysis: AnalysisOptions | None = None, *, show_progress: bool = False
+) -> StatsResult | None:
+    """The value statistics of one model (roles from the analyzer), with a progress bar on a terminal."""
     if result.inventory is None:
         return None
+    from ckptscan.analyze.analysis import analyze
     from ckptscan.stats import compute
 
+    inventory = result.inventory
+    decisions = analyze(inventory, analysis).decisions
+    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
     bar = ProgressBar(result.path) if show_progress and sys.stderr.isatty() else None
     try:
-        return compute(result.inventory, options, progress=bar.update if bar is not None else None)
+        return compute(inventory, options, progress=bar.update if bar is not None else None, roles=roles)
     except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
         print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
         return None
@@ -197,6 +229,52 @@ class ProgressBar:
             self._progress.stop()
 
 
+def make_progress(label: str) -> Any:
+    """A transient progress bar on stderr (bytes read by the stats pass)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold] values"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def report_errors(results: list[ScanResult]) -> None:
+    for r in results:
+        if r.error is not None:
+            print(f"ckptscan: {r.error.message}", file=sys.stderr)
+
+
+def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
+    from ckptscan.analyze import memory, reduction
+
+    training = memory.TrainingOptions()
+    inference = memory.InferenceOptions()
+    if hasattr(args, "optimizer"):
+        training = memory.TrainingOptions(
+            optimizer=args.optimizer,
+            precision=args.precision,
+            batch=args.batch,
+            seq=args.seq,
+            checkpointing=args.checkpointing,
+            freeze=tuple(args.freeze),
+            attention=args.attention,
+            optimizer_impl=args.optimizer_impl,
+        )
+        inference = memory.InferenceOptions(batch=args.batch, seq=args.context or args.seq, kv_bytes=args.kv_bytes)
+    return AnalysisOptions(
+        reduction=reduction.Options(group_size=args.group_size, zero_points=args.zero_points),
+        training=training,
+        inference=inference,
+    )
+
+
 def scan_path(path: str) -> list[ScanResult]:
     """Results for one argument; a folder may hold several models (or none, which is an error)."""
     p = Path(path)
@@ -222,6 +300,77 @@ def exit_code(
     return EXIT_OK
 
 
+# -- memory --------------------------------------------------------------------------------------
+
+
+def memory_parser() -> argparse.ArgumentParser:
+    from ckptscan.analyze import memory
+
+    parser = argparse.ArgumentParser(
+        prog="ckptscan memory",
+        description="Estimate inference memory (weights at each reduction target + KV cache) and training memory "
+        "(weights, master weights, gradients, optimizer state, activations) from the checkpoint alone. The "
+        "architecture comes from a config.json beside the file, GGUF metadata, or the tensor shapes. Formulas "
+        "and their sources: docs/analysis.md.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
+    parser.add_argument("--optimizer", default="adamw", type=str.lower,
+                        choices=[*memory.OPTIMIZERS, *memory.OPTIMIZER_ALIASES], help="default: adamw")  # fmt: skip
+    parser.add_argument("--precision", default="bf16-mixed", type=str.lower,
+                        choices=[*memory.PRECISIONS, *memory.PRECISION_ALIASES],
+                        help="fp32, fp16-mixed / bf16-mixed (fp32 master weights), bf16-true (pure bf16); "
+                        "default: bf16-mixed")  # fmt: skip
+    parser.add_argument("--batch", type=positive, default=1, help="sequences per step (and KV-cache batch)")
+    parser.add_argument("--seq", type=positive, default=None, help="tokens per sequence (default: the model's "
+                        "context, at most 2048 for training)")  # fmt: skip
+    parser.add_argument("--context", type=positive, default=None,
+                        help="KV-cache tokens for inference (default: --seq, else the model's context)")  # fmt: skip
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing, one layer at a time")
+    parser.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                        help="freeze parameters whose name matches this glob (repeatable), "
+                        "e.g. 'model.embed_tokens.*'")  # fmt: skip
+    parser.add_argument("--attention", choices=list(memory.ATTENTION), default="sdpa",
+                        help="sdpa: fused kernels keep no s x s matrix (default); eager: they do")  # fmt: skip
+    parser.add_argument("--optimizer-impl", choices=list(memory.OPTIMIZER_IMPLS), default="foreach",
+                        help="PyTorch Adam/AdamW step: foreach (CUDA default), for-loop, "
+                        "fused (no temporaries)")  # fmt: skip
+    parser.add_argument("--kv-bytes", type=positive, default=2, help="bytes per KV-cache element (default 2)")
+    add_reduction_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")
+    parser.add_argument("--no-color", action="store_true", help="plain text output")
+    return parser
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def run_memory(argv: list[str]) -> int:
+    args = memory_parser().parse_args(argv)
+    results = [result for path in args.paths for result in scan_path(path)]
+    options = analysis_options(args)
+    if args.json:
+        from ckptscan.report.json import document
+
+        emit_json(document(results, options=options))
+        report_errors(results)
+    else:
+        from ckptscan.report.terminal import Options, memory_report
+
+        console = make_console(args.no_color)
+        for renderable in memory_report(results, Options(analysis=options)):
+            console.print(renderable)
+    return exit_code(results, None)
+
+
 # -- other commands ------------------------------------------------------------------------------
 
 
@@ -237,15 +386,17 @@ def run_formats(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="ckptscan formats", description="List the formats ckptscan reads.").parse_args(argv)
     from ckptscan.registry import FOLDER_FORMATS, FORMATS
 
-    for spec in FORMATS:
-        print(f"{spec.name:24} {' '.join(spec.extensions) or '(any name)':28} {spec.title}")
-    for folder in FOLDER_FORMATS:
-        print(f"{folder.name:24} {'(a folder)':28} {folder.title}")
+    rows = [(spec.name, " ".join(spec.extensions) or "(any name)", spec.title) for spec in FORMATS]
+    rows += [(folder.name, "(a folder)", folder.title) for folder in FOLDER_FORMATS]
+    widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    for name, extensions, title in rows:
+        print(f"{name:{widths[0]}}  {extensions:{widths[1]}}  {title}")
     return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "scan": run_scan,
+    "memory": run_memory,
     "schema": run_schema,
     "formats": run_formats,
 }
@@ -265,19 +416,3 @@ def make_console(no_color: bool):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
     return Console(no_color=no_color, highlight=False, soft_wrap=False)
-
-
-def make_progress(label: str) -> Any:
-    """A transient progress bar on stderr (bytes read by the stats pass)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}[/bold] values"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
+from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
+from ckptscan.analyze.roles import RoleDecision
+from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.scan import ScanResult
 
@@ -24,35 +27,126 @@ SCHEMA_VERSION = "1.2"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
-def document(results: Iterable[ScanResult], stats: Sequence[StatsResult | None] | None = None) -> dict[str, Any]:
+def document(
+    results: Iterable[ScanResult],
+    *,
+    explain: bool = False,
+    tensor_plans: bool = False,
+    options: AnalysisOptions | None = None,
+    stats: Sequence[StatsResult | None] | None = None,
+) -> dict[str, Any]:
     """The --json document; ``stats`` (one per result, or None) adds the value statistics."""
     listed = list(results)
     per_result = list(stats) if stats is not None else [None] * len(listed)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ckptscan", "version": __version__},
-        "results": [result_dict(r, stats=s) for r, s in zip(listed, per_result, strict=True)],
+        "results": [
+            result_dict(r, explain=explain, tensor_plans=tensor_plans, options=options, stats=s)
+            for r, s in zip(listed, per_result, strict=True)
+        ],
     }
 
 
 def result_dict(
-    result: ScanResult, *, include_tensors: bool = True, stats: StatsResult | None = None
+    result: ScanResult,
+    *,
+    include_tensors: bool = True,
+    explain: bool = False,
+    tensor_plans: bool = False,
+    options: AnalysisOptions | None = None,
+    stats: StatsResult | None = None,
 ) -> dict[str, Any]:
-    record = _result_dict(result, include_tensors=include_tensors)
+    """One result. ``explain`` adds each tensor's role reason; ``tensor_plans`` each reduction
+    target's per-tensor plan (large: one record per tensor and target); ``stats`` the value
+    statistics (per-tensor ``stats``, ``stats_summary``, their findings, measured reduction error)."""
+    record = _result_dict(result, include_tensors=include_tensors, explain=explain, tensor_plans=tensor_plans,
+                          options=options)  # fmt: skip
     if stats is not None and result.inventory is not None:
-        add_stats(record, stats, include_tensors=include_tensors)
+        add_stats(record, stats, analyze(result.inventory, options), include_tensors=include_tensors)
     return record
 
 
-def add_stats(record: dict[str, Any], stats: StatsResult, *, include_tensors: bool = True) -> None:
-    """Per-tensor ``stats``, the result's ``stats_summary``, and the stats findings."""
+def _result_dict(
+    result: ScanResult,
+    *,
+    include_tensors: bool,
+    explain: bool,
+    tensor_plans: bool,
+    options: AnalysisOptions | None,
+) -> dict[str, Any]:
+    inventory = result.inventory
+    error = {"code": result.error.code, "message": result.error.message} if result.error else None
+    if inventory is None:
+        return {
+            "path": result.path,
+            "format": result.format,
+            "files": [],
+            "file_bytes": None,
+            "complete": False,
+            "totals": None,
+            "by_dtype": {},
+            "by_role": {},
+            "parameters": None,
+            "overhead": None,
+            "reduction": None,
+            "memory": None,
+            "modules": [],
+            "tensors": [],
+            "metadata": {},
+            "warnings": [],
+            "findings": [],
+            "error": error,
+        }
+    analysis = analyze(inventory, options)
+    return {
+        "path": result.path,
+        "format": inventory.format,
+        "files": [{"path": f.path, "size": f.size, "role": f.role} for f in inventory.files],
+        "file_bytes": inventory.file_bytes,
+        "complete": inventory.complete,
+        "totals": totals_dict(inventory),
+        "by_dtype": {
+            name: {"tensors": c.tensors, "elements": c.elements, "bytes": c.bytes}
+            for name, c in summary.by_dtype(inventory.tensors).items()
+        },
+        "by_role": {name: count_dict(c) for name, c in analysis.by_role.items()},
+        "parameters": parameters_dict(analysis),
+        "overhead": overhead_dict(analysis),
+        "reduction": reduction_dict(analysis, tensor_plans=tensor_plans),
+        "memory": memory_dict(analysis),
+        "modules": [
+            {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
+            for g in modules.rollup(inventory.tensors)
+        ],
+        "tensors": [
+            tensor_dict(t, d, explain=explain) for t, d in zip(inventory.tensors, analysis.decisions, strict=True)
+        ]
+        if include_tensors
+        else [],
+        "metadata": jsonable(dict(inventory.metadata)),
+        "warnings": list(inventory.warnings),
+        "findings": [finding_dict(f) for f in inventory.findings],
+        "error": error,
+    }
+
+
+def add_stats(
+    record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True
+) -> None:
+    """Per-tensor ``stats``, the result's ``stats_summary``, the stats findings, and the quantization
+    error measured for the tensors each int8/int4 reduction target quantizes."""
+    from ckptscan.stats.summary import measured_targets
+
     if include_tensors:
         for tensor_record, tensor_stats in zip(record["tensors"], stats.tensors, strict=True):
             tensor_record["stats"] = stats_dict(tensor_stats)
     record["stats_summary"] = jsonable(dict(stats.summary))
-    record["findings"].extend(
-        {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where} for f in stats.findings
-    )
+    record["findings"].extend(finding_dict(f) for f in stats.findings)
+    measured = measured_targets(analysis.targets, stats.tensors)
+    for target in record["reduction"]["targets"] if record.get("reduction") else ():
+        if target["name"] in measured:
+            target["measured"] = jsonable(measured[target["name"]])
 
 
 def stats_dict(s: TensorStats) -> dict[str, Any]:
@@ -84,48 +178,6 @@ def stats_dict(s: TensorStats) -> dict[str, Any]:
     return record
 
 
-def _result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str, Any]:
-    inventory = result.inventory
-    error = {"code": result.error.code, "message": result.error.message} if result.error else None
-    if inventory is None:
-        return {
-            "path": result.path,
-            "format": result.format,
-            "files": [],
-            "file_bytes": None,
-            "complete": False,
-            "totals": None,
-            "by_dtype": {},
-            "modules": [],
-            "tensors": [],
-            "metadata": {},
-            "warnings": [],
-            "findings": [],
-            "error": error,
-        }
-    return {
-        "path": result.path,
-        "format": inventory.format,
-        "files": [{"path": f.path, "size": f.size, "role": f.role} for f in inventory.files],
-        "file_bytes": inventory.file_bytes,
-        "complete": inventory.complete,
-        "totals": totals_dict(inventory),
-        "by_dtype": {
-            name: {"tensors": c.tensors, "elements": c.elements, "bytes": c.bytes}
-            for name, c in summary.by_dtype(inventory.tensors).items()
-        },
-        "modules": [
-            {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
-            for g in modules.rollup(inventory.tensors)
-        ],
-        "tensors": [tensor_dict(t) for t in inventory.tensors] if include_tensors else [],
-        "metadata": jsonable(dict(inventory.metadata)),
-        "warnings": list(inventory.warnings),
-        "findings": [finding_dict(f) for f in inventory.findings],
-        "error": error,
-    }
-
-
 def finding_dict(f: Finding) -> dict[str, str]:
     record = {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where}
     if f.subject:
@@ -146,7 +198,7 @@ def totals_dict(inventory: Inventory) -> dict[str, int]:
     }
 
 
-def tensor_dict(t: Tensor) -> dict[str, Any]:
+def tensor_dict(t: Tensor, decision: RoleDecision | None = None, *, explain: bool = False) -> dict[str, Any]:
     record: dict[str, Any] = {
         "name": t.name,
         "shape": list(t.shape),
@@ -169,7 +221,86 @@ def tensor_dict(t: Tensor) -> dict[str, Any]:
         record["encoding"] = t.encoding
     if t.attrs:
         record["attrs"] = jsonable(dict(t.attrs))
+    if decision is not None:
+        record["role"] = decision.role.value
+        if decision.detail:
+            record["role_detail"] = decision.detail
+        if explain:
+            record["role_reason"] = decision.reason
+            record["role_rule"] = decision.rule
     return record
+
+
+# -- analysis sections (issue 5; see docs/analysis.md) -------------------------------------------
+
+
+def count_dict(c: Count) -> dict[str, int]:
+    return {"tensors": c.tensors, "elements": c.elements, "bytes": c.bytes}
+
+
+def parameters_dict(analysis: Analysis) -> dict[str, Any]:
+    p = analysis.parameters
+    return {
+        "total": p.total,
+        "tensors": p.tensors,
+        "bytes": p.bytes,
+        "by_role": p.by_role,
+        "by_dtype": p.by_dtype,
+        "modules": [
+            {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
+            for g in p.groups
+        ],
+        "ties": [t.as_dict() for t in p.ties],
+        "repeated_entries": p.repeated_entries,
+        "duplicate_copies": list(p.duplicate_copies),
+        "excluded": {role: count_dict(c) for role, c in p.excluded.items()},
+        "notes": list(p.notes),
+    }
+
+
+def overhead_dict(analysis: Analysis) -> dict[str, Any]:
+    o = analysis.overhead
+    return {
+        "file_bytes": o.file_bytes,
+        "parts": {name: part.bytes for name, part in o.parts.items()},
+        "exact": o.exact,
+        "categories": {
+            name: {"bytes": part.bytes, "tensors": part.tensors, "elements": part.elements}
+            for name, part in o.parts.items()
+        },
+        "format_overhead": dict(o.format_overhead),
+        "notes": list(o.notes),
+    }
+
+
+def reduction_dict(analysis: Analysis, *, tensor_plans: bool = False) -> dict[str, Any]:
+    targets = []
+    for target in analysis.targets:
+        record: dict[str, Any] = {
+            "name": target.name,
+            "bytes": target.bytes,
+            "saving_bytes": target.saving_bytes,
+            "tensor_bytes": target.tensor_bytes,
+            "overhead_bytes": target.overhead_bytes,
+            "assumptions": list(target.assumptions),
+            "by_dtype": {name: count_dict(c) for name, c in target.by_dtype.items()},
+        }
+        if tensor_plans:
+            record["tensors"] = [
+                {"name": p.name, "source": p.source, "result": p.result, "bytes": p.bytes, "rule": p.rule}
+                for p in target.plans
+            ]
+        targets.append(record)
+    return {"base_bytes": analysis.overhead.file_bytes, "targets": targets}
+
+
+def memory_dict(analysis: Analysis) -> dict[str, Any]:
+    arch = analysis.architecture
+    return {
+        "architecture": arch.as_dict() if arch else None,
+        "inference": {k: v for k, v in analysis.inference.items() if k != "architecture"},
+        "training": analysis.training,
+    }
 
 
 def jsonable(value: Any) -> Any:

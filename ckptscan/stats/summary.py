@@ -7,6 +7,7 @@ Counts of sampled tensors are scaled to the whole tensor and the summary says it
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -184,8 +185,6 @@ def _crushed_share(s: TensorStats) -> float | None:
 
 
 def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> dict[str, Any]:
-    import math
-
     measured = [
         (s, s.err_int8 if which == "int8" else s.err_int4)
         for s in stats
@@ -256,3 +255,48 @@ def _place(t: Tensor) -> tuple[Any, ...]:
     if t.storage is not None:
         return ("storage", t.storage, t.storage_offset, t.shape, t.strides)
     return ("file", t.file, t.offset, t.shape)
+
+
+# -- the analyzer's reduction targets ----------------------------------------------------------------------
+
+# what the stats pass measures, by the analyzer's per-tensor scheme name (reduction.TensorPlan.result)
+MEASURED_SCHEMES = {"I8 per-channel": "int8", "I4 g128": "int4"}
+
+
+def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> dict[str, dict[str, Any]]:
+    """For each reduction target that quantizes tensors to int8 per channel or int4 in groups of 128:
+    the error measured on those tensors (energy-weighted SQNR), as ``{target name: record}``.
+
+    Measured symmetric, one scale per row of the first dimension (docs/stats.md); a target with zero
+    points does no worse, and one whose channel is the last dimension (Keras kernels, ONNX MatMul
+    weights) is measured on the other axis: ``note`` says so.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        quantized = [p for p in getattr(target, "plans", ()) if p.result in MEASURED_SCHEMES]
+        if not quantized:
+            continue
+        which = MEASURED_SCHEMES[quantized[0].result]
+        signal = error = 0.0
+        values: list[float] = []
+        measured = 0
+        for plan in quantized:
+            s = stats[plan.index]
+            err = s.err_int8 if which == "int8" else s.err_int4
+            if s.skipped is not None or err is None:
+                continue
+            measured += 1
+            signal += s.signal
+            error += err
+            value = s.sqnr_int8_db if which == "int8" else s.sqnr_int4_g128_db
+            if value is not None:
+                values.append(value)
+        out[target.name] = {
+            "sqnr_db": 10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
+            "min_db": min(values) if values else None,
+            "tensors": measured,
+            "of": len(quantized),
+            "sampled": any(stats[p.index].sampled for p in quantized),
+            "note": "symmetric absmax scales, one per row of the first dimension (groups of 128 along it for int4)",
+        }
+    return out
