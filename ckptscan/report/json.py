@@ -131,9 +131,7 @@ def _result_dict(
     }
 
 
-def add_stats(
-    record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True
-) -> None:
+def add_stats(record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True) -> None:
     """Per-tensor ``stats``, the result's ``stats_summary``, the stats findings, and the quantization
     error measured for the tensors each int8/int4 reduction target quantizes."""
     from ckptscan.stats.summary import measured_targets
