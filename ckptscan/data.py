@@ -348,6 +348,121 @@ def hyperslabs(shape: tuple[int, ...], first: int, stop: int) -> list[tuple[tupl
     return out
 
 
+# -- ONNX typed fields ----------------------------------------------------------------------------------
+
+MAX_TYPED_FIELD_BYTES = 16 << 20  # ONNX writers put large tensors in raw_data; typed fields are small
+
+
+class DecodedStream:
+    """Values decoded up front into canonical bytes (small by construction: callers cap the size)."""
+
+    random_access = True
+
+    def __init__(self, data: bytearray) -> None:
+        self._data = data
+        self.size = len(data)
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        if offset < 0 or offset + len(out) > self.size:
+            raise MalformedFile(f"read of bytes {offset:,}..{offset + len(out):,} of {self.size:,}")
+        out[:] = memoryview(self._data)[offset : offset + len(out)]
+
+    def close(self) -> None:
+        self._data = bytearray()
+
+
+def open_onnx_typed(root: Path, ref: DataRef) -> ByteStream:
+    """An ONNX TensorProto's typed field (``float_data``, ``int32_data``...) turned into canonical bytes.
+
+    ``attrs["payload"]`` lists the packed field's (offset, length) spans in the ``.onnx`` file:
+    fixed-width fields are the values already; varint fields are decoded, then narrowed to the
+    tensor's type (int32_data carries FLOAT16/BFLOAT16 bit patterns, 8-bit types, and sub-byte
+    types already packed into their low byte).
+    """
+    import numpy as np
+
+    attrs = ref.attrs
+    spans = attrs.get("payload") or []
+    if attrs.get("unpacked") or not spans:
+        raise UnsupportedFeature(f"{ref.label}: an unpacked ONNX typed field is not read")
+    if sum(length for _, length in spans) > MAX_TYPED_FIELD_BYTES:
+        raise UnsupportedFeature(f"{ref.label}: ONNX typed field larger than {MAX_TYPED_FIELD_BYTES:,} bytes")
+    field = attrs.get("onnx_field")
+    with Source(resolve_inside(root, ref.file, referrer=ref.file), root=root) as source:
+        payload = b"".join(source.read_at(offset, length, "ONNX typed field") for offset, length in spans)
+    if field in ("float_data", "double_data"):
+        values = np.frombuffer(payload, dtype="<f4" if field == "float_data" else "<f8")
+    elif field in ("int32_data", "int64_data", "uint64_data"):
+        values = decode_varints(payload, ref.label)
+    else:
+        raise UnsupportedFeature(f"{ref.label}: ONNX field {field!r} does not hold numbers")
+    if values.size != attrs.get("values", values.size):
+        raise UnsupportedFeature(f"{ref.label}: the typed field continues beyond the spans the reader kept")
+    dtype = ref.dtype
+    if field == "int32_data" or field == "uint64_data":
+        width = dtype.block_bits // 8 if dtype.block_bits >= 8 and dtype.block_elements == 1 else 1
+        canonical = values.astype(np.dtype(f"<u{width}"))  # keeps the low bytes: bit patterns and packed codes
+    elif field == "int64_data":
+        canonical = values.view(np.int64).astype("<i8")
+    else:
+        canonical = values
+    data = bytearray(canonical.tobytes())
+    if len(data) != ref.nbytes:
+        raise MalformedFile(f"{ref.label}: the typed field decodes to {len(data):,} bytes, not {ref.nbytes:,}")
+    return DecodedStream(data)
+
+
+def decode_varints(payload: bytes, label: str) -> Any:
+    """Every varint of a packed protobuf field, as uint64 (two's complement for negative int32/int64)."""
+    import numpy as np
+
+    data = np.frombuffer(payload, dtype=np.uint8)
+    if not data.size:
+        return np.zeros(0, dtype=np.uint64)
+    ends = np.flatnonzero(data < 0x80)
+    if not ends.size or ends[-1] != data.size - 1:
+        raise MalformedFile(f"{label}: a packed varint field ends inside a value")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if int(lengths.max()) > 10:
+        raise MalformedFile(f"{label}: a varint longer than 10 bytes")
+    position = np.arange(data.size) - np.repeat(starts, lengths)
+    pieces = (data & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
+    return np.add.reduceat(pieces, starts)
+
+
+# -- sub-byte values stored one per byte (TensorFlow) -------------------------------------------------
+
+
+class UnpackedStream:
+    """Sub-byte values stored one per byte, packed (first value in the low bits) as they are read."""
+
+    random_access = True
+
+    def __init__(self, root: Path, ref: DataRef) -> None:
+        bits = ref.dtype.block_bits
+        if ref.dtype.block_elements != 1 or bits not in (1, 2, 4):
+            raise UnsupportedFeature(f"{ref.label}: {ref.dtype.name} values one per byte are not read")
+        self._per_byte = 8 // bits
+        self._bits = bits
+        self._raw = RawStream(root, ref)
+        self.size = self._raw.size // self._per_byte
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        import numpy as np
+
+        unpacked = bytearray(len(out) * self._per_byte)
+        self._raw.read_into(offset * self._per_byte, memoryview(unpacked))
+        values = np.frombuffer(unpacked, dtype=np.uint8).reshape(-1, self._per_byte) & ((1 << self._bits) - 1)
+        packed = np.zeros(len(out), dtype=np.uint8)
+        for k in range(self._per_byte):
+            packed |= values[:, k] << (k * self._bits)
+        out[:] = packed.tobytes()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 # -- the registry ---------------------------------------------------------------------------------------
 
 
@@ -359,13 +474,19 @@ def open_hdf5(root: Path, ref: DataRef) -> ByteStream:
     return Hdf5Stream(root, ref)
 
 
+def open_unpacked(root: Path, ref: DataRef) -> ByteStream:
+    return UnpackedStream(root, ref)
+
+
 ENCODINGS: dict[str, Opener] = {
     "raw": open_raw,
     "raw-big-endian": open_raw_big_endian,
+    "raw-unpacked": open_unpacked,
     "zip-deflated": open_deflated,
     "hdf5-chunked": open_hdf5,
     "hdf5-compact": open_hdf5,
     "hdf5-unallocated": open_hdf5,  # never written: HDF5 returns the fill value for every element
+    "onnx-typed-field": open_onnx_typed,
 }
 
 # encodings whose values are deliberately not read, and why
@@ -375,6 +496,10 @@ NOT_READ: dict[str, str] = {
     "hdf5-vlen": "variable-length HDF5 values are not numbers",
     "hdf5-external-storage": "the values live in files outside the HDF5 file; not followed",
     "hdf5-virtual": "a virtual dataset: the values live in other files; not followed",
+    "onnx-attribute": "a Constant node's attribute value: not located in the file by the reader",
+    "tf-string": "TensorFlow strings are not numbers",
+    "tf-variant": "TensorFlow variants are not numbers",
+    "tf-resource": "TensorFlow resource handles are not numbers",
 }
 
 

@@ -164,3 +164,58 @@ def test_deflated_keras_member_is_inflated_as_it_is_read(tmp_path: Path) -> None
     inventory = ckptscan.read_inventory(target)
     assert {t.encoding for t in inventory.tensors} == {"zip-deflated"}
     check_file(target, h5_values(target, member="model.weights.h5"))
+
+
+# -- ONNX and TensorFlow -----------------------------------------------------------------------------------
+
+
+def onnx_values(path: Path) -> Callable[[str], np.ndarray | None]:
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=True)  # a test cross-check only
+    protos = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name == "value":
+                protos[node.output[0]] = attribute.t
+
+    def values_of(name: str) -> np.ndarray | None:
+        proto = protos.get(name)
+        if proto is None:
+            return None
+        array = numpy_helper.to_array(proto)
+        if array.dtype.kind in "cOSU":
+            return None
+        return np.asarray(array).astype(np.float64)
+
+    return values_of
+
+
+@pytest.mark.parametrize(
+    "name", ["dtypes.onnx", "graph.onnx", "external_one_file/model.onnx", "external_per_tensor/model.onnx"]
+)
+def test_onnx_files_match_onnx_numpy_helper(name: str) -> None:
+    path = TESTDATA / "onnx" / name
+    result = check_file(path, onnx_values(path))
+    if name == "dtypes.onnx":  # typed fields, packed sub-byte values with a part-filled last byte
+        stats = {s.name: s for s in result.tensors}
+        for tensor in ("typed_f16", "typed_bf16", "typed_i8", "typed_u32", "typed_i4_odd", "typed_u2", "raw_i4_odd"):
+            assert stats[tensor].skipped is None, tensor
+        assert "attribute" in (stats["const_float"].skipped or "")
+
+
+@pytest.mark.parametrize("name", ["tf1_saver/model.ckpt-2.index", "tf2_module/ckpt-1.index", "sharded/ckpt-1.index"])
+def test_tensorflow_checkpoints_get_statistics(name: str) -> None:
+    path = TESTDATA / "tf_checkpoint" / name
+    inventory = ckptscan.read_inventory(path)
+    result = compute(inventory)
+    for tensor, stats in zip(inventory.tensors, result.tensors, strict=True):
+        if tensor.dtype.name in ("STRING", "C64", "C128"):
+            assert stats.skipped is not None
+            continue
+        assert stats.skipped is None and stats.elements == tensor.elements, tensor.name
+        if tensor.encoding == "raw" and tensor.dtype.name == "F32" and tensor.offset is not None:
+            raw = (path.parent / tensor.file).read_bytes()[tensor.offset : tensor.offset + tensor.nbytes]
+            values = np.frombuffer(raw, dtype="<f4")
+            assert_matches(stats, reference(values, "F32", tensor.shape), label=tensor.name)

@@ -46,6 +46,10 @@ class Decoder:
     def elements_to_bytes(self, elements: int) -> int:
         return elements // self.granule_elements * self.granule_bytes
 
+    def bytes_for(self, elements: int) -> int:
+        """Bytes holding ``elements`` values: a partly filled last byte counts (packed sub-byte types)."""
+        return -(-elements // self.granule_elements) * self.granule_bytes
+
 
 class NoDecoder(Exception):
     """This dtype's values cannot be computed; the message says why."""

@@ -77,7 +77,7 @@ class TensorPlan:
     @property
     def row_bytes(self) -> int:
         assert self.decoder is not None
-        return self.decoder.elements_to_bytes(self.row_elements)
+        return self.decoder.bytes_for(self.row_elements)
 
 
 def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> TensorPlan:
@@ -90,7 +90,7 @@ def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> Tenso
     except NoDecoder as e:
         plan.skipped = str(e)
         return plan
-    if tensor.elements % plan.decoder.granule_elements:
+    if tensor.elements % plan.decoder.granule_elements and plan.decoder.granule_bytes != 1:
         plan.skipped = f"{tensor.elements} values are not whole {tensor.dtype.name} blocks"
         return plan
     try:
@@ -104,7 +104,7 @@ def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> Tenso
         logical = stream.logical_order
     finally:
         stream.close()
-    plan.nbytes = plan.decoder.elements_to_bytes(tensor.elements)
+    plan.nbytes = plan.decoder.bytes_for(tensor.elements)  # sub-byte values: the last byte may be part-filled
     _layout(plan, logical, sample)
     return plan
 
