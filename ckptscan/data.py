@@ -19,6 +19,7 @@ declared offset and size is checked against the file before the first read.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -300,7 +301,7 @@ class Hdf5Stream:
         self._shape = tuple(int(d) for d in self._dataset.shape)
         self._label = ref.label
         self.size = ref.nbytes
-        if _product(self._shape) * self._dtype.itemsize != self.size:
+        if math.prod(self._shape) * self._dtype.itemsize != self.size:
             self._stack.close()
             raise MalformedFile(f"{ref.label}: the dataset has shape {list(self._shape)}, not the recorded size")
 
@@ -312,7 +313,7 @@ class Hdf5Stream:
             raise MalformedFile(f"unaligned read of bytes {offset:,}..{offset + len(out):,} of an HDF5 dataset")
         position = 0
         for start, count in hyperslabs(self._shape, offset // size, (offset + len(out)) // size):
-            n = _product(count) * size
+            n = math.prod(count) * size
             target = np.frombuffer(out[position : position + n], dtype=self._dtype).reshape(count)
             selection = tuple(slice(a, a + c) for a, c in zip(start, count, strict=True))
             try:
@@ -331,7 +332,7 @@ def hyperslabs(shape: tuple[int, ...], first: int, stop: int) -> list[tuple[tupl
         return []
     if len(shape) <= 1:
         return [((first,), (stop - first,))] if shape else [((), ())]
-    inner = _product(shape[1:])
+    inner = math.prod(shape[1:])
     head, tail = divmod(first, inner), divmod(stop, inner)
     if head[0] == tail[0] or (tail[0] == head[0] + 1 and tail[1] == 0 and head[1]):
         row = head[0]
@@ -585,7 +586,7 @@ class StridedView:
         self.shape = shape
         self.strides = strides
         self.itemsize = itemsize
-        self.nbytes = _product(shape) * itemsize
+        self.nbytes = math.prod(shape) * itemsize
         self._stream = stream
         self._start = start
         if self.nbytes:
@@ -667,16 +668,8 @@ def _strided(stream: ByteStream, start: int, tensor: Tensor) -> TensorBytes:
 
 
 def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
-    expected = 1
-    for n, s in zip(reversed(shape), reversed(strides), strict=False):
-        if n != 1 and s != expected:
-            return False
-        expected *= n
-    return len(shape) == len(strides)
-
-
-def _product(values: tuple[int, ...]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
+    """Row-major strides (dimensions of size 1 may carry any stride)."""
+    row_major = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    if len(strides) != len(shape):
+        return False
+    return all(n == 1 or s == r for n, s, r in zip(shape, strides, row_major, strict=True))
