@@ -16,8 +16,14 @@ REL_THRESHOLDS = (1e-3, 1e-2, 1e-1)
 WIDE = {"F64", "I32", "U32", "I64", "U64"}  # computed in float64; everything else in float32
 
 
-def reference(values: np.ndarray, dtype: str, shape: tuple[int, ...], *, floating: bool = True) -> dict[str, Any]:
-    """Every statistic of ``values`` (the decoded values, any float array) as docs/stats.md defines it."""
+def reference(
+    values: np.ndarray, dtype: str, shape: tuple[int, ...], *, floating: bool = True, channels_last: bool = False
+) -> dict[str, Any]:
+    """Every statistic of ``values`` (the decoded values, any float array) as docs/stats.md defines it.
+
+    ``channels_last``: output channels are the last dimension (Keras kernels, ONNX MatMul weights):
+    scales per column, int4 groups and 2:4 groups run down the columns.
+    """
     precision = np.float64 if dtype in WIDE else np.float32
     x = np.asarray(values, dtype=np.float64).reshape(shape)
     flat = x.reshape(-1)
@@ -42,21 +48,34 @@ def reference(values: np.ndarray, dtype: str, shape: tuple[int, ...], *, floatin
     magnitude = np.abs(flat.astype(precision))
     out["near_zero"] = {repr(t): int((magnitude < precision(t)).sum()) for t in ABS_THRESHOLDS}
     clean = np.where(np.isfinite(x), x, 0.0)
-    rows = shape[0] if len(shape) >= 2 else 1
-    by_row = np.abs(clean.reshape(rows, -1)) if flat.size else np.zeros((0, 0))
+    # channels: one row per output channel (rows of the first dimension, or columns when channels-last)
+    if not flat.size:
+        channels = np.zeros((0, 0))
+    elif channels_last:
+        channels = clean.reshape(-1, shape[-1]).T
+    else:
+        channels = clean.reshape(shape[0] if len(shape) >= 2 else 1, -1)
     bad = flat.size - finite.size
     if flat.size:  # in int8 units: |x| * (127 / m) < 127 r, in the tensor's precision (docs/stats.md)
-        top = by_row.astype(precision).max(axis=1, keepdims=True)
+        by_row = np.abs(channels).astype(precision)
+        top = by_row.max(axis=1, keepdims=True)
         inverse = np.where(top > 0, precision(127) / np.where(top > 0, top, 1), 0).astype(precision)
-        scaled = by_row.astype(precision) * inverse
+        scaled = by_row * inverse
         out["near_zero_rel"] = {repr(r): int((scaled < precision(127 * r)).sum()) - bad for r in REL_THRESHOLDS}
     if len(shape) >= 2 and flat.size:
-        out["sqnr_int8_db"] = sqnr(clean.reshape(rows, -1), 127)
-        if clean.reshape(rows, -1).shape[1] % 128 == 0:
-            out["sqnr_int4_g128_db"] = sqnr(clean.reshape(-1, 128), 7)
-        if shape[-1] % 4 == 0:
-            groups = (clean.reshape(-1, 4) == 0).sum(axis=1)
-            out["structured_2_4"] = bool((groups >= 2).all())
+        out["sqnr_int8_db"] = sqnr(channels, 127)
+        if channels.shape[1] % 128 == 0:
+            if channels_last:  # 128 consecutive inputs (rows) of each column
+                groups = clean.reshape(-1, 128, shape[-1]).transpose(0, 2, 1).reshape(-1, 128)
+            else:
+                groups = clean.reshape(-1, 128)
+            out["sqnr_int4_g128_db"] = sqnr(groups, 7)
+        if channels_last and channels.shape[1] % 4 == 0:
+            fours = (clean.reshape(-1, 4, shape[-1]) == 0).sum(axis=1)
+            out["structured_2_4"] = bool((fours >= 2).all())
+        elif not channels_last and shape[-1] % 4 == 0:
+            fours = (clean.reshape(-1, 4) == 0).sum(axis=1)
+            out["structured_2_4"] = bool((fours >= 2).all())
     return out
 
 

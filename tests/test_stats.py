@@ -3,6 +3,7 @@ data, long rows, task splits, sampling, and the integrity findings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -533,3 +534,24 @@ def test_forked_worker_processes_give_the_same_results(tmp_path: Path) -> None:
     threads = compute(inventory, StatsOptions(workers=2, executor="thread"))
     processes = compute(inventory, StatsOptions(workers=2, executor="process"))
     assert threads.tensors == processes.tensors
+
+
+def test_channels_last_weights_split_across_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    weight = (rng.standard_normal((512, 96)) * 0.02).astype(np.float32)  # [in, out], as ONNX MatMul's B
+    weight[:, 5] *= 40  # one loud output channel
+    weight[::4, :] = 0
+    weight[1::4, :] = 0  # 2 of every 4 inputs zero: the 2:4 pattern down the columns
+    inventory = raw_inventory(tmp_path, {"proj": weight})
+    consumers = {"consumers": [{"op": "MatMul", "input": 1, "node": "mm", "domain": ""}]}
+    tensor = dataclasses.replace(inventory.tensors[0], attrs=consumers)
+    inventory = dataclasses.replace(inventory, tensors=(tensor,))
+    monkeypatch.setattr(planning, "TASK_BYTES", 64 * 1024)  # 4 tasks of 128-row units
+    _, result = run(inventory, workers=2)
+    got = result.tensors[0]
+    assert "last dimension" in got.notes["layout"]
+    assert_matches(got, reference(weight, "F32", weight.shape, channels_last=True))
+    assert got.structured_2_4 is True
+    assert got.hash == content_hash("F32", weight.tobytes(), leaf=64 * 1024)
+    _, sampled = run(inventory, sample=0.5)
+    assert sampled.tensors[0].sqnr_int8_db is None or not sampled.tensors[0].sampled

@@ -16,6 +16,7 @@ from stats_reference import assert_matches, reference
 
 import ckptscan
 from ckptscan.stats import StatsOptions, StatsResult, compute
+from ckptscan.stats.plan import channels_last
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 
@@ -32,7 +33,9 @@ def check_file(path: Path, values_of: Callable[[str], np.ndarray | None], **opti
         if values is None:
             continue
         floating = tensor.dtype.is_floating or tensor.dtype.kind.value == "quantized"
-        assert_matches(stats, reference(values, tensor.dtype.name, tensor.shape, floating=floating), label=tensor.name)
+        layout = "layout" in stats.notes  # channels-last weights: Keras kernels, ONNX MatMul weights
+        want = reference(values, tensor.dtype.name, tensor.shape, floating=floating, channels_last=layout)
+        assert_matches(stats, want, label=tensor.name)
         compared += 1
     assert compared, f"nothing compared in {path}"
     return result
@@ -150,6 +153,17 @@ def test_keras_hdf5_files_match_h5py(name: str) -> None:
     check_file(path, h5_values(path))
 
 
+def test_keras_kernels_and_onnx_matmul_weights_are_measured_per_column() -> None:
+    inventory = ckptscan.read_inventory(TESTDATA / "keras" / "tiny.weights.h5")
+    kernels = [t for t in inventory.tensors if channels_last(t)]
+    assert kernels and all(str(t.attrs.get("variable", "")).endswith("kernel") for t in kernels)
+    result = compute(inventory)
+    stats = {s.name: s for s in result.tensors}
+    assert all("output channels on the last dimension" in stats[t.name].notes["layout"] for t in kernels)
+    onnx = ckptscan.read_inventory(TESTDATA / "onnx" / "torch_export" / "model.onnx")
+    assert any(channels_last(t) for t in onnx.tensors)
+
+
 def test_keras_v3_zip_matches_h5py() -> None:
     path = TESTDATA / "keras" / "tiny.keras"
     check_file(path, h5_values(path, member="model.weights.h5"))
@@ -218,4 +232,5 @@ def test_tensorflow_checkpoints_get_statistics(name: str) -> None:
         if tensor.encoding == "raw" and tensor.dtype.name == "F32" and tensor.offset is not None:
             raw = (path.parent / tensor.file).read_bytes()[tensor.offset : tensor.offset + tensor.nbytes]
             values = np.frombuffer(raw, dtype="<f4")
-            assert_matches(stats, reference(values, "F32", tensor.shape), label=tensor.name)
+            want = reference(values, "F32", tensor.shape, channels_last="layout" in stats.notes)
+            assert_matches(stats, want, label=tensor.name)

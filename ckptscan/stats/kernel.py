@@ -41,6 +41,7 @@ class Features:
     int4: bool  # int4 error in groups of 128 along the row (row length a multiple of 128)
     relative: bool  # near-zero relative to the row's absolute maximum
     two_four: bool  # 2:4 pattern along the last dimension (a multiple of 4)
+    channels_last: bool = False  # output channels are the last dimension ([in, out]: Keras, ONNX MatMul)
 
 
 @dataclass(slots=True)
@@ -65,6 +66,7 @@ class Partial:
     two_four_groups: int = 0
     two_four_broken: bool = False  # some block had fewer zeros than half its values
     row_absmax: dict[int, float] = field(default_factory=dict)  # first sweep over long rows
+    column_absmax: Any = None  # first sweep over a channels-last tensor: one maximum per output channel
     leaves: list[tuple[int, bytes]] = field(default_factory=list)  # (task number, digest)
     bytes_read: int = 0
 
@@ -86,6 +88,11 @@ class Partial:
         self.two_four_broken = self.two_four_broken or other.two_four_broken
         for row, value in other.row_absmax.items():
             self.row_absmax[row] = max(self.row_absmax.get(row, 0.0), value)
+        if other.column_absmax is not None:
+            import numpy as np
+
+            mine = self.column_absmax
+            self.column_absmax = other.column_absmax if mine is None else np.maximum(mine, other.column_absmax)
         self.leaves.extend(other.leaves)
         self.bytes_read += other.bytes_read
 
@@ -155,8 +162,13 @@ def block_stats(
     features: Features,
     ws: Workspace,
     row_absmax: float | None = None,
+    columns: np.ndarray | None = None,
 ) -> None:
-    """Add one block to ``p``: ``rows`` whole rows, or (``row_absmax`` given) a piece of one row."""
+    """Add one block to ``p``: ``rows`` whole rows, or (``row_absmax`` given) a piece of one row.
+
+    A channels-last tensor's rows are its input positions; ``columns`` (from the first sweep) holds
+    each output channel's absolute maximum.
+    """
     import numpy as np
 
     n = x.size
@@ -175,17 +187,30 @@ def block_stats(
     zeros = int(np.count_nonzero(zero_mask))
     p.zeros += zeros - filled
     if features.two_four:
-        _two_four(p, zero_mask, zeros)
+        _two_four(p, zero_mask, zeros, x.size // rows if features.channels_last else 0)
     if not features.floating:
         return
     magnitude = _magnitude(x, ws)
     mask = ws.array("mask", n, np.dtype(np.bool_))
     for i, threshold in enumerate(ABS_THRESHOLDS):
         p.below[i] += int(np.count_nonzero(np.less(magnitude, threshold, out=mask))) - filled
-    if row_absmax is not None:
+    if features.channels_last:
+        _channels_last(p, magnitude, rows, features, ws, filled, columns)
+    elif row_absmax is not None:
         _piece_of_row(p, x, magnitude, row_absmax, features, ws, filled)
     else:
         _whole_rows(p, x, magnitude, rows, features, ws, filled)
+
+
+def column_absmax_of(x: np.ndarray, columns: int) -> np.ndarray:
+    """The largest finite magnitude of each column of a block of whole rows (first sweep)."""
+    import numpy as np
+
+    magnitude = np.abs(x).reshape(-1, columns)
+    if not np.isfinite(magnitude).all():
+        magnitude = np.where(np.isfinite(magnitude), magnitude, 0)
+    out: np.ndarray = magnitude.max(axis=0).astype(np.float64)
+    return out
 
 
 def absmax_of(x: np.ndarray) -> float:
@@ -326,6 +351,56 @@ def _piece_of_row(
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
 
 
+def _channels_last(
+    p: Partial,
+    magnitude: np.ndarray,
+    rows: int,
+    features: Features,
+    ws: Workspace,
+    filled: int,
+    columns: np.ndarray | None,
+) -> None:
+    """int8 per output channel (a column), int4 in groups of 128 inputs down each column."""
+    import numpy as np
+
+    out = magnitude.size // rows
+    by_row = magnitude.reshape(rows, out)
+    if columns is not None and (features.int8 or features.relative):
+        top = columns.astype(magnitude.dtype)
+        inverse = np.divide(INT8_LEVELS, top, dtype=magnitude.dtype)
+        inverse[top == 0] = 0
+        scaled = ws.array("scaled", magnitude.size, magnitude.dtype).reshape(rows, out)
+        np.multiply(by_row, inverse, out=scaled)
+        if features.relative:
+            _count_relative(p, scaled.reshape(-1), ws, filled)
+        if features.int8:
+            p.err8 += _column_error(scaled.reshape(1, rows, out), top.reshape(1, out), INT8_LEVELS, ws)
+    if features.int4:
+        groups = rows // INT4_GROUP
+        stacked = by_row.reshape(groups, INT4_GROUP, out)
+        if magnitude.dtype == np.float32:  # integer compare of the bit patterns: faster
+            top4 = stacked.view(np.uint32).max(axis=1).view(np.float32)
+        else:
+            top4 = stacked.max(axis=1)
+        inverse4 = np.divide(INT4_LEVELS, top4, dtype=magnitude.dtype)
+        inverse4[top4 == 0] = 0
+        scaled4 = ws.array("scaled", magnitude.size, magnitude.dtype).reshape(groups, INT4_GROUP, out)
+        np.multiply(stacked, inverse4[:, None, :], out=scaled4)
+        p.err4 += _column_error(scaled4, top4, INT4_LEVELS, ws)
+
+
+def _column_error(scaled: np.ndarray, absmax: np.ndarray, levels: int, ws: Workspace) -> float:
+    """Sum of squared rounding errors for scales that run down columns: ``scaled`` is (groups,
+    rows per group, columns) and ``absmax`` (groups, columns)."""
+    import numpy as np
+
+    rounded = np.rint(scaled, out=ws.array("rounded", scaled.size, scaled.dtype).reshape(scaled.shape))
+    np.subtract(scaled, rounded, out=scaled)
+    np.multiply(scaled, scaled, out=scaled)
+    per_column = np.add.reduce(scaled, axis=1, dtype=np.float64)
+    return float(np.vdot(per_column, absmax.astype(np.float64) ** 2)) / (levels * levels)
+
+
 def _scaled(magnitude: np.ndarray, absmax: np.ndarray, levels: int, groups: int, ws: Workspace) -> np.ndarray:
     """|x| / scale for scale = absmax / levels per group (the values split into ``groups`` runs).
 
@@ -381,9 +456,22 @@ def _count_relative(p: Partial, scaled_magnitude: np.ndarray, ws: Workspace, fil
         p.below_rel[i] += int(np.count_nonzero(below)) - filled
 
 
-def _two_four(p: Partial, zero_mask: np.ndarray, zeros: int) -> None:
-    """Groups of 4 consecutive values along the last dimension holding at least 2 zeros."""
+def _two_four(p: Partial, zero_mask: np.ndarray, zeros: int, columns: int = 0) -> None:
+    """Groups of 4 consecutive inputs holding at least 2 zeros: along the last dimension, or down
+    each column (4 consecutive rows) when ``columns`` says the tensor is channels-last."""
     import numpy as np
+
+    if columns:
+        groups = zero_mask.size // TWO_FOUR_GROUP
+        p.two_four_groups += groups
+        if p.two_four_broken or 2 * zeros < zero_mask.size:
+            p.two_four_broken = True
+            return
+        counts = np.add.reduce(zero_mask.view(np.uint8).reshape(-1, TWO_FOUR_GROUP, columns), axis=1)
+        ok = int(np.count_nonzero(counts >= 2))
+        p.two_four_ok += ok
+        p.two_four_broken = p.two_four_broken or ok < groups
+        return
 
     groups = zero_mask.size // TWO_FOUR_GROUP
     p.two_four_groups += groups

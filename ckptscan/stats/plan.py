@@ -11,7 +11,10 @@ per-row int8 error and the relative near-zero counts need a row's absolute maxim
   buffers are sized for, so memory never depends on the tensor's size.
 
 Rows longer than ``MAX_ROW_ELEMENTS`` are read as group-aligned *pieces* instead, after a first
-sweep that measures each row's absolute maximum. Streams that cannot seek (compressed data) are one
+sweep that measures each row's absolute maximum. A weight whose output channels are its last
+dimension (Keras kernels ``[in, out]``, ONNX ``MatMul`` weights) is read as rows of inputs, in units
+of 128 rows (the int4 groups run down its columns), after a first sweep that measures each output
+channel's absolute maximum. Streams that cannot seek (compressed data) are one
 task. Sampling replaces the grid by evenly spaced windows of whole rows.
 """
 
@@ -68,11 +71,18 @@ class TensorPlan:
     rows: int = 1
     row_elements: int = 0
     long_rows: bool = False
+    unit_rows: int = 1  # rows a task or block never splits (int4 groups of a channels-last weight)
     features: Features = field(default_factory=lambda: Features(False, False, False, False, False))
     hashed: bool = False
     sampled: bool = False
     random_access: bool = True
     notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sweep(self) -> bool:
+        """A first pass measures row maxima (long rows) or output-channel maxima (channels-last)."""
+        features = self.features
+        return (self.long_rows or features.channels_last) and (features.int8 or features.relative)
 
     @property
     def row_bytes(self) -> int:
@@ -114,6 +124,9 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
     assert decoder is not None
     shape, elements = plan.shape, tensor.elements
     floating = decoder.numeric == "float"
+    plan.sampled = sample is not None and plan.nbytes > SAMPLE_WHOLE_BYTES
+    if floating and logical and len(shape) >= 2 and channels_last(tensor) and _channels_last_layout(plan):
+        return
     rows = shape[0] if len(shape) >= 2 and logical else 1
     row_elements = elements // rows if rows else 0
     by_rows = len(shape) >= 2 and logical
@@ -122,7 +135,6 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
         plan.notes["int8"] = plan.notes["int4_g128"] = "rows do not end on a byte boundary"
     plan.rows, plan.row_elements = rows, row_elements
     plan.long_rows = row_elements > MAX_ROW_ELEMENTS
-    plan.sampled = sample is not None and plan.nbytes > SAMPLE_WHOLE_BYTES
     sweep_ok = not (plan.long_rows and plan.sampled)  # a first sweep would read everything
     int8 = floating and by_rows and sweep_ok
     int4 = floating and by_rows and row_elements % INT4_GROUP == 0
@@ -133,23 +145,81 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
         relative=floating and logical and sweep_ok,
         two_four=floating and by_rows and shape[-1] % TWO_FOUR_GROUP == 0,
     )
+    _common_notes(plan, logical)
+    if not floating or len(shape) < 2:
+        return
+    if not sweep_ok:
+        plan.notes.setdefault("int8", f"rows of {row_elements:,} values are not measured when sampling")
+    if by_rows and not int4:
+        plan.notes["int4_g128"] = f"rows of {row_elements:,} values are not a multiple of {INT4_GROUP}"
+
+
+def channels_last(tensor: Tensor) -> bool:
+    """Output channels on the last dimension: Keras/TF kernels (by the variable name the reader
+    recorded, else the tensor name) and ONNX MatMul weights (input 1); the analyzer's rule for its
+    int8/int4 reduction targets (``ckptscan.analyze.reduction``), which looks at the tensor name."""
+    from ckptscan.analyze.roles import name_parts
+
+    name = tensor.name
+    for key in ("variable", "variable_name"):
+        value = tensor.attrs.get(key)
+        if isinstance(value, str) and value:
+            name = value
+            break
+    parts = name_parts(name) if name else ()
+    consumers = tensor.attrs.get("consumers", ())
+    return bool(parts and parts[-1].endswith("kernel")) or any(
+        isinstance(c, dict) and c.get("op") == "MatMul" and c.get("input") == 1 for c in consumers
+    )
+
+
+def _channels_last_layout(plan: TensorPlan) -> bool:
+    """Rows of inputs, units of 128 rows for int4; False when the rows would not fit a block."""
+    decoder, shape = plan.decoder, plan.shape
+    assert decoder is not None
+    out = shape[-1]
+    rows = plan.tensor.elements // out if out else 0
+    if not out or out % decoder.granule_elements or out * TWO_FOUR_GROUP > MAX_ROW_ELEMENTS:
+        return False
+    int4 = rows % INT4_GROUP == 0 and out * INT4_GROUP <= MAX_ROW_ELEMENTS
+    plan.rows, plan.row_elements = rows, out
+    plan.unit_rows = INT4_GROUP if int4 else TWO_FOUR_GROUP if rows % TWO_FOUR_GROUP == 0 else 1
+    sweep_ok = not plan.sampled
+    plan.features = Features(
+        floating=True,
+        int8=sweep_ok,
+        int4=int4,
+        relative=sweep_ok,
+        two_four=rows % TWO_FOUR_GROUP == 0,
+        channels_last=True,
+    )
+    _common_notes(plan, True)
+    plan.notes["layout"] = f"output channels on the last dimension ({out:,}): scales per column"
+    if not sweep_ok:
+        plan.notes["int8"] = "channels-last weights are not measured for int8 when sampling"
+    if not int4:
+        plan.notes["int4_g128"] = (
+            f"{rows:,} inputs are not a multiple of {INT4_GROUP}"
+            if rows % INT4_GROUP
+            else f"groups of {INT4_GROUP} inputs x {out:,} outputs exceed a block"
+        )
+    return True
+
+
+def _common_notes(plan: TensorPlan, logical: bool) -> None:
+    tensor, shape = plan.tensor, plan.shape
     plan.hashed = logical and not plan.sampled
     if not logical:
         plan.notes["order"] = "a view in transposed order: read in storage order; order-dependent values omitted"
         plan.notes.setdefault("hash", "view in transposed order")
     if plan.sampled:
         plan.notes["hash"] = "sampled"
-    if not floating:
+    if not plan.features.floating:
         plan.notes.setdefault("int8", f"{tensor.dtype.name} is not a floating-point type")
         plan.notes.setdefault("int4_g128", plan.notes["int8"])
     elif len(shape) < 2:
         plan.notes.setdefault("int8", "fewer than 2 dimensions: no output channels")
         plan.notes.setdefault("int4_g128", plan.notes["int8"])
-    else:
-        if not sweep_ok:
-            plan.notes.setdefault("int8", f"rows of {row_elements:,} values are not measured when sampling")
-        if by_rows and not int4:
-            plan.notes["int4_g128"] = f"rows of {row_elements:,} values are not a multiple of {INT4_GROUP}"
 
 
 # -- tasks -----------------------------------------------------------------------------------------
@@ -162,7 +232,7 @@ def tasks_for(plan: TensorPlan, plan_number: int, sample: float | None) -> list[
     if plan.sampled:
         assert sample is not None
         return _sample_tasks(plan, plan_number, sample)
-    sweep = plan.long_rows and (plan.features.int8 or plan.features.relative)
+    sweep = plan.sweep
     if not plan.random_access:
         ranges = [(0, plan.nbytes)]
     else:
@@ -180,10 +250,12 @@ def _blocks(plan: TensorPlan, a: int, b: int) -> list[Block]:
     """Blocks of the rows (or pieces) that start in bytes [a, b)."""
     if plan.long_rows:
         return _pieces(plan, a, b)
+    unit = plan.unit_rows  # rows are taken in units that a block never splits
+    unit_bytes = plan.row_bytes * unit
+    first = -(-a // unit_bytes) * unit
+    stop = min(-(-b // unit_bytes) * unit, plan.rows)
+    per_block = max(1, BLOCK_ELEMENTS // max(plan.row_elements * unit, 1)) * unit
     row_bytes = plan.row_bytes
-    first = -(-a // row_bytes)
-    stop = min(-(-b // row_bytes), plan.rows)
-    per_block = max(1, BLOCK_ELEMENTS // max(plan.row_elements, 1))
     return [
         Block(r * row_bytes, min(r + per_block, stop) * row_bytes, min(r + per_block, stop) - r)
         for r in range(first, stop, per_block)

@@ -31,11 +31,15 @@ from ckptscan.stats.kernel import (
     Workspace,
     absmax_of,
     block_stats,
+    column_absmax_of,
 )
-from ckptscan.stats.plan import Task, TensorPlan, plan_tensor, tasks_for
+from ckptscan.stats.plan import Block, Task, TensorPlan, plan_tensor, tasks_for
 
 if TYPE_CHECKING:
     from ckptscan.data import TensorBytes
+
+# what a first sweep hands the main pass: long rows' maxima by row, or output channels' maxima
+Sweep = Any
 
 _local = threading.local()
 
@@ -150,11 +154,13 @@ def _submit(
     pool: Executor, inventory: Inventory, plans: list[TensorPlan], partials: list[Partial], task: Task
 ) -> Future[Partial]:
     plan = plans[task.plan]
-    sweep = partials[task.plan].row_absmax if task.kind == "stats" and plan.long_rows else None
-    row_absmax = dict(sweep) if sweep is not None else None
+    swept: Sweep = None
+    if task.kind == "stats" and plan.sweep:
+        partial = partials[task.plan]
+        swept = partial.column_absmax if plan.features.channels_last else dict(partial.row_absmax)
     if isinstance(pool, ProcessPoolExecutor):
-        return pool.submit(_run_task_in_process, task, row_absmax)
-    return pool.submit(run_task, inventory, plan, task, row_absmax)
+        return pool.submit(_run_task_in_process, task, swept)
+    return pool.submit(run_task, inventory, plan, task, swept)
 
 
 # -- worker pools ----------------------------------------------------------------------------------------
@@ -188,13 +194,13 @@ def _pool(kind: str, workers: int, total: int, inventory: Inventory, plans: list
         _SHARED = None
 
 
-def _run_task_in_process(task: Task, row_absmax: dict[int, float] | None) -> Partial:
+def _run_task_in_process(task: Task, swept: Sweep) -> Partial:
     assert _SHARED is not None, "worker processes are forked after the plans are shared"
     inventory, plans = _SHARED
-    return run_task(inventory, plans[task.plan], task, row_absmax)
+    return run_task(inventory, plans[task.plan], task, swept)
 
 
-def run_task(inventory: Inventory, plan: TensorPlan, task: Task, row_absmax: dict[int, float] | None) -> Partial:
+def run_task(inventory: Inventory, plan: TensorPlan, task: Task, swept: Sweep) -> Partial:
     """Read and compute one task (in a worker thread)."""
     from ckptscan.data import open_tensor
 
@@ -208,7 +214,7 @@ def run_task(inventory: Inventory, plan: TensorPlan, task: Task, row_absmax: dic
         raise TaskFailed(e.what) from e
     try:
         with _quiet():
-            _read_and_compute(stream, plan, task, row_absmax, partial, ws)
+            _read_and_compute(stream, plan, task, swept, partial, ws)
     except CkptscanError as e:
         raise TaskFailed(e.what) from e
     except Exception as e:  # a bug or a library failure must not end the pass for other tensors
@@ -216,6 +222,16 @@ def run_task(inventory: Inventory, plan: TensorPlan, task: Task, row_absmax: dic
     finally:
         stream.close()
     return partial
+
+
+def _sweep(partial: Partial, plan: TensorPlan, block: Block, values: Any) -> None:
+    """First pass: each output channel's maximum (channels-last), or each long row's."""
+    if plan.features.channels_last:
+        top = column_absmax_of(values, plan.row_elements)
+        partial.merge(Partial(column_absmax=top))
+        return
+    assert block.row is not None
+    partial.row_absmax[block.row] = max(partial.row_absmax.get(block.row, 0.0), absmax_of(values))
 
 
 def _quiet() -> Any:
@@ -228,7 +244,7 @@ def _read_and_compute(
     stream: TensorBytes,
     plan: TensorPlan,
     task: Task,
-    row_absmax: dict[int, float] | None,
+    swept: Sweep,
     partial: Partial,
     ws: Workspace,
 ) -> None:
@@ -255,11 +271,12 @@ def _read_and_compute(
         if first + values.size > plan.tensor.elements:  # the padding of a part-filled last byte
             values = values[: plan.tensor.elements - first]
         if task.kind == "absmax":
-            assert block.row is not None
-            top = absmax_of(values)
-            partial.row_absmax[block.row] = max(partial.row_absmax.get(block.row, 0.0), top)
+            _sweep(partial, plan, block, values)
             continue
-        known = row_absmax.get(block.row) if row_absmax is not None and block.row is not None else None
+        if plan.features.channels_last:
+            block_stats(partial, values, block.rows, plan.features, ws, columns=swept)
+            continue
+        known = swept.get(block.row) if isinstance(swept, dict) and block.row is not None else None
         block_stats(partial, values, block.rows, plan.features, ws, known)
     if hasher is not None:
         partial.leaves = hasher.finish()
