@@ -29,6 +29,7 @@ INT4_LEVELS = 7  # symmetric int4: codes -7..7, scale = group absmax / 7
 INT4_GROUP = 128
 TWO_FOUR_GROUP = 4
 SUM_WIDTHS = (4096, 1024, 256, 64)
+REDUCEAT_WIDTH = 1024
 CANCELLATION_SHARE = 1 / 64  # n mean^2 up to this share of sum(x^2): M2 from the sums loses < 2% of digits
 
 
@@ -121,6 +122,7 @@ class Workspace:
         self._buffers: dict[str, Any] = {}
         self._views: dict[str, tuple[int, Any, Any]] = {}
         self._ones: dict[tuple[int, Any], Any] = {}
+        self._starts: dict[tuple[int, int], Any] = {}
         self.raw = bytearray()
 
     def array(self, name: str, size: int, dtype: np.dtype[Any]) -> np.ndarray:
@@ -147,6 +149,16 @@ class Workspace:
             import numpy as np
 
             out = self._ones[key] = np.ones(size, dtype=dtype)
+        return out
+
+    def starts(self, size: int, width: int) -> np.ndarray:
+        """0, width, 2 width, ... below ``size``: segment starts for ``reduceat`` (made once)."""
+        key = (size, width)
+        out: np.ndarray | None = self._starts.get(key)
+        if out is None:
+            import numpy as np
+
+            out = self._starts[key] = np.arange(0, size, width, dtype=np.intp)
         return out
 
     def raw_buffer(self, size: int) -> memoryview:
@@ -299,23 +311,29 @@ def _magnitude(x: np.ndarray, ws: Workspace, name: str = "magnitude") -> np.ndar
     return out
 
 
-def _group_max(magnitude: np.ndarray, width: int) -> np.ndarray:
-    """Maximum of each run of ``width`` magnitudes (integer compare of the bit patterns: faster)."""
+def _group_max(magnitude: np.ndarray, width: int, ws: Workspace) -> np.ndarray:
+    """Maximum of each run of ``width`` magnitudes.
+
+    float32 magnitudes are compared as their uint32 bit patterns (same order, no NaN handling), and
+    short runs go through ``maximum.reduceat``, which is about twice as fast as a reduction over a
+    short last axis.
+    """
     import numpy as np
 
-    if magnitude.dtype == np.float32:
-        bits: np.ndarray = magnitude.view(np.uint32).reshape(-1, width).max(axis=1)
-        return bits.view(np.float32)
-    out: np.ndarray = magnitude.reshape(-1, width).max(axis=1)
-    return out
+    values = magnitude.view(np.uint32) if magnitude.dtype == np.float32 else magnitude
+    if width <= REDUCEAT_WIDTH:
+        out: np.ndarray = np.maximum.reduceat(values, ws.starts(values.size, width))
+    else:
+        out = values.reshape(-1, width).max(axis=1)
+    return out.view(magnitude.dtype)
 
 
 def _whole_rows(
     p: Partial, x: np.ndarray, magnitude: np.ndarray, rows: int, features: Features, ws: Workspace, filled: int
 ) -> None:
-    groups = _group_max(magnitude, INT4_GROUP) if features.int4 else None
+    groups = _group_max(magnitude, INT4_GROUP, ws) if features.int4 else None
     # row maxima from the group maxima when there are groups: one pass fewer
-    row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, x.size // rows)
+    row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, x.size // rows, ws)
     if features.int8:
         scaled = _scaled(magnitude, row_max, INT8_LEVELS, rows, ws)
         if features.relative:
@@ -346,7 +364,7 @@ def _piece_of_row(
         scaled = _scaled(magnitude, top, INT8_LEVELS, 1, ws)
         p.err8 += _rounding_error(scaled, top, INT8_LEVELS, ws)
     if features.int4:
-        groups = _group_max(magnitude, INT4_GROUP)
+        groups = _group_max(magnitude, INT4_GROUP, ws)
         scaled = _scaled(magnitude, groups, INT4_LEVELS, groups.size, ws)
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
 
