@@ -188,10 +188,18 @@ def _pool(kind: str, workers: int, total: int, inventory: Inventory, plans: list
         return
     _SHARED = (inventory, plans)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as processes:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start) as processes:
             yield processes
     finally:
         _SHARED = None
+
+
+def _worker_start() -> None:
+    """Ctrl-C is the parent's to handle: it cancels what is queued and waits for running tasks."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_task_in_process(task: Task, swept: Sweep) -> Partial:
