@@ -555,3 +555,28 @@ def test_channels_last_weights_split_across_tasks(tmp_path: Path, monkeypatch: p
     assert got.hash == content_hash("F32", weight.tobytes(), leaf=64 * 1024)
     _, sampled = run(inventory, sample=0.5)
     assert sampled.tensors[0].sqnr_int8_db is None or not sampled.tensors[0].sampled
+
+
+def test_every_ggml_type_matches_gguf_or_says_why() -> None:
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize
+
+    path = REPO / "testdata" / "gguf" / "all-ggml-types.gguf"
+    reader = gguf.GGUFReader(str(path))
+    inventory, result = run(path, workers=2)
+    checked = 0
+    for entry, tensor, got in zip(reader.tensors, inventory.tensors, result.tensors, strict=True):
+        assert entry.name == tensor.name
+        try:
+            if entry.tensor_type.name in ("I8", "I16", "I32", "I64", "F64"):
+                values = np.asarray(entry.data, dtype=np.float64)
+            else:
+                values = dequantize(np.asarray(entry.data), entry.tensor_type)
+        except NotImplementedError:
+            assert got.skipped is not None, tensor.name
+            continue
+        shape = tuple(int(d) for d in reversed(entry.shape))
+        floating = tensor.dtype.kind.value != "int"
+        assert_matches(got, reference(values, tensor.dtype.name, shape, floating=floating), label=tensor.name)
+        checked += 1
+    assert checked >= 25
