@@ -580,3 +580,14 @@ def test_every_ggml_type_matches_gguf_or_says_why() -> None:
         assert_matches(got, reference(values, tensor.dtype.name, shape, floating=floating), label=tensor.name)
         checked += 1
     assert checked >= 25
+
+
+def test_views_that_repeat_their_storage_are_not_expanded(tmp_path: Path) -> None:
+    inventory = view_inventory(tmp_path)
+    f32 = lookup("F32")
+    huge = 1 << 40  # a stride-0 view claiming 4 TiB of values over a 40 KB storage
+    repeat = Tensor("repeat", (huge,), f32, huge, huge * 4, "data.bin", None, storage="s0", strides=(0,))
+    inventory = dataclasses.replace(inventory, tensors=(*inventory.tensors, repeat))
+    _, result = run(inventory)
+    assert "repeats it" in (by_name(result)["repeat"].skipped or "")
+    assert by_name(result)["whole"].skipped is None

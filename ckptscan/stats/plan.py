@@ -33,6 +33,8 @@ BLOCK_ELEMENTS = 1 << 18
 MAX_ROW_ELEMENTS = 1 << 20
 PIECE_ELEMENTS = 1 << 18  # a multiple of every block size, of INT4_GROUP and of 4
 SAMPLE_WHOLE_BYTES = 4 << 20  # tensors this small are read whole even when sampling
+MAX_REPEATED_BYTES = 64 << 20  # views and fill-value datasets beyond this that mostly repeat are skipped
+REPEAT_FACTOR = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,10 @@ def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> Tenso
     if tensor.elements % plan.decoder.granule_elements and plan.decoder.granule_bytes != 1:
         plan.skipped = f"{tensor.elements} values are not whole {tensor.dtype.name} blocks"
         return plan
+    blown_up = _expansion(inventory, tensor)
+    if blown_up is not None:
+        plan.skipped = blown_up
+        return plan
     try:
         stream = open_tensor(inventory, tensor)
     except CkptscanError as e:
@@ -117,6 +123,21 @@ def plan_tensor(inventory: Inventory, index: int, sample: float | None) -> Tenso
     plan.nbytes = plan.decoder.bytes_for(tensor.elements)  # sub-byte values: the last byte may be part-filled
     _layout(plan, logical, sample)
     return plan
+
+
+def _expansion(inventory: Inventory, tensor: Tensor) -> str | None:
+    """Why a tensor whose values would be mostly repetition is not read, or None.
+
+    A view may repeat its storage (stride 0) and a never-written HDF5 dataset is its fill value
+    everywhere: a small file could otherwise claim terabytes of values to compute.
+    """
+    if tensor.encoding == "hdf5-unallocated" and tensor.nbytes > MAX_REPEATED_BYTES:
+        return f"never written: every one of its {tensor.elements:,} values is the fill value (not expanded)"
+    if tensor.storage is not None:
+        stored = next((s.nbytes for s in inventory.storages if s.key == tensor.storage), 0)
+        if tensor.nbytes > MAX_REPEATED_BYTES and tensor.nbytes > REPEAT_FACTOR * stored:
+            return f"a view of {tensor.nbytes:,} bytes over a {stored:,}-byte storage repeats it (not expanded)"
+    return None
 
 
 def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
