@@ -32,11 +32,13 @@ def header(stats: StatsResult) -> RenderableType:
     from rich.text import Text
 
     summary = stats.summary
-    rate = stats.bytes_read / stats.seconds / 1e9 if stats.seconds > 0 else 0.0
+    rate = ""
+    if stats.seconds >= 0.5:
+        rate = f" ({stats.bytes_read / stats.seconds / 1e9:.2f} GB/s, {_plural(stats.workers, 'worker')})"
     line = Text.assemble(
         ("Values ", "bold"),
-        f"{summary['tensors']:,} tensors, {human_bytes(stats.bytes_read)} read in {stats.seconds:.1f} s "
-        f"({rate:.2f} GB/s, {stats.workers} threads)",
+        f"{_plural(summary['tensors'], 'tensor')}, {human_bytes(stats.bytes_read)} read in {stats.seconds:.1f} s"
+        + rate,
     )
     if stats.sampled:
         line.append(f"  sampled: about {summary['sample_fraction']:.1%} of each large tensor", style="yellow")
@@ -46,7 +48,7 @@ def header(stats: StatsResult) -> RenderableType:
         for entry in skipped:
             reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
         listed = "; ".join(f"{n} x {reason}" for reason, n in list(reasons.items())[:4])
-        line.append(f"\n{len(skipped)} tensors without statistics: {listed}", style="yellow")
+        line.append(f"\n{_plural(len(skipped), 'tensor')} without statistics: {listed}", style="yellow")
     return line
 
 
@@ -160,7 +162,8 @@ def quantization(stats: StatsResult) -> RenderableType | None:
         )
     keep = data["keep_high_precision"]
     note = Text(
-        f"{len(keep)} tensors meet a sensitivity criterion ({human_bytes(sum(e['bytes'] for e in keep))})"
+        f"{_plural(len(keep), 'tensor')} meet{'s' if len(keep) == 1 else ''} a sensitivity criterion "
+        f"({human_bytes(sum(e['bytes'] for e in keep))})"
         if keep
         else "no tensor meets a sensitivity criterion",
         style="yellow" if keep else "dim",
@@ -186,6 +189,10 @@ def tensor_stats(inventory: Inventory, stats: StatsResult) -> RenderableType:
             _db(s.sqnr_int8_db, s, "int8"), _db(s.sqnr_int4_g128_db, s, "int4_g128"),
         )  # fmt: skip
     return table
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def _num(value: float | None) -> str:
