@@ -234,3 +234,17 @@ def test_tensorflow_checkpoints_get_statistics(name: str) -> None:
             values = np.frombuffer(raw, dtype="<f4")
             want = reference(values, "F32", tensor.shape, channels_last="layout" in stats.notes)
             assert_matches(stats, want, label=tensor.name)
+
+
+@pytest.mark.parametrize(
+    "name", ["hdf5/layouts.h5", "keras/tiny.keras", "numpy/compressed.npz", "torch/tied.bin", "onnx/dtypes.onnx"]
+)
+def test_forked_workers_read_every_format_alike(name: str) -> None:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    inventory = ckptscan.read_inventory(TESTDATA / name)
+    processes = compute(inventory, StatsOptions(workers=2, executor="process"))
+    threads = compute(inventory, StatsOptions(workers=2, executor="thread"))
+    assert processes.tensors == threads.tensors
