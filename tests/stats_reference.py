@@ -64,12 +64,12 @@ def reference(
         out["near_zero_rel"] = {repr(r): int((scaled < precision(127 * r)).sum()) - bad for r in REL_THRESHOLDS}
     if len(shape) >= 2 and flat.size:
         out["sqnr_int8_db"] = sqnr(channels, 127)
-        if channels.shape[1] % 128 == 0:
-            if channels_last:  # 128 consecutive inputs (rows) of each column
-                groups = clean.reshape(-1, 128, shape[-1]).transpose(0, 2, 1).reshape(-1, 128)
-            else:
-                groups = clean.reshape(-1, 128)
+        if channels_last and channels.shape[1] % 128 == 0:  # 128 consecutive inputs (rows) of each column
+            groups = clean.reshape(-1, 128, shape[-1]).transpose(0, 2, 1).reshape(-1, 128)
             out["sqnr_int4_g128_db"] = sqnr(groups, 7)
+        elif not channels_last:  # runs of 128 along each row, the last one shorter: zero padding is neutral
+            pad = -channels.shape[1] % 128
+            out["sqnr_int4_g128_db"] = sqnr(np.pad(channels, ((0, 0), (0, pad))).reshape(-1, 128), 7)
         if channels_last and channels.shape[1] % 4 == 0:
             fours = (clean.reshape(-1, 4, shape[-1]) == 0).sum(axis=1)
             out["structured_2_4"] = bool((fours >= 2).all())

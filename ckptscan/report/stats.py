@@ -5,7 +5,7 @@ and quantization sensitivity, and with ``--tensors`` the per-tensor figures. Ren
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ckptscan.inventory import Inventory, Severity
 from ckptscan.report.terminal import SEVERITY_STYLE, human_bytes
@@ -13,14 +13,21 @@ from ckptscan.report.terminal import SEVERITY_STYLE, human_bytes
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from ckptscan.analyze.analysis import AnalysisOptions
     from ckptscan.stats import StatsResult, TensorStats
 
 MAX_FINDING_ROWS = 20
 
 
-def stats_sections(inventory: Inventory, stats: StatsResult, *, tensors: bool = False) -> list[RenderableType]:
+def stats_sections(
+    inventory: Inventory, stats: StatsResult, *, tensors: bool = False, analysis: AnalysisOptions | None = None
+) -> list[RenderableType]:
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.stats.summary import measured_targets
+
+    measured = measured_targets(analyze(inventory, analysis).targets, stats.tensors)
     out = [header(stats), integrity(stats)]
-    for section in (pruning(stats), quantization(stats)):
+    for section in (pruning(stats), quantization(stats, measured)):
         if section is not None:
             out.append(section)
     if tensors:
@@ -120,7 +127,7 @@ def pruning(stats: StatsResult) -> RenderableType | None:
     return table
 
 
-def quantization(stats: StatsResult) -> RenderableType | None:
+def quantization(stats: StatsResult, measured: Mapping[str, Mapping[str, Any]] | None = None) -> RenderableType | None:
     data = stats.summary["quantization"]
     if not data["ranking"]:
         return None
@@ -144,6 +151,12 @@ def quantization(stats: StatsResult) -> RenderableType | None:
         "\n",
         overall("int4_g128", "  int4 groups of 128"),
     )
+    for name, record in (measured or {}).items():  # the analyzer's reduction targets
+        if record["sqnr_db"] is not None:
+            lines.append(
+                f"\n  reduction target {name}: {record['sqnr_db']:.1f} dB on the {record['tensors']} of "
+                f"{record['of']} tensors it quantizes that were measured"
+            )
     table = Table(title="Most sensitive tensors", title_justify="left", title_style="bold", show_edge=False)
     table.add_column("tensor", overflow="fold")
     table.add_column("int8 dB", justify="right")

@@ -83,7 +83,7 @@ def result_report(result: ScanResult, options: Options, stats: StatsResult | Non
         if stats is not None:
             from ckptscan.report.stats import stats_sections
 
-            out.extend(stats_sections(inventory, stats, tensors=options.tensors))
+            out.extend(stats_sections(inventory, stats, tensors=options.tensors, analysis=options.analysis))
     out.append(Text(""))
     return out
 

@@ -122,7 +122,7 @@ class Workspace:
         self._buffers: dict[str, Any] = {}
         self._views: dict[str, tuple[int, Any, Any]] = {}
         self._ones: dict[tuple[int, Any], Any] = {}
-        self._starts: dict[tuple[int, int], Any] = {}
+        self._starts: dict[tuple[int, ...], Any] = {}
         self.raw = bytearray()
 
     def array(self, name: str, size: int, dtype: np.dtype[Any]) -> np.ndarray:
@@ -159,6 +159,18 @@ class Workspace:
             import numpy as np
 
             out = self._starts[key] = np.arange(0, size, width, dtype=np.intp)
+        return out
+
+    def group_starts(self, rows: int, cols: int, width: int) -> np.ndarray:
+        """Starts of the runs of ``width`` along each of ``rows`` rows of ``cols`` (the last run of a
+        row shorter when ``cols`` is not a multiple of ``width``)."""
+        key = (rows, cols, -width)
+        out: np.ndarray | None = self._starts.get(key)
+        if out is None:
+            import numpy as np
+
+            within = np.arange(0, cols, width, dtype=np.intp)
+            out = self._starts[key] = (np.arange(rows, dtype=np.intp)[:, None] * cols + within[None, :]).reshape(-1)
         return out
 
     def raw_buffer(self, size: int) -> memoryview:
@@ -311,8 +323,8 @@ def _magnitude(x: np.ndarray, ws: Workspace, name: str = "magnitude") -> np.ndar
     return out
 
 
-def _group_max(magnitude: np.ndarray, width: int, ws: Workspace) -> np.ndarray:
-    """Maximum of each run of ``width`` magnitudes.
+def _group_max(magnitude: np.ndarray, width: int, ws: Workspace, starts: np.ndarray | None = None) -> np.ndarray:
+    """Maximum of each run of ``width`` magnitudes (or of the runs beginning at ``starts``).
 
     float32 magnitudes are compared as their uint32 bit patterns (same order, no NaN handling), and
     short runs go through ``maximum.reduceat``, which is about twice as fast as a reduction over a
@@ -321,8 +333,10 @@ def _group_max(magnitude: np.ndarray, width: int, ws: Workspace) -> np.ndarray:
     import numpy as np
 
     values = magnitude.view(np.uint32) if magnitude.dtype == np.float32 else magnitude
-    if width <= REDUCEAT_WIDTH:
-        out: np.ndarray = np.maximum.reduceat(values, ws.starts(values.size, width))
+    if starts is not None:
+        out: np.ndarray = np.maximum.reduceat(values, starts)
+    elif width <= REDUCEAT_WIDTH:
+        out = np.maximum.reduceat(values, ws.starts(values.size, width))
     else:
         out = values.reshape(-1, width).max(axis=1)
     return out.view(magnitude.dtype)
@@ -331,9 +345,12 @@ def _group_max(magnitude: np.ndarray, width: int, ws: Workspace) -> np.ndarray:
 def _whole_rows(
     p: Partial, x: np.ndarray, magnitude: np.ndarray, rows: int, features: Features, ws: Workspace, filled: int
 ) -> None:
-    groups = _group_max(magnitude, INT4_GROUP, ws) if features.int4 else None
+    cols = x.size // rows
+    ragged = cols % INT4_GROUP != 0  # the last group of each row is shorter
+    starts = ws.group_starts(rows, cols, INT4_GROUP) if ragged else None
+    groups = _group_max(magnitude, INT4_GROUP, ws, starts) if features.int4 else None
     # row maxima from the group maxima when there are groups: one pass fewer
-    row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, x.size // rows, ws)
+    row_max = groups.reshape(rows, -1).max(axis=1) if groups is not None else _group_max(magnitude, cols, ws)
     if features.int8:
         scaled = _scaled(magnitude, row_max, INT8_LEVELS, rows, ws)
         if features.relative:
@@ -341,9 +358,26 @@ def _whole_rows(
         p.err8 += _rounding_error(scaled, row_max, INT8_LEVELS, ws)
     elif features.relative:  # one row (1-D tensors): compare with the row's own maximum
         _relative_direct(p, magnitude, float(row_max.max()), ws, filled)
-    if groups is not None:
+    if groups is not None and starts is not None:
+        p.err4 += _ragged_error(magnitude, groups, starts, INT4_LEVELS, ws)
+    elif groups is not None:
         scaled = _scaled(magnitude, groups, INT4_LEVELS, groups.size, ws)
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)
+
+
+def _ragged_error(magnitude: np.ndarray, absmax: np.ndarray, starts: np.ndarray, levels: int, ws: Workspace) -> float:
+    """Rounding error for groups of unequal length (rows that are not a multiple of the group size)."""
+    import numpy as np
+
+    inverse = np.divide(levels, absmax, dtype=magnitude.dtype)
+    inverse[absmax == 0] = 0
+    sizes = np.diff(starts, append=magnitude.size)
+    scaled = np.multiply(magnitude, np.repeat(inverse, sizes), out=ws.array("scaled", magnitude.size, magnitude.dtype))
+    rounded = np.rint(scaled, out=ws.array("rounded", scaled.size, scaled.dtype))
+    np.subtract(scaled, rounded, out=scaled)
+    np.multiply(scaled, scaled, out=scaled)
+    per_group = np.add.reduceat(scaled, starts, dtype=np.float64)
+    return float(np.dot(per_group, absmax.astype(np.float64) ** 2)) / (levels * levels)
 
 
 def _piece_of_row(
@@ -363,7 +397,10 @@ def _piece_of_row(
         top = np.array([row_absmax], dtype=x.dtype)
         scaled = _scaled(magnitude, top, INT8_LEVELS, 1, ws)
         p.err8 += _rounding_error(scaled, top, INT8_LEVELS, ws)
-    if features.int4:
+    if features.int4 and magnitude.size % INT4_GROUP:  # the row's last piece ends in a short group
+        starts = ws.starts(magnitude.size, INT4_GROUP)
+        p.err4 += _ragged_error(magnitude, _group_max(magnitude, INT4_GROUP, ws, starts), starts, INT4_LEVELS, ws)
+    elif features.int4:
         groups = _group_max(magnitude, INT4_GROUP, ws)
         scaled = _scaled(magnitude, groups, INT4_LEVELS, groups.size, ws)
         p.err4 += _rounding_error(scaled, groups, INT4_LEVELS, ws)

@@ -158,7 +158,7 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
     plan.long_rows = row_elements > MAX_ROW_ELEMENTS
     sweep_ok = not (plan.long_rows and plan.sampled)  # a first sweep would read everything
     int8 = floating and by_rows and sweep_ok
-    int4 = floating and by_rows and row_elements % INT4_GROUP == 0
+    int4 = floating and by_rows  # groups of 128 along the row, the last one shorter when the row is
     plan.features = Features(
         floating=floating,
         int8=int8,
@@ -171,8 +171,8 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
         return
     if not sweep_ok:
         plan.notes.setdefault("int8", f"rows of {row_elements:,} values are not measured when sampling")
-    if by_rows and not int4:
-        plan.notes["int4_g128"] = f"rows of {row_elements:,} values are not a multiple of {INT4_GROUP}"
+    if by_rows and row_elements % INT4_GROUP:
+        plan.notes["int4_g128"] = f"rows of {row_elements:,} values: the last group of each row is shorter"
 
 
 def channels_last(tensor: Tensor) -> bool:
