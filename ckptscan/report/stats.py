@@ -154,8 +154,8 @@ def quantization(stats: StatsResult, measured: Mapping[str, Mapping[str, Any]] |
     for name, record in (measured or {}).items():  # the analyzer's reduction targets
         if record["sqnr_db"] is not None:
             lines.append(
-                f"\n  reduction target {name}: {record['sqnr_db']:.1f} dB on the {record['tensors']} of "
-                f"{record['of']} tensors it quantizes that were measured"
+                f"\n  reduction target {name}: {record['sqnr_db']:.1f} dB, measured on {record['tensors']} of the "
+                f"{record['of']} tensors it quantizes"
             )
     table = Table(title="Most sensitive tensors", title_justify="left", title_style="bold", show_edge=False)
     table.add_column("tensor", overflow="fold")
