@@ -471,10 +471,14 @@ def test_sha256_is_used_without_xxhash(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_a_plain_scan_never_imports_numpy() -> None:
     code = (
-        "import sys, ckptscan\n"
+        "import contextlib, io, sys, ckptscan\n"
+        "from ckptscan.cli import main\n"
         f"r = ckptscan.scan({str(FIXTURES / 'dtypes.safetensors')!r})\n"
         f"g = ckptscan.scan({str(FIXTURES / 'quants.gguf')!r})\n"
         "assert r.ok and g.ok\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main([{str(FIXTURES / 'integrity.safetensors')!r}, '--json'])\n"
+        f"    main([{str(FIXTURES / 'integrity.safetensors')!r}])\n"
         "print('numpy' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
