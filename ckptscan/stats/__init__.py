@@ -7,9 +7,9 @@
     result.findings          # nan-values, inf-values, all-zero-tensor, duplicate-tensor-content
 
 Reads each tensor's bytes where its reader recorded them (:mod:`ckptscan.data`), in bounded blocks
-across worker threads, and never keeps a tensor in memory. Pure data in and out apart from those
-reads: no printing; ``progress`` is called from the calling thread. numpy (and, for GGUF quantized
-blocks, gguf) are imported only here, never by a plain scan. Definitions: docs/stats.md.
+across worker processes or threads, and never keeps a tensor in memory. Pure data in and out apart
+from those reads: no printing; ``progress`` is called from the calling thread. numpy (and, for GGUF
+quantized blocks, gguf) are imported only here, never by a plain scan. Definitions: docs/stats.md.
 """
 
 from __future__ import annotations

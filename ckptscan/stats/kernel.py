@@ -1,14 +1,18 @@
 """The per-block arithmetic of the stats pass, and the partial results that merge across blocks.
 
 A block is a run of decoded values that holds whole rows of a tensor (or, for rows too long to hold
-in one block, a group-aligned piece of one row whose absolute maximum a first sweep measured). Every
+in one block, a group-aligned piece of one row whose absolute maximum a first sweep measured; for a
+channels-last weight, whole rows of inputs with each output column's maximum from a sweep). Every
 statistic is a sum, a count, an extreme or a mergeable moment, so blocks, tasks and workers can be
 combined in any grouping: :meth:`Partial.merge` adds counts, keeps extremes, and merges mean and
 variance with Chan et al.'s pairwise update (no catastrophic cancellation, unlike sum-of-squares).
 
 The arithmetic runs in the block's precision (float32 for every type up to 32 bits, float64 for
 F64 and wide integers) on buffers reused from block to block (:class:`Workspace`), with sums of
-blocks accumulated in Python floats (float64). Definitions are in docs/stats.md.
+blocks accumulated in Python floats (float64). Each statistic costs one or two numpy passes over a
+block that sits in cache (about 25 in all); the order of operations is chosen to reuse what was
+computed (magnitudes serve thresholds, group maxima, row maxima and both quantizers). Definitions
+are in docs/stats.md.
 """
 
 from __future__ import annotations

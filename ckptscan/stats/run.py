@@ -1,10 +1,11 @@
-"""Running the stats pass: tasks across worker threads, partial results merged per tensor.
+"""Running the stats pass: tasks across workers, partial results merged per tensor in task order.
 
-Threads, not processes: the kernel spends its time in numpy loops, ``pread`` and the hash, all of
-which release the GIL, so threads scale across cores without pickling or a second copy of numpy
-(measured in docs/stats.md). Tasks are submitted largest first; tensors that need a first sweep
-over long rows get it in an earlier phase. A tensor whose bytes cannot be read (truncated file,
-unsupported encoding) is reported as skipped with the reason; the others carry on.
+Tasks are submitted largest first, a bounded number at a time; tensors that need a first sweep
+(long rows, channels-last weights) get it in an earlier phase. Workers are forked processes for
+big jobs and threads otherwise (see :func:`_pool`); either way a task is pure: it reads its bytes,
+computes a :class:`~ckptscan.stats.kernel.Partial`, and hands it back. A tensor whose bytes cannot
+be read (truncated file, unsupported encoding) is reported as skipped with the reason; the others
+carry on.
 """
 
 from __future__ import annotations
