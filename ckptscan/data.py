@@ -7,12 +7,15 @@ them. Passes that look at values (the stats pass) read them through this module:
 * :data:`ENCODINGS` maps ``Tensor.encoding`` to an opener that returns a :class:`ByteStream`: the
   stored bytes of one tensor or storage, in the canonical form every later step assumes
   (little-endian, row-major, the dtype's own width), read into caller-owned buffers. ``raw`` and
-  ``raw-big-endian`` read in place with ``pread``; encodings that need a library or decompression
-  (zip entries, HDF5 datasets, ONNX typed fields) add one opener each.
+  ``raw-big-endian`` read in place with ``pread``; ``zip-deflated`` inflates as it reads;
+  ``hdf5-*`` goes through h5py hyperslabs; ``onnx-typed-field`` decodes a (small, capped) protobuf
+  field up front; ``raw-unpacked`` packs sub-byte values stored one per byte. :data:`NOT_READ`
+  names the encodings that are never read, with the reason.
 * :func:`open_tensor` puts a tensor on top of that: contiguous tensors are a window of their stream;
   views into a shared storage are gathered through their strides (see :class:`StridedView`).
 
-Nothing here allocates in proportion to a tensor: every read fills a buffer of the caller's size.
+Nothing here allocates in proportion to a tensor (typed ONNX fields aside, capped at 16 MiB):
+every read fills a buffer of the caller's size.
 Paths are resolved inside the model's folder (:func:`ckptscan.source.resolve_inside`), and every
 declared offset and size is checked against the file before the first read.
 """
