@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ckptscan.analyze.layout import output_channels
 from ckptscan.analyze.overhead import Overhead
 from ckptscan.analyze.parameters import Tie
 from ckptscan.analyze.roles import Role, RoleDecision, name_parts
@@ -278,7 +279,7 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> Tenso
         return TensorPlan(item.index, t.name, t.dtype.name, "F8_E4M3+F32 scale", nbytes, "FP8 E4M3, per-tensor scale")
     bits = 8 if target == "int8" else 4
     group = 0 if target == "int8" else options.group_size
-    rows, row_length = _rows(t)
+    rows, row_length = output_channels(t)
     groups = rows * (-(-row_length // group) if group else 1)
     nbytes = -(-t.elements * bits // 8) + 2 * groups
     if options.zero_points:
@@ -288,17 +289,6 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> Tenso
     scheme = f"I{bits} {'g' + str(group) if group else 'per-channel'}"
     rule = f"int{bits} weight-only, {groups:,} F16 scales" + (" and zero points" if options.zero_points else "")
     return TensorPlan(item.index, t.name, t.dtype.name, scheme, nbytes, rule)
-
-
-def _rows(t: Tensor) -> tuple[int, int]:
-    """(output channels, inputs per channel) of a weight; Keras kernels and ONNX MatMul B are [in, out]."""
-    leaf = name_parts(t.name)[-1] if t.name else ""
-    readers = t.attrs.get("consumers", ())
-    in_out = leaf.endswith("kernel") or any(
-        isinstance(c, dict) and c.get("op") == "MatMul" and c.get("input") == 1 for c in readers
-    )
-    out = t.shape[-1] if in_out else t.shape[0]
-    return out, t.elements // out if out else 0
 
 
 def _cast_assumptions(target: str, half: DType, options: Options) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ckptscan.analyze.layout import channels_last
 from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Inventory, Tensor
 from ckptscan.stats.decode import Decoder, NoDecoder, decoder_for
@@ -173,25 +174,6 @@ def _layout(plan: TensorPlan, logical: bool, sample: float | None) -> None:
         plan.notes.setdefault("int8", f"rows of {row_elements:,} values are not measured when sampling")
     if by_rows and row_elements % INT4_GROUP:
         plan.notes["int4_g128"] = f"rows of {row_elements:,} values: the last group of each row is shorter"
-
-
-def channels_last(tensor: Tensor) -> bool:
-    """Output channels on the last dimension: Keras/TF kernels (by the variable name the reader
-    recorded, else the tensor name) and ONNX MatMul weights (input 1); the analyzer's rule for its
-    int8/int4 reduction targets (``ckptscan.analyze.reduction``), which looks at the tensor name."""
-    from ckptscan.analyze.roles import name_parts
-
-    name = tensor.name
-    for key in ("variable", "variable_name"):
-        value = tensor.attrs.get(key)
-        if isinstance(value, str) and value:
-            name = value
-            break
-    parts = name_parts(name) if name else ()
-    consumers = tensor.attrs.get("consumers", ())
-    return bool(parts and parts[-1].endswith("kernel")) or any(
-        isinstance(c, dict) and c.get("op") == "MatMul" and c.get("input") == 1 for c in consumers
-    )
 
 
 def _channels_last_layout(plan: TensorPlan) -> bool:
