@@ -17,7 +17,7 @@ from ckptscan.analyze import modules, summary
 from ckptscan.inventory import Inventory, Tensor
 from ckptscan.scan import ScanResult
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
