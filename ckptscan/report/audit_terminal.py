@@ -3,6 +3,7 @@ the per-model rows; printing them is the CLI's job."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,14 +41,37 @@ def report(
     summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], options: Options | None = None
 ) -> list[RenderableType]:
     options = options or Options()
+    shorten = Shortener(summary["roots"])
     out: list[RenderableType] = [overview(summary)]
     if rows and options.models and (options.models < 0 or len(rows) <= options.models):
-        out.append(model_table(rows))
-    for section in (by_format, by_dtype, by_role, recoverable, offenders, problems, findings, skipped, notes):
-        rendered = section(summary)
-        if rendered is not None:
-            out.append(rendered)
-    return out
+        out.append(model_table(rows, shorten))
+    for section in (by_format, by_dtype, by_role, recoverable):
+        out.append(section(summary))
+    for listing in (offenders, problems, findings, skipped):
+        out.append(listing(summary, shorten))
+    out.append(notes(summary))
+    return [r for r in out if r is not None]
+
+
+class Shortener:
+    """Paths as the reader knows them: relative to the audited folder (or to the folders' common parent)."""
+
+    def __init__(self, roots: Sequence[str]) -> None:
+        folders = [os.path.abspath(r) for r in roots if os.path.isdir(r)]
+        if len(folders) == 1:
+            self.base: str | None = folders[0]
+        elif folders:
+            self.base = os.path.commonpath(folders)
+        else:
+            self.base = None
+
+    def __call__(self, path: str) -> str:
+        if self.base is None:
+            return path
+        absolute = os.path.abspath(path)
+        if absolute == self.base or not absolute.startswith(self.base.rstrip(os.sep) + os.sep):
+            return path
+        return os.path.relpath(absolute, self.base)
 
 
 def overview(summary: Mapping[str, Any]) -> RenderableType:
@@ -84,24 +108,23 @@ def overview(summary: Mapping[str, Any]) -> RenderableType:
     return grid
 
 
-def model_table(rows: Sequence[Mapping[str, Any]]) -> RenderableType:
+def model_table(rows: Sequence[Mapping[str, Any]], shorten: Shortener) -> RenderableType:
     table = _table(f"Models ({len(rows):,})")
-    for column in ("model", "format", "status"):
-        table.add_column(column, overflow="fold")
-    for column in ("files", "bytes", "tensors", "parameters", "strip", "duplicate"):
-        table.add_column(column, justify="right")
+    table.add_column("model", overflow="fold", ratio=1, min_width=16)
+    table.add_column("format", no_wrap=True, overflow="ellipsis", max_width=12)
+    for column in ("bytes", "tensors", "params", "recoverable"):
+        table.add_column(column, justify="right", no_wrap=True)
     for r in rows:
-        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red] {r['error_code']}"
+        name = shorten(r["path"])
+        if r["status"] != "ok":
+            name += f"  [red]{r['status']}: {r['error_code']}[/red]"
         table.add_row(
-            r["path"],
+            name,
             r["format"] or "-",
-            status,
-            f"{r['files']:,}",
             human_bytes(r["file_bytes"]),
             f"{r['tensors']:,}",
             human_count(r["parameters"]),
-            _bytes_or_dash(r["strip_bytes"]),
-            _bytes_or_dash(r["duplicate_bytes"]),
+            _bytes_or_dash(r["strip_bytes"] + r["duplicate_bytes"]),
         )
     return table
 
@@ -163,17 +186,17 @@ def recoverable(summary: Mapping[str, Any]) -> RenderableType:
     return table
 
 
-def offenders(summary: Mapping[str, Any]) -> RenderableType | None:
+def offenders(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | None:
     top = [m for m in summary["top_offenders"] if m["recoverable_bytes"] or m["file_bytes"]]
     if not top:
         return None
     table = _table("Top offenders")
-    table.add_column("model", overflow="fold")
-    for column in ("bytes", "recoverable", "strip", "duplicate", "quantize"):
-        table.add_column(column, justify="right")
+    table.add_column("model", overflow="fold", ratio=1, min_width=20)
+    for column in ("bytes", "recoverable", "strip", "duplicate", f"{summary['recoverable']['quantize']['target']}"):
+        table.add_column(column, justify="right", no_wrap=True)
     for m in top:
         table.add_row(
-            m["path"],
+            shorten(m["path"]),
             human_bytes(m["file_bytes"]),
             human_bytes(m["recoverable_bytes"]),
             _bytes_or_dash(m["strip_bytes"]),
@@ -183,7 +206,7 @@ def offenders(summary: Mapping[str, Any]) -> RenderableType | None:
     return table
 
 
-def problems(summary: Mapping[str, Any]) -> RenderableType | None:
+def problems(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | None:
     listed = [("incomplete", p) for p in summary["incomplete"]] + [("failed", p) for p in summary["failed"]]
     if not listed:
         return None
@@ -192,13 +215,13 @@ def problems(summary: Mapping[str, Any]) -> RenderableType | None:
     table.add_column("code")
     table.add_column("message", overflow="fold")
     for status, p in listed[:MAX_PROBLEM_ROWS]:
-        table.add_row(f"[red]{status}[/red]", p["code"], p["message"])
+        table.add_row(f"[red]{status}[/red]", p["code"], p["message"].replace(p["path"], shorten(p["path"]), 1))
     if len(listed) > MAX_PROBLEM_ROWS:
         table.add_row("", "", f"[dim]... {len(listed) - MAX_PROBLEM_ROWS} more (--json lists all)[/dim]")
     return table
 
 
-def findings(summary: Mapping[str, Any]) -> RenderableType | None:
+def findings(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | None:
     f = summary["findings"]
     if not f["by_severity"]:
         return None
@@ -210,14 +233,16 @@ def findings(summary: Mapping[str, Any]) -> RenderableType | None:
     table.add_column("message", overflow="fold")
     for item in f["listed"][:MAX_FINDING_ROWS]:
         severity = Severity(item["severity"])
-        table.add_row(f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]", item["code"], item["path"], item["message"])
+        table.add_row(
+            f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]", item["code"], shorten(item["path"]), item["message"]
+        )
     hidden = len(f["listed"]) - MAX_FINDING_ROWS + f["not_listed"]
     if hidden > 0:
         table.add_row("", "", "", f"[dim]... {hidden} more (--json lists them)[/dim]")
     return table
 
 
-def skipped(summary: Mapping[str, Any]) -> RenderableType | None:
+def skipped(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | None:
     from rich.text import Text
 
     discovery = summary["discovery"]
@@ -240,7 +265,7 @@ def skipped(summary: Mapping[str, Any]) -> RenderableType | None:
     if parts:
         lines.append("skipped: " + "; ".join(parts))
     for name in skipped_files["unrecognized_checkpoint_names"][:10]:
-        lines.append(f"named like a checkpoint, content not recognized: {name}")
+        lines.append(f"named like a checkpoint, content not recognized: {shorten(name)}")
     for problem in discovery["unreadable"]:
         lines.append(f"could not list: {problem}")
     return Text("\n".join(lines), style="dim") if lines else None

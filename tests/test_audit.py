@@ -1,0 +1,386 @@
+"""ckptscan audit: discovery, grouping, exact totals, time limits, outputs and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptscan import registry
+from ckptscan.audit import Audit, AuditOptions, ModelDone
+from ckptscan.audit.discover import WalkOptions, plan, walk
+from ckptscan.cli import parse_size
+from ckptscan.report.json import schema
+from tests import audit_formats, audit_tree
+from tests.audit_tree import EXPECTED
+from tests.conftest import REAL_MODELS, REPO, real_manifest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return audit_tree.build(tmp_path_factory.mktemp("audit") / "tree")
+
+
+def run_audit(paths: list[Path], **options: Any) -> Audit:
+    audit = Audit([str(p) for p in paths], AuditOptions(**options))
+    for _ in audit.events():
+        pass
+    return audit
+
+
+def by_path(audit: Audit, root: Path) -> dict[str, dict[str, Any]]:
+    return {os.path.relpath(r["path"], root): r for r in audit.records}
+
+
+@pytest.fixture(scope="module")
+def audited(tree: Path) -> Audit:
+    return run_audit([tree], workers=2, timeout_s=30)
+
+
+# -- discovery -----------------------------------------------------------------------------------
+
+
+def test_walk_skips_hidden_vcs_and_loops(tree: Path) -> None:
+    folders, stats = walk([str(tree)], WalkOptions())
+    names = {os.path.relpath(f.path, tree) for folder in folders for f in folder.files}
+    assert not any(n.startswith((".git", ".hidden")) for n in names)
+    assert stats.vcs_skipped == 1 and stats.hidden_skipped == 1
+    assert stats.links_not_followed == 1  # loop -> . is a link to a folder
+    assert stats.aliases == 1  # zlinks/alias.safetensors is standalone/copy.safetensors
+    assert "zlinks/alias.safetensors" not in names and "standalone/copy.safetensors" in names
+
+    followed_folders, followed = walk([str(tree)], WalkOptions(follow_links=True))
+    assert followed.link_loops == 1
+    assert sum(len(f.files) for f in followed_folders) == stats.files  # the loop adds nothing
+
+    _, with_hidden = walk([str(tree)], WalkOptions(hidden=True))
+    assert with_hidden.files == stats.files + 1  # .hidden/x.safetensors; .git stays out
+    assert with_hidden.vcs_skipped == 1
+
+
+def test_include_and_exclude_globs(tree: Path) -> None:
+    folders, _ = walk([str(tree)], WalkOptions(include=("*.gguf",)))
+    names = sorted(os.path.relpath(f.path, tree) for folder in folders for f in folder.files)
+    assert names == ["broken/garbage.gguf", "gguf/tiny.gguf"]
+    folders, _ = walk([str(tree)], WalkOptions(exclude=("runs/exp1", "*.json")))
+    names = sorted(os.path.relpath(f.path, tree) for folder in folders for f in folder.files)
+    assert not any(n.startswith("runs/") or n.endswith(".json") for n in names)
+    assert "hf-model/model-00001-of-00002.safetensors" in names
+
+
+def test_index_files_are_read_first_and_claim_their_shards(tree: Path) -> None:
+    folders, _ = walk([str(tree / "hf-model")], WalkOptions())
+    the_plan = plan(folders)
+    first = [u for u in the_plan.units if u.stage == "A"]
+    assert [Path(u.path).name for u in first] == ["model.safetensors.index.json"]
+    assert len(the_plan.waiting[first[0].group]) == 4  # shards, config, tokenizer wait for the index
+
+
+def test_a_file_named_on_the_command_line_is_audited_alone(tree: Path) -> None:
+    audit = run_audit([tree / "hf-model" / "model-00001-of-00002.safetensors"], workers=0)
+    assert [r["format"] for r in audit.records] == ["safetensors"]
+
+
+# -- the mixed tree: exact totals ------------------------------------------------------------------
+
+
+def test_models_found_and_grouped(audited: Audit, tree: Path) -> None:
+    records = by_path(audited, tree)
+    assert sorted(records) == sorted(
+        [
+            *(f"runs/exp1/checkpoint-{n}/model.safetensors" for n in audit_tree.CHECKPOINTS),
+            "hf-model/model.safetensors.index.json",
+            "gguf/tiny.gguf",
+            "standalone/copy.safetensors",
+            "broken/malformed.safetensors",
+            "broken/truncated.safetensors",
+            "broken/pointer.safetensors",
+        ]
+    )
+    sharded = records["hf-model/model.safetensors.index.json"]
+    assert sharded["format"] == "safetensors-sharded"
+    assert sorted(f["path"] for f in sharded["files"]) == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
+    assert sharded["folder"] == str(tree / "hf-model")
+    assert sorted(c["path"] for c in sharded["companions"]) == ["config.json", "tokenizer.json"]
+    ckpt = records["runs/exp1/checkpoint-100/model.safetensors"]
+    assert sorted(c["path"] for c in ckpt["companions"]) == ["config.json", "trainer_state.json"]
+    assert ckpt["tensors"] == []  # kept only with --tensors
+
+
+def test_exact_totals(audited: Audit) -> None:
+    summary = audited.summary()
+    totals = summary["totals"]
+    for key in ("models", "ok", "failed", "incomplete", "tensors", "tensor_bytes", "parameters"):
+        assert totals[key] == EXPECTED[key], key
+    # the malformed and the truncated file count under their format (safetensors)
+    assert {k: v["models"] for k, v in summary["by_format"].items()} == EXPECTED["by_format_models"]
+    assert summary["by_dtype"]["F32"]["bytes"] == 4 * audit_tree.CKPT_BYTES + 128 + 512
+    assert summary["by_dtype"]["F16"]["bytes"] == 2048 + 64 + 64
+    assert summary["discovery"]["files_done"] == summary["discovery"]["files"]
+
+
+def test_recoverable_bytes(audited: Audit) -> None:
+    recoverable = audited.summary()["recoverable"]
+    dedupe = recoverable["dedupe"]
+    assert dedupe["method"] == "metadata"
+    assert dedupe["bytes"] == EXPECTED["dedupe_metadata_bytes"]
+    assert dedupe["groups"] == EXPECTED["dedupe_metadata_groups"]
+    assert dedupe["tensors"] == EXPECTED["dedupe_metadata_tensors"]
+    biggest = dedupe["largest_groups"][0]
+    assert (biggest["name"], biggest["copies"], biggest["saving_bytes"]) == ("base.embed.weight", 4, 3 * 512)
+    assert recoverable["quantize"]["saving_bytes"] == EXPECTED["quantize_int8_bytes"]
+    assert recoverable["total_bytes"] == recoverable["strip"]["bytes"] + dedupe["bytes"]
+    rows = {Path(r["path"]).parent.name + "/" + Path(r["path"]).name: r for r in audited.aggregate.model_rows()}
+    # the first copy in path order keeps its tensors; every later copy is recoverable
+    assert rows["checkpoint-100/model.safetensors"]["duplicate_bytes"] == 0
+    assert rows["checkpoint-200/model.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
+    assert rows["standalone/copy.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
+
+
+def test_problems_and_skipped_files(audited: Audit, tree: Path) -> None:
+    summary = audited.summary()
+    assert [(os.path.relpath(p["path"], tree), p["code"]) for p in summary["failed"]] == [
+        ("broken/malformed.safetensors", "malformed")
+    ]
+    assert sorted((os.path.relpath(p["path"], tree), p["code"]) for p in summary["incomplete"]) == [
+        ("broken/pointer.safetensors", "lfs-pointer"),
+        ("broken/truncated.safetensors", "truncated"),
+    ]
+    assert summary["skipped"]["files"]["not-a-checkpoint"] == EXPECTED["not_a_checkpoint"]
+    assert [os.path.relpath(p, tree) for p in summary["skipped"]["unrecognized_checkpoint_names"]] == EXPECTED[
+        "unrecognized_checkpoint_names"
+    ]
+    assert summary["findings"]["by_code"].get("lfs-pointer") == 1
+
+
+def test_in_process_and_parallel_agree(audited: Audit, tree: Path) -> None:
+    serial = run_audit([tree], workers=0)
+    one, two = serial.summary(), audited.summary()
+    for key in ("totals", "by_format", "by_dtype", "by_role", "recoverable", "top_offenders", "skipped"):
+        assert one[key] == two[key], key
+
+
+# -- robustness ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_formats() -> Any:
+    previous = audit_formats.install()
+    yield
+    registry.FORMATS = previous
+
+
+def _small_models(folder: Path, n: int) -> None:
+    from safetensors.numpy import save_file
+
+    np = pytest.importorskip("numpy")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        save_file({f"w{i}": np.full((2, 2), i, np.float32)}, str(folder / f"m{i:03}.safetensors"))
+
+
+def test_a_hanging_file_is_stopped_at_the_time_limit(tmp_path: Path, hostile_formats: None) -> None:
+    _small_models(tmp_path, 40)
+    (tmp_path / "m020-hang.hostile").write_bytes(audit_formats.HANG + b"\0" * 64)
+    started = time.monotonic()
+    audit = run_audit([tmp_path], workers=2, timeout_s=1.0)
+    took = time.monotonic() - started
+    assert took < 15
+    summary = audit.summary()
+    assert summary["totals"]["ok"] == 40  # the units queued behind the hanging one were read too
+    assert [(Path(p["path"]).name, p["code"]) for p in summary["failed"]] == [("m020-hang.hostile", "timeout")]
+
+
+def test_a_crashing_worker_is_replaced(tmp_path: Path, hostile_formats: None) -> None:
+    _small_models(tmp_path, 30)
+    for i in (3, 17):
+        (tmp_path / f"m{i:03}-crash.hostile").write_bytes(audit_formats.CRASH + b"\0" * 64)
+    audit = run_audit([tmp_path], workers=2, timeout_s=30)
+    summary = audit.summary()
+    assert summary["totals"]["ok"] == 30
+    assert sorted((Path(p["path"]).name, p["code"]) for p in summary["failed"]) == [
+        ("m003-crash.hostile", "worker-crashed"),
+        ("m017-crash.hostile", "worker-crashed"),
+    ]
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def ckptscan(*args: str, preload_hostile: bool = False, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    prelude = "from tests import audit_formats; audit_formats.install(); " if preload_hostile else ""
+    code = f"{prelude}from ckptscan.cli import main; raise SystemExit(main({list(args)!r}))"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, **kwargs)
+
+
+def jsonl_validator() -> Any:
+    full = schema()
+    return jsonschema.Draft202012Validator(full).evolve(schema=full["$defs"]["jsonl_record"])
+
+
+def test_jsonl_streams_valid_records(tree: Path) -> None:
+    proc = ckptscan("audit", str(tree), "--jsonl", "--workers", "2")
+    assert proc.returncode == 1  # a malformed file and two incomplete models
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    validator = jsonl_validator()
+    for line in lines:
+        validator.validate(line)
+    assert [line["record"] for line in lines] == ["model"] * EXPECTED["models"] + ["summary"]
+    assert lines[-1]["audit"]["totals"]["tensor_bytes"] == EXPECTED["tensor_bytes"]
+    assert "malformed.safetensors" in proc.stderr
+
+
+def test_json_document_validates(tree: Path) -> None:
+    proc = ckptscan("audit", str(tree), "--json", "--tensors")
+    doc = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    assert [r["path"] for r in doc["results"]] == sorted(r["path"] for r in doc["results"])
+    assert sum(len(r["tensors"]) for r in doc["results"]) == EXPECTED["tensors"]
+    assert doc["audit"]["totals"]["models"] == EXPECTED["models"]
+
+
+def test_csv_has_one_row_per_model(tree: Path) -> None:
+    proc = ckptscan("audit", str(tree), "--csv")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == EXPECTED["models"]
+    assert sum(int(r["tensors"]) for r in rows) == EXPECTED["tensors"]
+    assert sum(int(r["duplicate_bytes"]) for r in rows) == EXPECTED["dedupe_metadata_bytes"]
+    assert {r["status"] for r in rows} == {"ok", "failed", "incomplete"}
+
+
+def test_terminal_report(tree: Path) -> None:
+    proc = ckptscan("audit", str(tree), "--no-color")
+    assert proc.returncode == 1
+    for text in ("Recoverable bytes", "Top offenders", "Incomplete and failed", "by metadata", "malformed"):
+        assert text in proc.stdout, text
+    assert proc.stderr == ""  # no progress bar when not on a terminal
+
+
+def test_exit_codes(tree: Path, tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    for step in audit_tree.CHECKPOINTS:
+        (clean / f"checkpoint-{step}").mkdir(parents=True)
+        os.link(tree / f"runs/exp1/checkpoint-{step}/model.safetensors", clean / f"checkpoint-{step}/model.safetensors")
+    assert ckptscan("audit", str(clean), "--json").returncode == 0
+    over = ckptscan("audit", str(clean), "--json", "--fail-on-recoverable", "1KB")
+    assert over.returncode == 4  # 2 x 672 bytes recoverable by dedupe
+    assert ckptscan("audit", str(clean), "--json", "--fail-on-recoverable", "2KB").returncode == 0
+
+    # an index that lists a tensor its shard lacks: a high finding on a model that reads fine
+    flawed = tmp_path / "flawed"
+    flawed.mkdir()
+    os.link(tree / "hf-model/model-00001-of-00002.safetensors", flawed / "model-00001-of-00002.safetensors")
+    index = {
+        "weight_map": {"a.weight": "model-00001-of-00002.safetensors", "ghost": "model-00001-of-00002.safetensors"}
+    }
+    (flawed / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert ckptscan("audit", str(flawed), "--json").returncode == 0
+    assert ckptscan("audit", str(flawed), "--json", "--fail-on", "high").returncode == 3
+    assert ckptscan("audit", str(tree), "--json", "--fail-on", "high").returncode == 1  # failures come first
+    assert ckptscan("audit", str(tree), "--quantize", "int3").returncode == 2
+
+
+def test_ctrl_c_stops_cleanly_and_reports_what_was_done(tmp_path: Path) -> None:
+    _small_models(tmp_path, 6)
+    for i in range(4):
+        (tmp_path / f"z{i}.hostile").write_bytes(audit_formats.HANG + b"\0" * 64)
+    code = (
+        "from tests import audit_formats; audit_formats.install(); from ckptscan.cli import main; "
+        f"raise SystemExit(main(['audit', {str(tmp_path)!r}, '--jsonl', '--workers', '2', '--timeout', '300']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=env)  # fmt: skip
+    assert proc.stdout is not None
+    models = []
+    while len(models) < 6:  # every real model is out; the workers now hang on the hostile files
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        models.append(json.loads(line))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    summary = json.loads(out.splitlines()[-1])
+    jsonl_validator().validate(summary)
+    assert summary["audit"]["interrupted"] is True
+    assert summary["audit"]["totals"]["models"] == 6
+
+
+def test_parse_size() -> None:
+    assert parse_size("10GB") == 10 * 10**9
+    assert parse_size("1.5 TiB") == 3 * 2**39
+    assert parse_size("500m") == 500 * 10**6
+    assert parse_size("123") == 123
+
+
+# -- real third-party files ----------------------------------------------------------------------
+
+
+def test_real_models_are_all_listed_with_the_manifest_counts() -> None:
+    manifest = real_manifest()
+    if manifest is None:
+        pytest.skip(f"{REAL_MODELS} not present")
+    audit = run_audit([REAL_MODELS], workers=2, timeout_s=60)
+    records = {os.path.relpath(r["path"], REAL_MODELS): r for r in audit.records}
+    checked = 0
+    for entry in manifest["files"]:
+        truth = entry["truth"]
+        path = REAL_MODELS / entry["path"]
+        readable = registry_recognizes(path)
+        if truth.get("n_tensors") is None or not readable:
+            continue
+        record = records[entry["path"]]
+        assert record["error"] is None, record["error"]
+        assert record["totals"]["tensors"] == truth["n_tensors"], entry["path"]
+        assert record["totals"]["elements"] == truth["total_params"], entry["path"]
+        assert record["totals"]["bytes"] == truth["total_tensor_bytes"], entry["path"]
+        checked += 1
+    assert checked >= 5  # the GGUF and safetensors files at least
+    # the sharded model whose shards are LFS pointers: one model, incomplete; its shards are members
+    sharded = "safetensors_sharded_lfs/granite-3.1-1b-a400m-instruct"
+    index = records[f"{sharded}/model.safetensors.index.json"]
+    assert index["error"]["code"] == "incomplete-model" and "Git LFS pointers" in index["error"]["message"]
+    assert index["path"] in [p["path"] for p in audit.summary()["incomplete"]]
+    truth = next(e["truth"] for e in manifest["files"] if e["path"] == f"{sharded}/model.safetensors.index.json")
+    assert index["metadata"]["tensors_in_index"] == truth["n_tensors_in_weight_map"]
+    assert index["metadata"]["shards"] == truth["n_shards"]
+    assert not any(p.startswith(f"{sharded}/model-0000") for p in records)
+    # every recognized file is a model or a member of one; the rest are listed as skipped
+    summary = audit.summary()
+    assert summary["discovery"]["files_done"] == summary["discovery"]["files"]
+
+
+def registry_recognizes(path: Path) -> bool:
+    from ckptscan.errors import CkptscanError
+    from ckptscan.source import Source
+
+    try:
+        with Source(path) as source:
+            registry.detect(source)
+    except CkptscanError:
+        return False
+    return True
+
+
+def test_model_records_are_streamed_as_they_finish(tree: Path) -> None:
+    audit = Audit([str(tree)], AuditOptions(workers=2))
+    seen = [e for e in audit.events() if isinstance(e, ModelDone)]
+    assert len(seen) == EXPECTED["models"]
+    assert all("folder" in e.record and "recoverable" in e.record for e in seen)
