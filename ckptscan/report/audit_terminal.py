@@ -42,13 +42,11 @@ def report(
 ) -> list[RenderableType]:
     options = options or Options()
     shorten = Shortener(summary["roots"])
-    out: list[RenderableType] = [overview(summary)]
+    out: list[RenderableType | None] = [overview(summary)]
     if rows and options.models and (options.models < 0 or len(rows) <= options.models):
         out.append(model_table(rows, shorten))
-    for section in (by_format, by_dtype, by_role, recoverable):
-        out.append(section(summary))
-    for listing in (offenders, problems, findings, skipped):
-        out.append(listing(summary, shorten))
+    out.extend(section(summary) for section in (by_format, by_dtype, by_role, recoverable))
+    out.extend(listing(summary, shorten) for listing in (offenders, problems, findings, skipped))
     out.append(notes(summary))
     return [r for r in out if r is not None]
 
