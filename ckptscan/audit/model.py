@@ -91,20 +91,33 @@ def digest(record: Mapping[str, Any], quantize: str) -> Digest:
     else:
         by_role = _count_roles(tensors, roles)
 
-    parameters = _analyzer_parameters(record)
-    if parameters is None:
-        parameters = sum(tensors[i].get("elements", 0) for i in unique if roles[i] not in NON_PARAMETER_ROLES)
-
-    strip = _target_saving(record, "strip")
-    if strip is None:
-        strip = sum(tensors[i].get("bytes", 0) for i in unique if roles[i] in STRIP_ROLES)
-
-    saving = _target_saving(record, quantize)
-    if saving is None:
-        saving = sum(_quantize_saving(tensors[i], quantize) for i in unique if roles[i] not in NON_PARAMETER_ROLES)
-
-    keys = tuple(_dedupe_key(tensors[i]) for i in unique if roles[i] not in STRIP_ROLES and tensors[i].get("bytes"))
-    return Digest("analyzer" if analyzed else "inventory", by_role, parameters, strip, saving, keys)
+    parameters = strip = saving = 0
+    target_bits = QUANTIZE_BITS.get(quantize)
+    keys = []
+    for i in unique:
+        t, role = tensors[i], roles[i]
+        nbytes = int(t.get("bytes", 0))
+        if role in STRIP_ROLES:
+            strip += nbytes
+            continue
+        if nbytes:
+            keys.append(_dedupe_key(t))
+        if role not in NON_PARAMETER_ROLES:
+            parameters += int(t.get("elements", 0))
+            if target_bits is not None:
+                saving += _quantize_saving(t, target_bits)
+    # the analyzer's figures, when it ran, are the ones to trust (tied weights, quantization layouts)
+    analyzer_parameters = _analyzer_parameters(record)
+    analyzer_strip = _target_saving(record, "strip")
+    analyzer_saving = _target_saving(record, quantize)
+    return Digest(
+        "analyzer" if analyzed else "inventory",
+        by_role,
+        parameters if analyzer_parameters is None else analyzer_parameters,
+        strip if analyzer_strip is None else analyzer_strip,
+        saving if analyzer_saving is None else analyzer_saving,
+        tuple(keys),
+    )
 
 
 def recoverable_section(record: Mapping[str, Any], d: Digest, quantize: str) -> dict[str, Any]:
@@ -179,23 +192,23 @@ def _target_saving(record: Mapping[str, Any], name: str) -> int | None:
     return None
 
 
-def _quantize_saving(t: Mapping[str, Any], target: str) -> int:
-    """Bytes saved by storing a floating matrix at ``target``'s bits per element (an estimate)."""
-    bits = QUANTIZE_BITS.get(target)
-    current = _float_bits(str(t.get("dtype", "")))
-    if bits is None or current is None or current <= bits or len(t.get("shape", ())) < 2:
+def _quantize_saving(t: Mapping[str, Any], bits: Fraction) -> int:
+    """Bytes saved by storing a floating matrix at ``bits`` per element (an estimate)."""
+    current = _float_bits(t["dtype"])
+    if current is None or len(t["shape"]) < 2 or current[0] * bits.denominator <= bits.numerator * current[1]:
         return 0
     elements = int(t.get("elements", 0))
     after = -(-(elements * bits.numerator) // (8 * bits.denominator))  # ceil, exact
     return max(0, int(t.get("bytes", 0)) - after)
 
 
-_FLOAT_BITS: dict[str, Fraction | None] = {}
+_FLOAT_BITS: dict[str, tuple[int, int] | None] = {}
 
 
-def _float_bits(name: str) -> Fraction | None:
-    """Bits per element of a floating dtype of known size; None for anything else."""
+def _float_bits(name: str) -> tuple[int, int] | None:
+    """Bits per element (numerator, denominator) of a floating dtype of known size, else None."""
     if name not in _FLOAT_BITS:
         dtype = lookup(name)
-        _FLOAT_BITS[name] = dtype.bits_per_element if dtype.is_floating and dtype.known else None
+        bits = dtype.bits_per_element
+        _FLOAT_BITS[name] = (bits.numerator, bits.denominator) if dtype.is_floating and dtype.known else None
     return _FLOAT_BITS[name]
