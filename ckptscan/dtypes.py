@@ -111,6 +111,13 @@ _TABLE: tuple[DType, ...] = (
     _scalar("I2", 2, _I),
     _scalar("U2", 2, _U),
     _scalar("U1", 1, _U),
+    # PyTorch affine-quantized integer codes (scale / zero point live beside the tensor) and packed fp4
+    _scalar("QINT8", 8, DTypeKind.QUANTIZED),
+    _scalar("QUINT8", 8, DTypeKind.QUANTIZED),
+    _scalar("QINT32", 32, DTypeKind.QUANTIZED),
+    _scalar("QUINT4X2", 4, DTypeKind.QUANTIZED),  # two 4-bit codes per byte
+    _scalar("QUINT2X4", 2, DTypeKind.QUANTIZED),  # four 2-bit codes per byte
+    _scalar("F4_E2M1FN_X2", 8, _F),  # torch.float4_e2m1fn_x2: one element is a byte holding two FP4 values
     # ggml block-quantized types: (elements per block, bytes per block), as gguf's GGML_QUANT_SIZES
     _block("Q4_0", 32, 18),
     _block("Q4_1", 32, 20),

@@ -114,6 +114,7 @@ class Finding:
     severity: Severity
     message: str
     where: str = ""
+    subject: str = ""  # what it is about, short (a global's dotted name, a shard): lets reports group findings
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,18 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("safetensors", "ckptscan.formats.safetensors", (".safetensors",), "safetensors"),
     FormatSpec("gguf", "ckptscan.formats.gguf", (".gguf",), "GGUF (llama.cpp / ggml)"),
     FormatSpec("sharded", "ckptscan.formats.sharded", (".index.json",), "sharded model index (HF)"),
+    FormatSpec(
+        "pytorch",
+        "ckptscan.formats.torch",
+        (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".model"),
+        "PyTorch (zip, legacy, legacy tar, TorchScript, Lightning)",
+    ),
+    FormatSpec("npy", "ckptscan.formats.numpy", (".npy",), "NumPy array (.npy)"),
+    FormatSpec("npz", "ckptscan.formats.npz", (".npz",), "NumPy archive (.npz)"),
+    FormatSpec("keras-v3", "ckptscan.formats.keras.v3", (".keras",), "Keras 3 model (.keras zip)"),
+    FormatSpec("keras-weights-h5", "ckptscan.formats.keras.weights", (".weights.h5",), "Keras 3 weights (.weights.h5)"),
+    FormatSpec("keras-h5", "ckptscan.formats.keras.legacy", (".h5", ".hdf5", ".keras"), "Keras legacy HDF5 (.h5)"),
+    FormatSpec("hdf5", "ckptscan.formats.hdf5", (".h5", ".hdf5", ".he5"), "HDF5 (generic)"),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
 )
 
@@ -72,7 +84,11 @@ class FolderFormatSpec:
         return cast(FolderFormatModule, importlib.import_module(self.module))
 
 
-FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = ()
+FOLDER_FORMATS: tuple[FolderFormatSpec, ...] = (
+    FolderFormatSpec(
+        "hf-trainer-checkpoint", "ckptscan.formats.torch.trainer", "Hugging Face Trainer checkpoint folder"
+    ),
+)
 
 
 def detect_folder(folder: Path) -> FolderFormatSpec | None:

@@ -30,7 +30,8 @@ class Source:
         except ValueError:
             self.name = self.path.name
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            # O_NONBLOCK: opening a FIFO for reading would otherwise wait forever for a writer
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
         except FileNotFoundError as e:
             raise MissingFile("no such file", path=str(self.path)) from e
         except OSError as e:

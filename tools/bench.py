@@ -21,12 +21,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("safetensors", "gguf", "audit")
+BENCHMARKS = ("safetensors", "gguf", "torch", "audit")
 
 
 @dataclass(frozen=True)
@@ -45,23 +44,53 @@ class Context:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def measure(argv: list[str], ctx: Context, *, repeats: int | None = None) -> tuple[float, float]:
-    """Best-of-N wall seconds and the peak RSS (MiB) of a whole child process."""
-    best_wall, peak = float("inf"), 0.0
+# Linux counts a child's resident set at fork (a copy of the parent's) in its ru_maxrss, so a big
+# benchmark parent would inflate every measurement. A tiny launcher (python -S, a few MB) forks
+# and times the measured command instead, and reports the child's own rusage.
+_LAUNCHER = """
+import os, sys, time
+argv = sys.argv[1:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execvp(argv[0], argv)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+print(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    wall_s: float
+    peak_rss_mb: float
+    cpu_s: float  # user + system time of the child (and its children waited for)
+
+
+def measure_full(argv: list[str], ctx: Context, *, repeats: int | None = None) -> Measurement:
+    """Best-of-N wall seconds, peak RSS (MiB) and CPU seconds of a whole child process."""
+    best: Measurement | None = None
+    peak = 0.0
     env = {**os.environ, "PYTHONPATH": str(REPO), **ctx.env}
     for _ in range(repeats or ctx.repeats):
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"{' '.join(argv)} failed: {err[-2000:]}")
-        if proc.stderr:
-            proc.stderr.close()
-        best_wall = min(best_wall, wall)
-        peak = max(peak, usage.ru_maxrss / 1024)  # Linux reports KiB
-    return best_wall, peak
+        proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *argv], capture_output=True, text=True, env=env)
+        wall, rss_kib, cpu, code = proc.stdout.split()
+        if int(code) != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({code}): {proc.stderr[-2000:]}")
+        m = Measurement(float(wall), int(rss_kib) / 1024, float(cpu))
+        peak = max(peak, m.peak_rss_mb)
+        if best is None or m.wall_s < best.wall_s:
+            best = m
+    assert best is not None
+    return Measurement(best.wall_s, peak, best.cpu_s)
+
+
+def measure(argv: list[str], ctx: Context, *, repeats: int | None = None) -> tuple[float, float]:
+    """Best-of-N wall seconds and the peak RSS (MiB) of a whole child process."""
+    m = measure_full(argv, ctx, repeats=repeats)
+    return m.wall_s, m.peak_rss_mb
 
 
 def python(code: str) -> list[str]:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATORS = ("safetensors", "gguf")
+GENERATORS = ("safetensors", "gguf", "torch", "numpy", "hdf5", "keras")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,8 +193,6 @@ class _Parser:
         if value_type == STRING:
             return self.string(f"value of {key!r}", strict=False), "string"
         if value_type == ARRAY:
-            if depth >= MAX_NESTING:
-                raise LimitExceeded(f"metadata {key!r} nests arrays deeper than {MAX_NESTING}")
             element_type = self.unpack("I", f"element type of {key!r}")
             n = self.count(f"length of {key!r}")
             return self.array(element_type, n, key, depth + 1), "array"
@@ -204,6 +202,8 @@ class _Parser:
         return self.unpack(spec[1], f"value of {key!r}"), spec[0]
 
     def array(self, element_type: int, n: int, key: str, depth: int) -> Any:
+        if depth > MAX_NESTING:
+            raise LimitExceeded(f"metadata {key!r} nests arrays deeper than {MAX_NESTING}")
         spec = VALUE_TYPES.get(element_type)
         if spec is None:
             raise MalformedFile(f"metadata array {key!r} has unknown element type {element_type}")

@@ -27,8 +27,10 @@ def sniff(head: Head) -> bool:
     data = head.data
     if len(data) < LENGTH_PREFIX + 2:
         return False
+    # A JSON object right after the length is the signature; an absurd length is then the file's
+    # error to report (read() does), not a reason to call it unrecognized.
     length = int.from_bytes(data[:LENGTH_PREFIX], "little")
-    return 2 <= length <= MAX_HEADER_BYTES and data[LENGTH_PREFIX:].lstrip(b" \t\r\n")[:1] == b"{"
+    return length >= 2 and data[LENGTH_PREFIX:].lstrip(b" \t\r\n")[:1] == b"{"
 
 
 def read(source: Source) -> Inventory:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
-from ckptscan.inventory import Inventory, Tensor
+from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.scan import ScanResult
 
 SCHEMA_VERSION = "1.3"
@@ -66,12 +66,16 @@ def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str
         "tensors": [tensor_dict(t) for t in inventory.tensors] if include_tensors else [],
         "metadata": jsonable(dict(inventory.metadata)),
         "warnings": list(inventory.warnings),
-        "findings": [
-            {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where}
-            for f in inventory.findings
-        ],
+        "findings": [finding_dict(f) for f in inventory.findings],
         "error": error,
     }
+
+
+def finding_dict(f: Finding) -> dict[str, str]:
+    record = {"code": f.code, "severity": f.severity.value, "message": f.message, "where": f.where}
+    if f.subject:
+        record["subject"] = f.subject
+    return record
 
 
 def totals_dict(inventory: Inventory) -> dict[str, int]:

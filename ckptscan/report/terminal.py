@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.analyze import modules, summary
-from ckptscan.inventory import Inventory, Severity
+from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.scan import ScanResult
 
 if TYPE_CHECKING:
@@ -108,10 +108,30 @@ def findings(inventory: Inventory, options: Options) -> RenderableType | None:
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    ordered = sorted(inventory.findings, key=lambda f: -f.severity.rank)
-    for f in ordered:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity.value}[/]", f.code, f.message)
+    for severity, code, group in _grouped(inventory.findings):
+        label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
+        if len(group) == 1:
+            table.add_row(label, code, group[0].message)
+        else:  # many low findings of one kind (e.g. unknown pickle globals): one row naming their subjects
+            subjects = ", ".join(f.subject for f in group)
+            table.add_row(label, f"{code} x{len(group)}", subjects)
     return table
+
+
+def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding]]]:
+    """Findings by severity (worst first); LOW/INFO ones with subjects are collapsed per code."""
+    rows: list[tuple[Severity, str, list[Finding]]] = []
+    groups: dict[tuple[Severity, str], list[Finding]] = {}
+    for f in sorted(found, key=lambda f: -f.severity.rank):
+        if f.severity.rank <= Severity.LOW.rank and f.subject:
+            key = (f.severity, f.code)
+            if key not in groups:
+                groups[key] = []
+                rows.append((f.severity, f.code, groups[key]))
+            groups[key].append(f)
+        else:
+            rows.append((f.severity, f.code, [f]))
+    return rows
 
 
 def dtypes(inventory: Inventory, options: Options) -> RenderableType | None:
@@ -165,9 +185,12 @@ def largest_tensors(inventory: Inventory, options: Options) -> RenderableType | 
 
     table = Table(title=f"Largest tensors (of {len(inventory.tensors):,})", title_justify="left",
                   title_style="bold", show_edge=False)  # fmt: skip
-    _tensor_columns(table, multi_file=False)
+    table.add_column("name", overflow="fold")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("bytes", justify="right")
     for t in summary.largest(inventory.tensors, options.largest):
-        table.add_row(t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes))
+        table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes))
     return table
 
 
@@ -178,7 +201,7 @@ def tensor_table(inventory: Inventory, options: Options) -> RenderableType | Non
 
     multi_file = len({t.file for t in inventory.tensors}) > 1
     table = Table(title="Tensors", title_justify="left", title_style="bold", show_edge=False)
-    _tensor_columns(table, multi_file=multi_file, offsets=True)
+    _tensor_columns(table, multi_file=multi_file)
     for t in inventory.tensors:
         row = [t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes)]
         row.append("-" if t.offset is None else f"{t.offset:,}")
@@ -195,8 +218,9 @@ def metadata(inventory: Inventory, options: Options) -> RenderableType | None:
     from rich.table import Table
 
     table = Table(title="Metadata", title_justify="left", title_style="bold", show_edge=False, show_header=False)
-    table.add_column("key", style="dim")
-    table.add_column("value", overflow="ellipsis", no_wrap=True, max_width=90)
+    key_width = min(40, max(len(key) for key, _ in rows[:MAX_METADATA_ROWS]))
+    table.add_column("key", style="dim", no_wrap=True, overflow="ellipsis", min_width=key_width)
+    table.add_column("value", overflow="ellipsis", no_wrap=True, ratio=1)
     for key, value in rows[:MAX_METADATA_ROWS]:
         table.add_row(key, value)
     if len(rows) > MAX_METADATA_ROWS:
@@ -262,14 +286,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _tensor_columns(table: Any, *, multi_file: bool, offsets: bool = False) -> None:
+def _tensor_columns(table: Any, *, multi_file: bool) -> None:
     table.add_column("name", overflow="fold")
     table.add_column("shape")
     table.add_column("dtype")
     table.add_column("elements", justify="right")
     table.add_column("bytes", justify="right")
-    if offsets:
-        table.add_column("offset", justify="right")
+    table.add_column("offset", justify="right")
     if multi_file:
         table.add_column("file")
 

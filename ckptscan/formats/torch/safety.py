@@ -1,0 +1,124 @@
+"""Which globals in a pickle are dangerous, and how much.
+
+A pickle can call any importable callable while it is loaded. This table covers at least what the
+common scanners flag (picklescan's unsafe globals, modelscan's severity lists, fickling's unsafe
+imports), written from their documented behaviour, organised by what the callable can do:
+
+* CRITICAL: runs code or commands (``os.system``, ``subprocess.*``, ``builtins.eval``/``exec``/
+  ``compile``/``__import__``, ``runpy``, ``pty``, ``ctypes``, nested unpicklers such as
+  ``pickle.loads`` or ``torch.load``, code objects, debuggers and profilers that take code strings).
+* HIGH: reaches outside the process or lets a pickle compose arbitrary calls (``builtins.getattr``/
+  ``open``, ``shutil``, ``socket``, ``webbrowser``, HTTP clients, ``importlib``, ``operator.attrgetter``,
+  ``functools.partial``, file and archive modules).
+
+A name matches when its top-level module is listed, when a listed prefix of ``module.name``
+matches (``torch.load``), or when any dotted part of the name is a listed module: protocol 4
+resolves dotted names attribute by attribute, so ``numpy.testing._private.utils`` + ``os.system``
+is ``os.system``. Inside the module path, parts that are unmistakably stdlib modules (``os``,
+``subprocess``, ``pickle``...) match too; common words (``code``, ``profile``) only match at the
+top. Python 2 spellings (``__builtin__``, ``__builtins__``) are the same as ``builtins``.
+"""
+
+from __future__ import annotations
+
+from ckptscan.inventory import Severity
+
+_CRITICAL, _HIGH = Severity.CRITICAL, Severity.HIGH
+
+# modules whose every member is dangerous; a dotted part equal to one of these matches too
+_DANGEROUS_MODULES: dict[str, Severity] = {
+    "os": _CRITICAL, "posix": _CRITICAL, "nt": _CRITICAL, "subprocess": _CRITICAL,
+    "_posixsubprocess": _CRITICAL, "pty": _CRITICAL, "runpy": _CRITICAL, "commands": _CRITICAL,
+    "popen2": _CRITICAL, "ctypes": _CRITICAL, "_ctypes": _CRITICAL, "code": _CRITICAL, "codeop": _CRITICAL,
+    "cProfile": _CRITICAL, "profile": _CRITICAL, "pdb": _CRITICAL, "bdb": _CRITICAL, "trace": _CRITICAL,
+    "timeit": _CRITICAL, "multiprocessing": _CRITICAL, "_winapi": _CRITICAL, "pydoc": _CRITICAL,
+    "sys": _CRITICAL, "importlib": _CRITICAL, "imp": _CRITICAL, "marshal": _CRITICAL, "_thread": _CRITICAL,
+    "threading": _HIGH, "asyncio": _CRITICAL, "platform": _HIGH, "signal": _HIGH,
+    "pickle": _CRITICAL, "_pickle": _CRITICAL, "cPickle": _CRITICAL, "dill": _CRITICAL,
+    "cloudpickle": _CRITICAL, "joblib": _CRITICAL, "shelve": _CRITICAL, "jsonpickle": _CRITICAL,
+    "pip": _CRITICAL, "ensurepip": _CRITICAL, "venv": _CRITICAL, "distutils": _CRITICAL,
+    "setuptools": _CRITICAL, "sysconfig": _HIGH,
+    "shutil": _HIGH, "socket": _HIGH, "_socket": _HIGH, "ssl": _HIGH, "webbrowser": _HIGH,
+    "http": _HIGH, "httplib": _HIGH, "urllib": _HIGH, "urllib2": _HIGH, "requests": _HIGH,
+    "aiohttp": _HIGH, "httpx": _HIGH, "ftplib": _HIGH, "smtplib": _HIGH, "telnetlib": _HIGH,
+    "poplib": _HIGH, "imaplib": _HIGH, "xmlrpc": _HIGH, "socketserver": _HIGH, "tempfile": _HIGH,
+    "glob": _HIGH, "zipfile": _HIGH, "tarfile": _HIGH, "fileinput": _HIGH, "io": _HIGH, "_io": _HIGH,
+    "pathlib": _HIGH, "linecache": _HIGH, "mmap": _HIGH, "sqlite3": _HIGH, "dbm": _HIGH,
+    "logging": _HIGH, "operator": _HIGH, "_operator": _HIGH, "functools": _HIGH, "_functools": _HIGH,
+    "types": _CRITICAL, "inspect": _HIGH, "gc": _HIGH, "weakref": _HIGH, "atexit": _HIGH,
+}  # fmt: skip
+
+# builtins (any spelling) by name: what a pickle can reach without importing anything
+_DANGEROUS_BUILTINS: dict[str, Severity] = {
+    "eval": _CRITICAL, "exec": _CRITICAL, "execfile": _CRITICAL, "compile": _CRITICAL,
+    "__import__": _CRITICAL, "breakpoint": _CRITICAL, "apply": _CRITICAL, "input": _CRITICAL,
+    "reload": _CRITICAL, "getattr": _HIGH, "setattr": _HIGH, "delattr": _HIGH, "open": _HIGH,
+    "file": _HIGH, "globals": _HIGH, "locals": _HIGH, "vars": _HIGH, "memoryview": _HIGH,
+    "help": _HIGH, "exit": _HIGH, "quit": _HIGH, "print": _HIGH, "super": _HIGH, "type": _HIGH,
+    "classmethod": _HIGH, "staticmethod": _HIGH, "property": _HIGH, "dir": _HIGH, "map": _HIGH,
+    "filter": _HIGH, "__loader__": _CRITICAL, "__spec__": _HIGH, "__build_class__": _CRITICAL,
+}  # fmt: skip
+_BUILTIN_MODULES = frozenset({"builtins", "__builtin__", "__builtins__"})
+
+# individual members of otherwise ordinary packages
+_DANGEROUS_NAMES: dict[str, Severity] = {
+    "torch.load": _CRITICAL, "torch.serialization.load": _CRITICAL, "torch.jit.load": _CRITICAL,
+    "torch.hub.load": _CRITICAL, "torch.hub.load_state_dict_from_url": _CRITICAL,
+    "torch.hub.download_url_to_file": _HIGH, "torch.storage._load_from_bytes": _CRITICAL,
+    "torch.package.PackageImporter": _CRITICAL, "torch.utils.cpp_extension.load": _CRITICAL,
+    "torch.utils.cpp_extension.load_inline": _CRITICAL, "torch.ops.load_library": _CRITICAL,
+    "torch.classes.load_library": _CRITICAL, "torch._C._jit_pass_lower_all_tuples": _HIGH,
+    "torch.fx.graph_module._deserialize_graph_module": _CRITICAL, "torch.compile": _HIGH,
+    "numpy.load": _CRITICAL, "numpy.loadtxt": _HIGH, "numpy.fromfile": _HIGH, "numpy.save": _HIGH,
+    "numpy.testing._private.utils.runstring": _CRITICAL, "numpy.f2py": _CRITICAL,
+    "numpy.distutils": _CRITICAL, "numpy.lib.npyio.load": _CRITICAL,
+    "pandas.read_pickle": _CRITICAL, "pandas.io.pickle.read_pickle": _CRITICAL,
+    "keras.models.load_model": _CRITICAL, "tensorflow.io.read_file": _HIGH, "tensorflow.io.write_file": _HIGH,
+    "IPython": _CRITICAL, "jinja2": _HIGH, "yaml.load": _CRITICAL, "yaml.unsafe_load": _CRITICAL,
+    "copyreg._extension_registry": Severity.MEDIUM, "collections.defaultdict": Severity.MEDIUM,
+    "torch._dynamo": _CRITICAL, "torch._inductor": _CRITICAL, "torch.distributed.rpc": _HIGH,
+    "builtins.object.__reduce__": _HIGH,
+}  # fmt: skip
+
+
+def classify(module: str, name: str) -> Severity | None:
+    """How dangerous ``module.name`` is, or None when nothing in the tables matches it."""
+    module_parts = [p for p in module.split(".") if p]
+    name_parts = [p for p in name.split(".") if p]
+    parts = module_parts + name_parts
+    worst: Severity | None = None
+
+    def consider(severity: Severity | None) -> None:
+        nonlocal worst
+        if severity is not None and (worst is None or severity.rank > worst.rank):
+            worst = severity
+
+    for i, part in enumerate(parts):
+        # a package's own submodule may share a common word (mypkg.code); a real import never
+        # yields a stdlib module there, so only the top module and the attribute path count fully
+        # the last part is an attribute of what precedes it (``torch.profiler.profile`` is a class)
+        if i == 0 or len(module_parts) <= i < len(parts) - 1:
+            consider(_DANGEROUS_MODULES.get(part))
+        elif part in _UNAMBIGUOUS_MODULES:
+            consider(_DANGEROUS_MODULES[part])
+        if part in _BUILTIN_MODULES and i + 1 < len(parts):
+            following = parts[i + 1]
+            consider(_DANGEROUS_BUILTINS.get(following, _HIGH if following.startswith("__") else None))
+        consider(_DANGEROUS_NAMES.get(".".join(parts[: i + 1])))
+    if not module_parts and name_parts:
+        consider(_DANGEROUS_BUILTINS.get(name_parts[0]))
+    return worst
+
+
+_UNAMBIGUOUS_MODULES = frozenset(
+    {"os", "posix", "nt", "subprocess", "_posixsubprocess", "pty", "runpy", "ctypes", "importlib", "marshal",
+     "pickle", "_pickle", "cPickle", "dill", "shutil", "socket", "webbrowser", "commands", "popen2"}
+)  # fmt: skip
+
+
+def describe(severity: Severity) -> str:
+    if severity is Severity.CRITICAL:
+        return "can run arbitrary code or commands when the file is loaded"
+    if severity is Severity.HIGH:
+        return "can reach files, the network or arbitrary attributes when the file is loaded"
+    return "names something a plain checkpoint has no use for"
