@@ -3,11 +3,15 @@
 Made with the real libraries (safetensors, gguf); every number in :data:`EXPECTED` follows from
 the tensors written here. The layout::
 
-    runs/exp1/checkpoint-{100,200,300}/   model.safetensors (same frozen base, new head), config.json,
-                                          trainer_state.json
+    runs/exp1/checkpoint-{100,200,300}/   HF Trainer folders: copies of testdata/torch/checkpoint-4
+                                          (weights, optimizer, scheduler, RNG state, training args)
+    finetune/step-{100,200,300}/          model.safetensors (same frozen base, new head), config.json
     hf-model/                             2 safetensors shards + index, config.json, tokenizer.json
+    torch/                                sharded/ (PyTorch .bin shards + index), lightning.ckpt (copies
+                                          of testdata/torch), evil.pt (a pickle that calls os.system)
+    keras/tiny.keras, numpy/f32.npy       copies of testdata fixtures
     gguf/tiny.gguf
-    standalone/copy.safetensors           a byte copy of checkpoint-100's model
+    standalone/copy.safetensors           a byte copy of finetune/step-100's model
     broken/                               malformed.safetensors (failed), truncated.safetensors and
                                           pointer.safetensors (incomplete), README.txt (not a
                                           checkpoint), garbage.gguf (named like one, is not)
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,18 @@ BASE_EMBED = ("base.embed.weight", (16, 8))  # F32: 512 bytes
 BASE_NORM = ("base.norm.weight", (8,))  # F32: 32 bytes
 HEAD = ("head.weight", (4, 8))  # F32: 128 bytes
 CHECKPOINTS = (100, 200, 300)
+REPO = Path(__file__).resolve().parent.parent
+TESTDATA = REPO / "testdata"
+# fixture (under testdata/) -> where it goes in the tree; each is one model
+FIXTURES = {
+    "torch/checkpoint-4": "runs/exp1/checkpoint-{step}",
+    "torch/sharded": "torch/sharded",
+    "torch/lightning.ckpt": "torch/lightning.ckpt",
+    "keras/tiny.keras": "keras/tiny.keras",
+    "numpy/f32.npy": "numpy/f32.npy",
+}
+# a PyTorch zip whose pickle calls os.system: read, never run; a critical finding
+EVIL_PICKLE = b"\x80\x02cos\nsystem\nq\x00X\x0a\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03."
 
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -55,12 +72,18 @@ def build(root: Path) -> Path:
     from safetensors.numpy import save_file
 
     root.mkdir(parents=True, exist_ok=True)
+    for source, target in FIXTURES.items():
+        for step in CHECKPOINTS if "{step}" in target else (None,):
+            copy(TESTDATA / source, root / target.format(step=step))
+    with zipfile.ZipFile(root / "torch" / "evil.pt", "w") as archive:
+        archive.writestr("archive/data.pkl", EVIL_PICKLE)
+        archive.writestr("archive/version", "3\n")
+
     for step in CHECKPOINTS:
-        folder = root / "runs" / "exp1" / f"checkpoint-{step}"
+        folder = root / "finetune" / f"step-{step}"
         folder.mkdir(parents=True)
         save_file(checkpoint_tensors(step), str(folder / "model.safetensors"), metadata={"format": "np"})
         (folder / "config.json").write_text(json.dumps({"model_type": "tiny", "hidden_size": 8}))
-        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
 
     hf = root / "hf-model"
     hf.mkdir()
@@ -82,7 +105,7 @@ def build(root: Path) -> Path:
 
     standalone = root / "standalone"
     standalone.mkdir()
-    shutil.copyfile(root / "runs/exp1/checkpoint-100/model.safetensors", standalone / "copy.safetensors")
+    shutil.copyfile(root / "finetune/step-100/model.safetensors", standalone / "copy.safetensors")
 
     broken = root / "broken"
     broken.mkdir()
@@ -106,6 +129,14 @@ def build(root: Path) -> Path:
     return root
 
 
+def copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+
+
 def write_gguf(path: Path) -> None:
     import gguf
 
@@ -125,28 +156,25 @@ CKPT_ELEMENTS = 128 + 8 + 32
 HF_BYTES = 2048 + 64 + 128
 GGUF_BYTES = 512 + 64
 
-# What `ckptscan audit ROOT` must report for the tree above (readers for safetensors and GGUF).
-EXPECTED: dict[str, Any] = {
-    "models": 9,  # 3 checkpoints, hf-model, tiny.gguf, copy, malformed, truncated, pointer
-    "ok": 6,
+# What `ckptscan audit ROOT` must report for the generated part of the tree (the copied fixtures
+# are added in the tests from single-file scans).
+GENERATED: dict[str, Any] = {
+    # 3 finetunes, hf-model, tiny.gguf, copy, evil.pt, malformed, truncated, pointer
+    "models": 10,
+    "ok": 7,
     "failed": 1,  # malformed
     "incomplete": 2,  # truncated, LFS pointer
     "tensors": 3 * 3 + 3 + 2 + 3,
     "tensor_bytes": 4 * CKPT_BYTES + HF_BYTES + GGUF_BYTES,
     "parameters": 4 * CKPT_ELEMENTS + (1024 + 32 + 32) + (128 + 32),
-    "by_format_models": {
-        "safetensors": 6,  # 3 checkpoints, copy, malformed, truncated
-        "safetensors-sharded": 1,
-        "gguf": 1,
-        "git-lfs-pointer": 1,
-    },
     # base.embed, base.norm and head: 4 copies each by metadata (the head differs in content)
     "dedupe_metadata_bytes": 3 * CKPT_BYTES,
-    "dedupe_metadata_groups": 3,
-    "dedupe_metadata_tensors": 9,
     # int8: F32/F16 matrices only (base.embed 512->128, head 128->32; a.weight 2048->1024;
     # tok_embd 512->128, output F16 64->32)
     "quantize_int8_bytes": 4 * (384 + 96) + 1024 + (384 + 32),
-    "not_a_checkpoint": 1 + 4 + 3 + 1,  # README.txt, config.json x4, trainer_state.json x3, tokenizer.json
-    "unrecognized_checkpoint_names": ["broken/garbage.gguf"],
+    "by_format_models": {"safetensors": 6, "safetensors-sharded": 1, "gguf": 1, "git-lfs-pointer": 1, "pytorch": 1},
 }
+# files that are no checkpoint: README.txt, config.json x7 (3 trainer folders, 3 finetunes,
+# hf-model), tokenizer.json
+NOT_A_CHECKPOINT = 1 + 7 + 1
+UNRECOGNIZED_CHECKPOINT_NAMES = ["broken/garbage.gguf"]

@@ -20,8 +20,9 @@ from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
 from ckptscan.cli import parse_size
 from ckptscan.report.json import schema
+from ckptscan.scan import ScanResult, model_inputs, scan
 from tests import audit_formats, audit_tree
-from tests.audit_tree import EXPECTED
+from tests.audit_tree import GENERATED
 from tests.conftest import REAL_MODELS, REPO, real_manifest
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -46,6 +47,43 @@ def by_path(audit: Audit, root: Path) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def audited(tree: Path) -> Audit:
     return run_audit([tree], workers=2, timeout_s=30)
+
+
+@pytest.fixture(scope="module")
+def fixture_scans(tree: Path) -> dict[str, ScanResult]:
+    """Single-file scans of the copied fixtures (their readers are proven against the official
+    libraries in their own tests); the audit must add them up exactly."""
+    scans = {}
+    for target in audit_tree.FIXTURES.values():
+        for step in audit_tree.CHECKPOINTS if "{step}" in target else (None,):
+            for model in model_inputs(tree / target.format(step=step)):
+                scans[os.path.relpath(model, tree)] = scan(model)
+    return scans
+
+
+@pytest.fixture(scope="module")
+def expected(fixture_scans: dict[str, ScanResult]) -> dict[str, Any]:
+    inventories = [r.inventory for r in fixture_scans.values() if r.inventory is not None]
+    assert len(inventories) == len(fixture_scans)
+    by_format = dict(GENERATED["by_format_models"])
+    for inventory in inventories:
+        by_format[inventory.format] = by_format.get(inventory.format, 0) + 1
+    return {
+        "models": GENERATED["models"] + len(inventories),
+        "ok": GENERATED["ok"] + len(inventories),
+        "failed": GENERATED["failed"],
+        "incomplete": GENERATED["incomplete"],
+        "tensors": GENERATED["tensors"] + sum(len(i.tensors) for i in inventories),
+        "tensor_bytes": GENERATED["tensor_bytes"] + sum(t.nbytes for i in inventories for t in i.tensors),
+        "by_format_models": by_format,
+    }
+
+
+def trainer_model_bytes() -> int:
+    """Bytes of the model tensors in testdata/torch/checkpoint-4, by torch itself."""
+    torch = pytest.importorskip("torch")
+    state = torch.load(audit_tree.TESTDATA / "torch/checkpoint-4/pytorch_model.bin", weights_only=True)
+    return int(sum(v.numel() * v.element_size() for v in state.values()))
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -95,13 +133,15 @@ def test_a_file_named_on_the_command_line_is_audited_alone(tree: Path) -> None:
 # -- the mixed tree: exact totals ------------------------------------------------------------------
 
 
-def test_models_found_and_grouped(audited: Audit, tree: Path) -> None:
+def test_models_found_and_grouped(audited: Audit, tree: Path, fixture_scans: dict[str, ScanResult]) -> None:
     records = by_path(audited, tree)
     assert sorted(records) == sorted(
         [
-            *(f"runs/exp1/checkpoint-{n}/model.safetensors" for n in audit_tree.CHECKPOINTS),
+            *fixture_scans,
+            *(f"finetune/step-{n}/model.safetensors" for n in audit_tree.CHECKPOINTS),
             "hf-model/model.safetensors.index.json",
             "gguf/tiny.gguf",
+            "torch/evil.pt",
             "standalone/copy.safetensors",
             "broken/malformed.safetensors",
             "broken/truncated.safetensors",
@@ -117,39 +157,82 @@ def test_models_found_and_grouped(audited: Audit, tree: Path) -> None:
     ]
     assert sharded["folder"] == str(tree / "hf-model")
     assert sorted(c["path"] for c in sharded["companions"]) == ["config.json", "tokenizer.json"]
-    ckpt = records["runs/exp1/checkpoint-100/model.safetensors"]
-    assert sorted(c["path"] for c in ckpt["companions"]) == ["config.json", "trainer_state.json"]
-    assert ckpt["tensors"] == []  # kept only with --tensors
+    trainer = records["runs/exp1/checkpoint-100"]
+    assert trainer["format"] == "hf-trainer-checkpoint"
+    assert trainer["folder"] == str(tree / "runs/exp1/checkpoint-100")
+    assert sorted(f["path"] for f in trainer["files"]) == [
+        "optimizer.pt",
+        "pytorch_model.bin",
+        "rng_state.pth",
+        "scheduler.pt",
+        "trainer_state.json",
+        "training_args.bin",
+    ]
+    assert [c["path"] for c in trainer["companions"]] == ["config.json"]
+    finetune = records["finetune/step-100/model.safetensors"]
+    assert [c["path"] for c in finetune["companions"]] == ["config.json"]
+    assert finetune["tensors"] == []  # kept only with --tensors
 
 
-def test_exact_totals(audited: Audit) -> None:
+def test_exact_totals(audited: Audit, expected: dict[str, Any]) -> None:
     summary = audited.summary()
     totals = summary["totals"]
-    for key in ("models", "ok", "failed", "incomplete", "tensors", "tensor_bytes", "parameters"):
-        assert totals[key] == EXPECTED[key], key
+    for key in ("models", "ok", "failed", "incomplete", "tensors", "tensor_bytes"):
+        assert totals[key] == expected[key], key
     # the malformed and the truncated file count under their format (safetensors)
-    assert {k: v["models"] for k, v in summary["by_format"].items()} == EXPECTED["by_format_models"]
-    assert summary["by_dtype"]["F32"]["bytes"] == 4 * audit_tree.CKPT_BYTES + 128 + 512
-    assert summary["by_dtype"]["F16"]["bytes"] == 2048 + 64 + 64
+    assert {k: v["models"] for k, v in summary["by_format"].items()} == expected["by_format_models"]
+    assert sum(c["bytes"] for c in summary["by_dtype"].values()) == expected["tensor_bytes"]
     assert summary["discovery"]["files_done"] == summary["discovery"]["files"]
+    tree = Path(audited.paths[0])
+    parameters = {os.path.relpath(r["path"], tree): r["parameters"] for r in audited.aggregate.model_rows()}
+    for step in audit_tree.CHECKPOINTS:
+        assert parameters[f"finetune/step-{step}/model.safetensors"] == audit_tree.CKPT_ELEMENTS
+    assert parameters["standalone/copy.safetensors"] == audit_tree.CKPT_ELEMENTS
+    assert parameters["hf-model/model.safetensors.index.json"] == 1024 + 32 + 32
+    assert parameters["gguf/tiny.gguf"] == 128 + 32
 
 
-def test_recoverable_bytes(audited: Audit) -> None:
-    recoverable = audited.summary()["recoverable"]
+def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, ScanResult]) -> None:
+    summary = audited.summary()
+    recoverable = summary["recoverable"]
+    rows = {os.path.relpath(r["path"], tree): r for r in audited.aggregate.model_rows()}
+
+    # strip: a Trainer folder's training-state files go whole
+    state_files = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
+    for step in audit_tree.CHECKPOINTS:
+        folder = tree / f"runs/exp1/checkpoint-{step}"
+        assert rows[f"runs/exp1/checkpoint-{step}"]["strip_bytes"] == sum(
+            (folder / n).stat().st_size for n in state_files
+        )
+    # ...single-file checkpoints give back the bytes of their optimizer and training-state tensors
+    for name in ("torch/lightning.ckpt", "keras/tiny.keras"):
+        inventory = fixture_scans[name].inventory
+        assert inventory is not None
+        training = sum(t.nbytes for t in inventory.tensors if t.attrs.get("structure") not in ("model", "ema"))
+        assert training > 0
+        assert rows[name]["strip_bytes"] == training, name
+    assert recoverable["strip"]["bytes"] == sum(r["strip_bytes"] for r in rows.values())
+
+    # dedupe by metadata: the finetunes' 3 tensors x 3 more copies; the Trainer folders' model
+    # tensors x 3 more copies (two more checkpoints and the same model saved sharded)
     dedupe = recoverable["dedupe"]
     assert dedupe["method"] == "metadata"
-    assert dedupe["bytes"] == EXPECTED["dedupe_metadata_bytes"]
-    assert dedupe["groups"] == EXPECTED["dedupe_metadata_groups"]
-    assert dedupe["tensors"] == EXPECTED["dedupe_metadata_tensors"]
+    assert dedupe["bytes"] == GENERATED["dedupe_metadata_bytes"] + 3 * trainer_model_bytes()
     biggest = dedupe["largest_groups"][0]
     assert (biggest["name"], biggest["copies"], biggest["saving_bytes"]) == ("base.embed.weight", 4, 3 * 512)
-    assert recoverable["quantize"]["saving_bytes"] == EXPECTED["quantize_int8_bytes"]
     assert recoverable["total_bytes"] == recoverable["strip"]["bytes"] + dedupe["bytes"]
-    rows = {Path(r["path"]).parent.name + "/" + Path(r["path"]).name: r for r in audited.aggregate.model_rows()}
     # the first copy in path order keeps its tensors; every later copy is recoverable
-    assert rows["checkpoint-100/model.safetensors"]["duplicate_bytes"] == 0
-    assert rows["checkpoint-200/model.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
+    assert rows["finetune/step-100/model.safetensors"]["duplicate_bytes"] == 0
+    assert rows["finetune/step-200/model.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
     assert rows["standalone/copy.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
+    assert rows["runs/exp1/checkpoint-100"]["duplicate_bytes"] == 0
+    assert rows["runs/exp1/checkpoint-300"]["duplicate_bytes"] == trainer_model_bytes()
+    assert sum(r["duplicate_bytes"] for r in rows.values()) == dedupe["bytes"]
+
+    generated = ("finetune/", "standalone/", "hf-model/", "gguf/")
+    quantize = sum(r["quantize_saving_bytes"] for p, r in rows.items() if p.startswith(generated))
+    assert quantize == GENERATED["quantize_int8_bytes"]
+    assert recoverable["quantize"]["saving_bytes"] == sum(r["quantize_saving_bytes"] for r in rows.values())
 
 
 def test_problems_and_skipped_files(audited: Audit, tree: Path) -> None:
@@ -161,11 +244,15 @@ def test_problems_and_skipped_files(audited: Audit, tree: Path) -> None:
         ("broken/pointer.safetensors", "lfs-pointer"),
         ("broken/truncated.safetensors", "truncated"),
     ]
-    assert summary["skipped"]["files"]["not-a-checkpoint"] == EXPECTED["not_a_checkpoint"]
-    assert [os.path.relpath(p, tree) for p in summary["skipped"]["unrecognized_checkpoint_names"]] == EXPECTED[
-        "unrecognized_checkpoint_names"
-    ]
-    assert summary["findings"]["by_code"].get("lfs-pointer") == 1
+    assert summary["skipped"]["files"]["not-a-checkpoint"] == audit_tree.NOT_A_CHECKPOINT
+    assert [
+        os.path.relpath(p, tree) for p in summary["skipped"]["unrecognized_checkpoint_names"]
+    ] == audit_tree.UNRECOGNIZED_CHECKPOINT_NAMES
+    findings = summary["findings"]
+    assert findings["by_code"]["lfs-pointer"] == 1
+    assert findings["by_severity"]["critical"] == 1
+    worst = findings["listed"][0]
+    assert (os.path.relpath(worst["path"], tree), worst["code"]) == ("torch/evil.pt", "unsafe-global")
 
 
 def test_in_process_and_parallel_agree(audited: Audit, tree: Path) -> None:
@@ -234,33 +321,34 @@ def jsonl_validator() -> Any:
     return jsonschema.Draft202012Validator(full).evolve(schema=full["$defs"]["jsonl_record"])
 
 
-def test_jsonl_streams_valid_records(tree: Path) -> None:
+def test_jsonl_streams_valid_records(tree: Path, expected: dict[str, Any]) -> None:
     proc = ckptscan("audit", str(tree), "--jsonl", "--workers", "2")
     assert proc.returncode == 1  # a malformed file and two incomplete models
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     validator = jsonl_validator()
     for line in lines:
         validator.validate(line)
-    assert [line["record"] for line in lines] == ["model"] * EXPECTED["models"] + ["summary"]
-    assert lines[-1]["audit"]["totals"]["tensor_bytes"] == EXPECTED["tensor_bytes"]
+    assert [line["record"] for line in lines] == ["model"] * expected["models"] + ["summary"]
+    assert lines[-1]["audit"]["totals"]["tensor_bytes"] == expected["tensor_bytes"]
     assert "malformed.safetensors" in proc.stderr
 
 
-def test_json_document_validates(tree: Path) -> None:
+def test_json_document_validates(tree: Path, expected: dict[str, Any]) -> None:
     proc = ckptscan("audit", str(tree), "--json", "--tensors")
     doc = json.loads(proc.stdout)
     jsonschema.Draft202012Validator(schema()).validate(doc)
     assert [r["path"] for r in doc["results"]] == sorted(r["path"] for r in doc["results"])
-    assert sum(len(r["tensors"]) for r in doc["results"]) == EXPECTED["tensors"]
-    assert doc["audit"]["totals"]["models"] == EXPECTED["models"]
+    assert sum(len(r["tensors"]) for r in doc["results"]) == expected["tensors"]
+    assert doc["audit"]["totals"]["models"] == expected["models"]
 
 
-def test_csv_has_one_row_per_model(tree: Path) -> None:
+def test_csv_has_one_row_per_model(tree: Path, audited: Audit, expected: dict[str, Any]) -> None:
     proc = ckptscan("audit", str(tree), "--csv")
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert len(rows) == EXPECTED["models"]
-    assert sum(int(r["tensors"]) for r in rows) == EXPECTED["tensors"]
-    assert sum(int(r["duplicate_bytes"]) for r in rows) == EXPECTED["dedupe_metadata_bytes"]
+    assert len(rows) == expected["models"]
+    assert sum(int(r["tensors"]) for r in rows) == expected["tensors"]
+    dedupe = audited.summary()["recoverable"]["dedupe"]["bytes"]
+    assert sum(int(r["duplicate_bytes"]) for r in rows) == dedupe
     assert {r["status"] for r in rows} == {"ok", "failed", "incomplete"}
 
 
@@ -275,8 +363,8 @@ def test_terminal_report(tree: Path) -> None:
 def test_exit_codes(tree: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     for step in audit_tree.CHECKPOINTS:
-        (clean / f"checkpoint-{step}").mkdir(parents=True)
-        os.link(tree / f"runs/exp1/checkpoint-{step}/model.safetensors", clean / f"checkpoint-{step}/model.safetensors")
+        (clean / f"step-{step}").mkdir(parents=True)
+        os.link(tree / f"finetune/step-{step}/model.safetensors", clean / f"step-{step}/model.safetensors")
     assert ckptscan("audit", str(clean), "--json").returncode == 0
     over = ckptscan("audit", str(clean), "--json", "--fail-on-recoverable", "1KB")
     assert over.returncode == 4  # 2 x 672 bytes recoverable by dedupe
@@ -379,8 +467,8 @@ def registry_recognizes(path: Path) -> bool:
     return True
 
 
-def test_model_records_are_streamed_as_they_finish(tree: Path) -> None:
+def test_model_records_are_streamed_as_they_finish(tree: Path, expected: dict[str, Any]) -> None:
     audit = Audit([str(tree)], AuditOptions(workers=2))
     seen = [e for e in audit.events() if isinstance(e, ModelDone)]
-    assert len(seen) == EXPECTED["models"]
+    assert len(seen) == expected["models"]
     assert all("folder" in e.record and "recoverable" in e.record for e in seen)

@@ -94,11 +94,14 @@ def digest(record: Mapping[str, Any], quantize: str) -> Digest:
     parameters = strip = saving = 0
     target_bits = QUANTIZE_BITS.get(quantize)
     keys = []
+    whole_files = _training_state_files(record, tensors, roles)
+    strip = sum(whole_files.values())
     for i in unique:
         t, role = tensors[i], roles[i]
         nbytes = int(t.get("bytes", 0))
         if role in STRIP_ROLES:
-            strip += nbytes
+            if t.get("file") not in whole_files:
+                strip += nbytes
             continue
         if nbytes:
             keys.append(_dedupe_key(t))
@@ -128,6 +131,18 @@ def recoverable_section(record: Mapping[str, Any], d: Digest, quantize: str) -> 
         "quantize": {"target": quantize, "saving_bytes": d.quantize_saving},
         "source": "analyzer" if has_reduction else "inventory",
     }
+
+
+def _training_state_files(
+    record: Mapping[str, Any], tensors: list[Mapping[str, Any]], roles: list[str]
+) -> dict[str, int]:
+    """Files of a multi-file model that hold no model tensor (``optimizer.pt``, ``scheduler.pt``,
+    ``rng_state.pth``, ``training_args.bin`` in a Trainer folder): stripping deletes them whole."""
+    weights = [f for f in record.get("files") or () if f.get("role") == "weights"]
+    if len(weights) < 2:
+        return {}
+    holding_model = {t.get("file") for t, role in zip(tensors, roles, strict=True) if role not in STRIP_ROLES}
+    return {f["path"]: int(f["size"]) for f in weights if f["path"] not in holding_model}
 
 
 def tensor_role(tensor: Mapping[str, Any], analyzed: bool) -> str:

@@ -103,13 +103,12 @@ class _Pool:
                 if w.process.sentinel in ready and w.outstanding:
                     yield from self._receive(w)  # what it sent before dying
                     if w.outstanding and not w.process.is_alive():
-                        yield self._fail_head(w, scheduler, _died(w.process))
+                        yield self._fail_head(w, scheduler, "worker-crashed", _died(w.process))
             now = time.monotonic()
             for w in busy:
                 if w.outstanding and now - w.started > self.timeout_s:
-                    yield self._fail_head(
-                        w, scheduler, f"took longer than the {self.timeout_s:g} s time limit; stopped"
-                    )
+                    why = f"took longer than the {self.timeout_s:g} s time limit; stopped"
+                    yield self._fail_head(w, scheduler, "timeout", why)
 
     def _dispatch(self, scheduler: Scheduler) -> None:
         """Top up every worker's queue; start workers while there is work for them."""
@@ -128,10 +127,20 @@ class _Pool:
             units = scheduler.take(batch)
             if not units:
                 return
-            if not w.outstanding:
+            idle = not w.outstanding
+            try:
+                w.conn.send(units)
+            except OSError:  # it died since we looked
+                if idle:  # nothing of ours was running in it: replace it, nobody to blame
+                    scheduler.requeue(units)
+                    self._stop(w, kill=True)
+                    self.workers[i] = self._start()
+                else:  # its sentinel will fail the unit it was on and requeue the rest, these too
+                    w.outstanding.extend(units)
+                continue
+            if idle:
                 w.started = time.monotonic()
             w.outstanding.extend(units)
-            w.conn.send(units)
 
     def _receive(self, w: _Worker) -> Iterator[Outcome]:
         now = time.monotonic()
@@ -144,10 +153,9 @@ class _Pool:
         except (EOFError, OSError):
             return  # the worker is gone; its sentinel says so and the head unit is failed there
 
-    def _fail_head(self, w: _Worker, scheduler: Scheduler, why: str) -> Outcome:
+    def _fail_head(self, w: _Worker, scheduler: Scheduler, code: str, why: str) -> Outcome:
         """Kill the worker, turn its current unit into an error, give the rest back, replace it."""
         unit = w.outstanding.popleft()
-        code = "timeout" if "time limit" in why else "worker-crashed"
         self._stop(w, kill=True)
         scheduler.requeue(list(w.outstanding))
         w.outstanding.clear()
