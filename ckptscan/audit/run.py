@@ -20,7 +20,7 @@ from ckptscan.audit import discover, pool
 from ckptscan.audit.aggregate import Aggregate
 from ckptscan.audit.discover import Folder, FoundFile, Plan, Unit, WalkOptions, WalkStats
 from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
-from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions
+from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions, stats_available
 from ckptscan.errors import UsageError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -101,6 +101,8 @@ class Audit:
             )
         if self.options.timeout_s <= 0:
             raise UsageError("the time limit must be positive")
+        if self.options.stats and not stats_available():
+            raise UsageError("--stats needs the stats pass (content hashes), which this build does not have")
         self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)
         self.records: list[dict[str, Any]] = []
         self.progress = Progress()

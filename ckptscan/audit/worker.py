@@ -93,6 +93,13 @@ def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> Model
     return model_outcome(unit, result, options)
 
 
+def stats_available() -> bool:
+    """Whether the stats pass (per-tensor content hashes) is part of this build."""
+    import importlib.util
+
+    return importlib.util.find_spec("ckptscan.stats") is not None
+
+
 def _has_checkpoint_extension(path: str) -> bool:
     name = Path(path).name.lower()
     return any(name.endswith(ext) for spec in registry.FORMATS for ext in spec.extensions)
