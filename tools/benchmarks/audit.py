@@ -39,7 +39,10 @@ def run(ctx: Context) -> list[Row]:
     formats = available_formats()
     marker = tree / f".complete-{'-'.join(formats)}"
     if not marker.exists():
-        generate(tree, formats)
+        # in a child process: importing torch here would inflate every later child's peak RSS
+        # (Linux keeps ru_maxrss across fork + exec)
+        code = f"from benchmarks.audit import generate; generate({str(tree)!r}, {formats!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO / "tools")
         marker.write_text("ok")
     n_files = N_FOLDERS * PER_FOLDER
     case = f"{n_files:,} small checkpoints ({', '.join(formats)})"
@@ -107,9 +110,10 @@ def available_formats() -> tuple[str, ...]:
     return tuple(formats)
 
 
-def generate(tree: Path, formats: tuple[str, ...]) -> None:
+def generate(tree: str | Path, formats: tuple[str, ...]) -> None:
     import numpy as np
 
+    tree = Path(tree)
     rng = np.random.default_rng(0)
     tensors = tiny_llama(rng)
     makers: dict[str, Callable[[Path, int], Path]] = {
@@ -241,10 +245,5 @@ print(len(seen))
 """
 
 
-if __name__ == "__main__":  # a quick look without tools/bench.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import tempfile
-
-    from bench import render
-
-    print(render(run(Context(Path(tempfile.mkdtemp(prefix="ckptscan-audit-bench-")), repeats=1))))
+if __name__ == "__main__":
+    raise SystemExit("run through tools/bench.py: python tools/bench.py audit")
