@@ -266,7 +266,7 @@ def audit_parser() -> argparse.ArgumentParser:
 
 
 def run_audit(argv: list[str]) -> int:
-    from ckptscan.audit import Audit, AuditOptions, Discovered, FileSkipped, ModelDone
+    from ckptscan.audit import Audit, AuditOptions, Discovered, ModelDone
     from ckptscan.errors import UsageError
     from ckptscan.report import audit as audit_report
 
@@ -301,8 +301,6 @@ def run_audit(argv: list[str]) -> int:
                     print(event.detail, file=sys.stderr)
             elif isinstance(event, Discovered) and progress is not None:
                 progress.start(event.files, event.bytes)
-            elif isinstance(event, FileSkipped):
-                pass
             if progress is not None:
                 progress.update(audit.progress)
     except KeyboardInterrupt:
