@@ -67,7 +67,8 @@ def scan_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ckptscan",
         description="Inventory ML checkpoints without running code from them or loading their weights. "
-        "Formats: safetensors (single and sharded), GGUF; see `ckptscan formats`. "
+        "Formats: safetensors (single and sharded), GGUF, PyTorch (.pt/.pth/.bin, legacy, TorchScript, "
+        "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
         "Other commands: `ckptscan audit`, `ckptscan schema`, `ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -427,10 +428,11 @@ def run_formats(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="ckptscan formats", description="List the formats ckptscan reads.").parse_args(argv)
     from ckptscan.registry import FOLDER_FORMATS, FORMATS
 
-    for spec in FORMATS:
-        print(f"{spec.name:24} {' '.join(spec.extensions) or '(any name)':28} {spec.title}")
-    for folder in FOLDER_FORMATS:
-        print(f"{folder.name:24} {'(a folder)':28} {folder.title}")
+    rows = [(spec.name, " ".join(spec.extensions) or "(any name)", spec.title) for spec in FORMATS]
+    rows += [(folder.name, "(a folder)", folder.title) for folder in FOLDER_FORMATS]
+    widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    for name, extensions, title in rows:
+        print(f"{name:{widths[0]}}  {extensions:{widths[1]}}  {title}")
     return EXIT_OK
 
 

@@ -90,6 +90,7 @@ _TABLE: tuple[DType, ...] = (
     _scalar("F8_E8M0", 8, _F),  # MX shared scale (exponent only)
     _scalar("F8_E4M3FNUZ", 8, _F),
     _scalar("F8_E5M2FNUZ", 8, _F),
+    _scalar("F8_E4M3B11FNUZ", 8, _F),  # TensorFlow DT_FLOAT8_E4M3B11FNUZ (exponent bias 11)
     _scalar("I16", 16, _I),
     _scalar("U16", 16, _U),
     _scalar("F16", 16, _F),
@@ -118,6 +119,8 @@ _TABLE: tuple[DType, ...] = (
     _scalar("QUINT4X2", 4, DTypeKind.QUANTIZED),  # two 4-bit codes per byte
     _scalar("QUINT2X4", 2, DTypeKind.QUANTIZED),  # four 2-bit codes per byte
     _scalar("F4_E2M1FN_X2", 8, _F),  # torch.float4_e2m1fn_x2: one element is a byte holding two FP4 values
+    # variable-length strings (ONNX STRING, TensorFlow DT_STRING): no fixed width; readers give the bytes
+    _scalar("STRING", 0, DTypeKind.STRING),
     # ggml block-quantized types: (elements per block, bytes per block), as gguf's GGML_QUANT_SIZES
     _block("Q4_0", 32, 18),
     _block("Q4_1", 32, 20),

@@ -58,7 +58,10 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("keras-weights-h5", "ckptscan.formats.keras.weights", (".weights.h5",), "Keras 3 weights (.weights.h5)"),
     FormatSpec("keras-h5", "ckptscan.formats.keras.legacy", (".h5", ".hdf5", ".keras"), "Keras legacy HDF5 (.h5)"),
     FormatSpec("hdf5", "ckptscan.formats.hdf5", (".h5", ".hdf5", ".he5"), "HDF5 (generic)"),
+    FormatSpec("tf-checkpoint", "ckptscan.formats.tf_checkpoint", (".index",), "TensorFlow checkpoint (tensor bundle)"),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
+    # ONNX has no magic number: its sniff parses the first protobuf fields, so it goes last
+    FormatSpec("onnx", "ckptscan.formats.onnx", (".onnx",), "ONNX"),
 )
 
 

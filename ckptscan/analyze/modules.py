@@ -27,7 +27,7 @@ class ModuleGroup:
 
 def module_key(name: str) -> tuple[str, int | None]:
     """The rollup key of a tensor name, and its block index when it sits in a repeated block."""
-    parts = _SEPARATORS.split(name.split(":", 1)[0])
+    parts = _SEPARATORS.split(name.split(":", 1)[0].strip("./"))
     module = parts[:-1] or parts
     for i, part in enumerate(module):
         if part.isdigit() and i > 0:
