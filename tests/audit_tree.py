@@ -9,7 +9,8 @@ the tensors written here. The layout::
     hf-model/                             2 safetensors shards + index, config.json, tokenizer.json
     torch/                                sharded/ (PyTorch .bin shards + index), lightning.ckpt (copies
                                           of testdata/torch), evil.pt (a pickle that calls os.system)
-    keras/tiny.keras, numpy/f32.npy       copies of testdata fixtures
+    keras/tiny.keras, numpy/f32.npy,      copies of testdata fixtures
+    onnx/external_per_tensor/, tf/sharded/
     gguf/tiny.gguf
     standalone/copy.safetensors           a byte copy of finetune/step-100's model
     broken/                               malformed.safetensors (failed), truncated.safetensors and
@@ -44,6 +45,8 @@ FIXTURES = {
     "torch/lightning.ckpt": "torch/lightning.ckpt",
     "keras/tiny.keras": "keras/tiny.keras",
     "numpy/f32.npy": "numpy/f32.npy",
+    "onnx/external_per_tensor": "onnx/external_per_tensor",  # model.onnx + one data file per tensor
+    "tf_checkpoint/sharded": "tf/sharded",  # ckpt-1.index + 4 data shards, checkpoint, expected.json
 }
 # a PyTorch zip whose pickle calls os.system: read, never run; a critical finding
 EVIL_PICKLE = b"\x80\x02cos\nsystem\nq\x00X\x0a\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03."
@@ -175,6 +178,6 @@ GENERATED: dict[str, Any] = {
     "by_format_models": {"safetensors": 6, "safetensors-sharded": 1, "gguf": 1, "git-lfs-pointer": 1, "pytorch": 1},
 }
 # files that are no checkpoint: README.txt, config.json x7 (3 trainer folders, 3 finetunes,
-# hf-model), tokenizer.json
-NOT_A_CHECKPOINT = 1 + 7 + 1
+# hf-model), tokenizer.json, tf/sharded's checkpoint and expected.json
+NOT_A_CHECKPOINT = 1 + 7 + 1 + 2
 UNRECOGNIZED_CHECKPOINT_NAMES = ["broken/garbage.gguf"]

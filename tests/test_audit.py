@@ -157,6 +157,11 @@ def test_models_found_and_grouped(audited: Audit, tree: Path, fixture_scans: dic
     ]
     assert sharded["folder"] == str(tree / "hf-model")
     assert sorted(c["path"] for c in sharded["companions"]) == ["config.json", "tokenizer.json"]
+    onnx = records["onnx/external_per_tensor/model.onnx"]
+    folder = tree / "onnx/external_per_tensor"
+    assert len(onnx["files"]) == len(list(folder.iterdir())) == 15  # the graph and its 14 data files
+    assert records["tf/sharded/ckpt-1.index"]["format"] == "tf-checkpoint"
+    assert len(records["tf/sharded/ckpt-1.index"]["files"]) == 5
     trainer = records["runs/exp1/checkpoint-100"]
     assert trainer["format"] == "hf-trainer-checkpoint"
     assert trainer["folder"] == str(tree / "runs/exp1/checkpoint-100")
@@ -436,9 +441,12 @@ def test_real_models_are_all_listed_with_the_manifest_counts() -> None:
             continue
         record = records[entry["path"]]
         assert record["error"] is None, record["error"]
-        assert record["totals"]["tensors"] == truth["n_tensors"], entry["path"]
-        assert record["totals"]["elements"] == truth["total_params"], entry["path"]
-        assert record["totals"]["bytes"] == truth["total_tensor_bytes"], entry["path"]
+        # where the manifest splits a file into sections (ONNX constants beside initializers, Keras
+        # optimizer weights), ckptscan lists every section's tensors
+        sections = truth.get("sections", {"all": truth}).values()
+        assert record["totals"]["tensors"] == sum(s["n_tensors"] for s in sections), entry["path"]
+        assert record["totals"]["elements"] == sum(s["total_params"] for s in sections), entry["path"]
+        assert record["totals"]["bytes"] == sum(s["total_tensor_bytes"] for s in sections), entry["path"]
         checked += 1
     assert checked >= 5  # the GGUF and safetensors files at least
     # the sharded model whose shards are LFS pointers: one model, incomplete; its shards are members
@@ -450,6 +458,11 @@ def test_real_models_are_all_listed_with_the_manifest_counts() -> None:
     assert index["metadata"]["tensors_in_index"] == truth["n_tensors_in_weight_map"]
     assert index["metadata"]["shards"] == truth["n_shards"]
     assert not any(p.startswith(f"{sharded}/model-0000") for p in records)
+    # ONNX external data is a member of its graph's model, not a model
+    if registry_recognizes(REAL_MODELS / "onnx_external/tiny-random-llama-fp16/model.onnx"):
+        onnx = records["onnx_external/tiny-random-llama-fp16/model.onnx"]
+        assert sorted(f["path"] for f in onnx["files"]) == ["model.onnx", "model.onnx.data"]
+        assert "onnx_external/tiny-random-llama-fp16/model.onnx.data" not in records
     # every recognized file is a model or a member of one; the rest are listed as skipped
     summary = audit.summary()
     assert summary["discovery"]["files_done"] == summary["discovery"]["files"]
