@@ -3,6 +3,8 @@
 ckptscan PATH...             rich report per model (a file, an index, or a folder of models)
 ckptscan PATH... --json      one JSON document (see ``ckptscan schema``)
 ckptscan audit DIR...        every checkpoint under some folders, in parallel, with totals
+ckptscan PATH... --explain   also each tensor's role and the evidence for it
+ckptscan memory PATH...      inference and training memory estimates (see --help)
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
 """
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ckptscan._version import __version__
+from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.inventory import Severity
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
 
@@ -69,13 +72,16 @@ def scan_parser() -> argparse.ArgumentParser:
         description="Inventory ML checkpoints without running code from them or loading their weights. "
         "Formats: safetensors (single and sharded), GGUF, PyTorch (.pt/.pth/.bin, legacy, TorchScript, "
         "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
-        "Other commands: `ckptscan audit`, `ckptscan schema`, `ckptscan formats`.",
+        "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan schema`, `ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
-    parser.add_argument("--tensors", action="store_true", help="list every tensor")
+    parser.add_argument("--tensors", action="store_true", help="list every tensor (with --json: also each "
+                        "reduction target's plan per tensor)")  # fmt: skip
+    parser.add_argument("--explain", action="store_true", help="show each tensor's role and the evidence for it")
+    add_reduction_arguments(parser)
     parser.add_argument(
         "--fail-on",
         choices=list(FAIL_ON_LEVELS),
@@ -90,27 +96,65 @@ def scan_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_reduction_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group-size", type=int, default=128, metavar="N",
+                        help="int4 target: inputs per scale (0: one scale per output channel); "
+                        "default 128")  # fmt: skip
+    parser.add_argument("--zero-points", action="store_true", help="int4/int8 targets: asymmetric, with zero points")
+
+
 def run_scan(argv: list[str]) -> int:
     args = scan_parser().parse_args(argv)
+    if args.group_size < 0:
+        scan_parser().error("--group-size must be 0 or more")
     results = [result for path in args.paths for result in scan_path(path)]
+    options = analysis_options(args)
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results))
-        for r in results:
-            if r.error is not None:
-                print(f"ckptscan: {r.error.message}", file=sys.stderr)
+        emit_json(document(results, explain=args.explain, tensor_plans=args.tensors, options=options))
+        report_errors(results)
     else:
         from ckptscan.report.terminal import Options, report
 
         console = make_console(args.no_color)
-        for renderable in report(results, Options(tensors=args.tensors)):
+        for renderable in report(results, Options(tensors=args.tensors, explain=args.explain, analysis=options)):
             console.print(renderable)
     if args.debug:
         for r in results:
             if r.error is not None and r.error.detail:
                 print(r.error.detail, file=sys.stderr)
     return exit_code(results, FAIL_ON_LEVELS[args.fail_on])
+
+
+def report_errors(results: list[ScanResult]) -> None:
+    for r in results:
+        if r.error is not None:
+            print(f"ckptscan: {r.error.message}", file=sys.stderr)
+
+
+def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
+    from ckptscan.analyze import memory, reduction
+
+    training = memory.TrainingOptions()
+    inference = memory.InferenceOptions()
+    if hasattr(args, "optimizer"):
+        training = memory.TrainingOptions(
+            optimizer=args.optimizer,
+            precision=args.precision,
+            batch=args.batch,
+            seq=args.seq,
+            checkpointing=args.checkpointing,
+            freeze=tuple(args.freeze),
+            attention=args.attention,
+            optimizer_impl=args.optimizer_impl,
+        )
+        inference = memory.InferenceOptions(batch=args.batch, seq=args.context or args.seq, kv_bytes=args.kv_bytes)
+    return AnalysisOptions(
+        reduction=reduction.Options(group_size=args.group_size, zero_points=args.zero_points),
+        training=training,
+        inference=inference,
+    )
 
 
 def scan_path(path: str) -> list[ScanResult]:
@@ -413,6 +457,77 @@ class _AuditProgress:
             self.progress.stop()
 
 
+# -- memory --------------------------------------------------------------------------------------
+
+
+def memory_parser() -> argparse.ArgumentParser:
+    from ckptscan.analyze import memory
+
+    parser = argparse.ArgumentParser(
+        prog="ckptscan memory",
+        description="Estimate inference memory (weights at each reduction target + KV cache) and training memory "
+        "(weights, master weights, gradients, optimizer state, activations) from the checkpoint alone. The "
+        "architecture comes from a config.json beside the file, GGUF metadata, or the tensor shapes. Formulas "
+        "and their sources: docs/analysis.md.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
+    parser.add_argument("--optimizer", default="adamw", type=str.lower,
+                        choices=[*memory.OPTIMIZERS, *memory.OPTIMIZER_ALIASES], help="default: adamw")  # fmt: skip
+    parser.add_argument("--precision", default="bf16-mixed", type=str.lower,
+                        choices=[*memory.PRECISIONS, *memory.PRECISION_ALIASES],
+                        help="fp32, fp16-mixed / bf16-mixed (fp32 master weights), bf16-true (pure bf16); "
+                        "default: bf16-mixed")  # fmt: skip
+    parser.add_argument("--batch", type=positive, default=1, help="sequences per step (and KV-cache batch)")
+    parser.add_argument("--seq", type=positive, default=None, help="tokens per sequence (default: the model's "
+                        "context, at most 2048 for training)")  # fmt: skip
+    parser.add_argument("--context", type=positive, default=None,
+                        help="KV-cache tokens for inference (default: --seq, else the model's context)")  # fmt: skip
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing, one layer at a time")
+    parser.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                        help="freeze parameters whose name matches this glob (repeatable), "
+                        "e.g. 'model.embed_tokens.*'")  # fmt: skip
+    parser.add_argument("--attention", choices=list(memory.ATTENTION), default="sdpa",
+                        help="sdpa: fused kernels keep no s x s matrix (default); eager: they do")  # fmt: skip
+    parser.add_argument("--optimizer-impl", choices=list(memory.OPTIMIZER_IMPLS), default="foreach",
+                        help="PyTorch Adam/AdamW step: foreach (CUDA default), for-loop, "
+                        "fused (no temporaries)")  # fmt: skip
+    parser.add_argument("--kv-bytes", type=positive, default=2, help="bytes per KV-cache element (default 2)")
+    add_reduction_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")
+    parser.add_argument("--no-color", action="store_true", help="plain text output")
+    return parser
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def run_memory(argv: list[str]) -> int:
+    args = memory_parser().parse_args(argv)
+    results = [result for path in args.paths for result in scan_path(path)]
+    options = analysis_options(args)
+    if args.json:
+        from ckptscan.report.json import document
+
+        emit_json(document(results, options=options))
+        report_errors(results)
+    else:
+        from ckptscan.report.terminal import Options, memory_report
+
+        console = make_console(args.no_color)
+        for renderable in memory_report(results, Options(analysis=options)):
+            console.print(renderable)
+    return exit_code(results, None)
+
+
 # -- other commands ------------------------------------------------------------------------------
 
 
@@ -439,6 +554,7 @@ def run_formats(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "scan": run_scan,
     "audit": run_audit,
+    "memory": run_memory,
     "schema": run_schema,
     "formats": run_formats,
 }

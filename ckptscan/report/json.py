@@ -14,6 +14,9 @@ from typing import Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
+from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
+from ckptscan.analyze.roles import RoleDecision
+from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.scan import ScanResult
 
@@ -21,15 +24,30 @@ SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
-def document(results: Iterable[ScanResult]) -> dict[str, Any]:
+def document(
+    results: Iterable[ScanResult],
+    *,
+    explain: bool = False,
+    tensor_plans: bool = False,
+    options: AnalysisOptions | None = None,
+) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ckptscan", "version": __version__},
-        "results": [result_dict(r) for r in results],
+        "results": [result_dict(r, explain=explain, tensor_plans=tensor_plans, options=options) for r in results],
     }
 
 
-def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str, Any]:
+def result_dict(
+    result: ScanResult,
+    *,
+    include_tensors: bool = True,
+    explain: bool = False,
+    tensor_plans: bool = False,
+    options: AnalysisOptions | None = None,
+) -> dict[str, Any]:
+    """One result. ``explain`` adds each tensor's role reason; ``tensor_plans`` each reduction
+    target's per-tensor plan (large: one record per tensor and target)."""
     inventory = result.inventory
     error = {"code": result.error.code, "message": result.error.message} if result.error else None
     if inventory is None:
@@ -41,6 +59,11 @@ def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str
             "complete": False,
             "totals": None,
             "by_dtype": {},
+            "by_role": {},
+            "parameters": None,
+            "overhead": None,
+            "reduction": None,
+            "memory": None,
             "modules": [],
             "tensors": [],
             "metadata": {},
@@ -48,6 +71,7 @@ def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str
             "findings": [],
             "error": error,
         }
+    analysis = analyze(inventory, options)
     return {
         "path": result.path,
         "format": inventory.format,
@@ -59,11 +83,20 @@ def result_dict(result: ScanResult, *, include_tensors: bool = True) -> dict[str
             name: {"tensors": c.tensors, "elements": c.elements, "bytes": c.bytes}
             for name, c in summary.by_dtype(inventory.tensors).items()
         },
+        "by_role": {name: count_dict(c) for name, c in analysis.by_role.items()},
+        "parameters": parameters_dict(analysis),
+        "overhead": overhead_dict(analysis),
+        "reduction": reduction_dict(analysis, tensor_plans=tensor_plans),
+        "memory": memory_dict(analysis),
         "modules": [
             {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
             for g in modules.rollup(inventory.tensors)
         ],
-        "tensors": [tensor_dict(t) for t in inventory.tensors] if include_tensors else [],
+        "tensors": [
+            tensor_dict(t, d, explain=explain) for t, d in zip(inventory.tensors, analysis.decisions, strict=True)
+        ]
+        if include_tensors
+        else [],
         "metadata": jsonable(dict(inventory.metadata)),
         "warnings": list(inventory.warnings),
         "findings": [finding_dict(f) for f in inventory.findings],
@@ -91,7 +124,7 @@ def totals_dict(inventory: Inventory) -> dict[str, int]:
     }
 
 
-def tensor_dict(t: Tensor) -> dict[str, Any]:
+def tensor_dict(t: Tensor, decision: RoleDecision | None = None, *, explain: bool = False) -> dict[str, Any]:
     record: dict[str, Any] = {
         "name": t.name,
         "shape": list(t.shape),
@@ -114,7 +147,86 @@ def tensor_dict(t: Tensor) -> dict[str, Any]:
         record["encoding"] = t.encoding
     if t.attrs:
         record["attrs"] = jsonable(dict(t.attrs))
+    if decision is not None:
+        record["role"] = decision.role.value
+        if decision.detail:
+            record["role_detail"] = decision.detail
+        if explain:
+            record["role_reason"] = decision.reason
+            record["role_rule"] = decision.rule
     return record
+
+
+# -- analysis sections (issue 5; see docs/analysis.md) -------------------------------------------
+
+
+def count_dict(c: Count) -> dict[str, int]:
+    return {"tensors": c.tensors, "elements": c.elements, "bytes": c.bytes}
+
+
+def parameters_dict(analysis: Analysis) -> dict[str, Any]:
+    p = analysis.parameters
+    return {
+        "total": p.total,
+        "tensors": p.tensors,
+        "bytes": p.bytes,
+        "by_role": p.by_role,
+        "by_dtype": p.by_dtype,
+        "modules": [
+            {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
+            for g in p.groups
+        ],
+        "ties": [t.as_dict() for t in p.ties],
+        "repeated_entries": p.repeated_entries,
+        "duplicate_copies": list(p.duplicate_copies),
+        "excluded": {role: count_dict(c) for role, c in p.excluded.items()},
+        "notes": list(p.notes),
+    }
+
+
+def overhead_dict(analysis: Analysis) -> dict[str, Any]:
+    o = analysis.overhead
+    return {
+        "file_bytes": o.file_bytes,
+        "parts": {name: part.bytes for name, part in o.parts.items()},
+        "exact": o.exact,
+        "categories": {
+            name: {"bytes": part.bytes, "tensors": part.tensors, "elements": part.elements}
+            for name, part in o.parts.items()
+        },
+        "format_overhead": dict(o.format_overhead),
+        "notes": list(o.notes),
+    }
+
+
+def reduction_dict(analysis: Analysis, *, tensor_plans: bool = False) -> dict[str, Any]:
+    targets = []
+    for target in analysis.targets:
+        record: dict[str, Any] = {
+            "name": target.name,
+            "bytes": target.bytes,
+            "saving_bytes": target.saving_bytes,
+            "tensor_bytes": target.tensor_bytes,
+            "overhead_bytes": target.overhead_bytes,
+            "assumptions": list(target.assumptions),
+            "by_dtype": {name: count_dict(c) for name, c in target.by_dtype.items()},
+        }
+        if tensor_plans:
+            record["tensors"] = [
+                {"name": p.name, "source": p.source, "result": p.result, "bytes": p.bytes, "rule": p.rule}
+                for p in target.plans
+            ]
+        targets.append(record)
+    return {"base_bytes": analysis.overhead.file_bytes, "targets": targets}
+
+
+def memory_dict(analysis: Analysis) -> dict[str, Any]:
+    arch = analysis.architecture
+    return {
+        "architecture": arch.as_dict() if arch else None,
+        "inference": {k: v for k, v in analysis.inference.items() if k != "architecture"},
+        "training": analysis.training,
+    }
 
 
 def jsonable(value: Any) -> Any:

@@ -6,11 +6,14 @@ has nothing to say), so later analyses add a section without touching the others
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.analyze import modules, summary
+from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
+from ckptscan.analyze.roles import RoleDecision
 from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.scan import ScanResult
 
@@ -29,10 +32,18 @@ MAX_METADATA_ROWS = 14
 HIDDEN_METADATA = frozenset({"kv_types"})  # detail for --json; noise on a terminal
 
 
+# reduction targets the terminal shows (all of them are in --json)
+TERMINAL_TARGETS = ("strip", "dedupe", "fp16", "bf16", "fp8", "int8", "int4", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M",
+                    "Q4_0", "IQ4_XS")  # fmt: skip
+MAX_EXPLAIN_ROWS = 60
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     tensors: bool = False  # the full tensor table
     largest: int = 10
+    explain: bool = False  # each tensor's role and the evidence for it
+    analysis: AnalysisOptions | None = None
 
 
 Section = Callable[[Inventory, Options], "RenderableType | None"]
@@ -137,16 +148,21 @@ def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding
 def dtypes(inventory: Inventory, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
+    return _count_table("By dtype", "dtype", summary.by_dtype(inventory.tensors), inventory)
+
+
+def _count_table(title: str, key: str, counts: Mapping[str, summary.Count], inventory: Inventory) -> RenderableType:
+    """Tensors, elements, bytes and share of the tensor bytes per group (dtype, role)."""
     from rich.table import Table
 
-    table = Table(title="By dtype", title_justify="left", title_style="bold", show_edge=False)
-    table.add_column("dtype")
+    table = Table(title=title, title_justify="left", title_style="bold", show_edge=False)
+    table.add_column(key)
     table.add_column("tensors", justify="right")
     table.add_column("elements", justify="right")
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     total = sum(t.nbytes for t in inventory.tensors) or 1
-    for name, c in summary.by_dtype(inventory.tensors).items():
+    for name, c in counts.items():
         table.add_row(name, f"{c.tensors:,}", f"{c.elements:,}", human_bytes(c.bytes), f"{c.bytes / total:.1%}")
     return table
 
@@ -189,8 +205,10 @@ def largest_tensors(inventory: Inventory, options: Options) -> RenderableType | 
     table.add_column("shape")
     table.add_column("dtype")
     table.add_column("bytes", justify="right")
+    table.add_column("role")
+    role = _role_names(inventory, options)
     for t in summary.largest(inventory.tensors, options.largest):
-        table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes))
+        table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes), role[t.name])
     return table
 
 
@@ -201,14 +219,263 @@ def tensor_table(inventory: Inventory, options: Options) -> RenderableType | Non
 
     multi_file = len({t.file for t in inventory.tensors}) > 1
     table = Table(title="Tensors", title_justify="left", title_style="bold", show_edge=False)
-    _tensor_columns(table, multi_file=multi_file)
-    for t in inventory.tensors:
+    _tensor_columns(table, multi_file=multi_file, longest=max(len(t.name) for t in inventory.tensors))
+    decisions = _analysis(inventory, options).decisions
+    for t, d in zip(inventory.tensors, decisions, strict=True):
         row = [t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes)]
         row.append("-" if t.offset is None else f"{t.offset:,}")
         if multi_file:
             row.append(t.file)
+        row.append(d.role.value)
         table.add_row(*row)
     return table
+
+
+def _analysis(inventory: Inventory, options: Options) -> Analysis:
+    return analyze(inventory, options.analysis)
+
+
+def _role_names(inventory: Inventory, options: Options) -> dict[str, str]:
+    decisions = _analysis(inventory, options).decisions
+    return {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
+
+
+def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not inventory.tensors:
+        return None
+    from rich.table import Table
+
+    p = _analysis(inventory, options).parameters
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    shared = f", {p.repeated_entries:,} entries repeat bytes counted once" if p.repeated_entries else ""
+    grid.add_row("parameters", f"{_with_human(p.total)} in {p.tensors:,} tensors ({human_bytes(p.bytes)}){shared}")
+    for tie in p.ties:
+        head = tie.head or "output head (not stored)"
+        grid.add_row("tied", f"{head} = {tie.embedding}  [dim]{tie.evidence}[/dim]")
+    for note in p.notes:
+        grid.add_row("", f"[dim]{note}[/dim]")
+    return grid
+
+
+def roles(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not inventory.tensors:
+        return None
+    return _count_table("By role", "role", _analysis(inventory, options).by_role, inventory)
+
+
+def overhead(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not inventory.files or not inventory.file_bytes:
+        return None
+    from rich.table import Table
+
+    o = _analysis(inventory, options).overhead
+    note = "parts add up to the file size exactly" if o.exact else "; ".join(o.notes) or "approximate"
+    table = Table(title="Where the bytes go", title_justify="left", title_style="bold", show_edge=False,
+                  caption=note, caption_justify="left", caption_style="dim")  # fmt: skip
+    table.add_column("part")
+    table.add_column("tensors", justify="right")
+    table.add_column("elements", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for name, part in o.parts.items():
+        if part.bytes == 0 and part.tensors == 0:
+            continue
+        detail = ""
+        if name == "format_overhead" and o.format_overhead:
+            detail = " [dim](" + ", ".join(f"{k} {human_bytes(v)}" for k, v in o.format_overhead.items()) + ")[/dim]"
+        share = f"{part.bytes / o.file_bytes:.1%}"
+        elements = f"{part.elements:,}" if part.tensors else ""
+        tensors = f"{part.tensors:,}" if part.tensors else ""
+        table.add_row(name.replace("_", " ") + detail, tensors, elements, _bytes_exact(part.bytes), share)
+    table.add_row("[bold]file[/bold]", "", "", _bytes_exact(o.file_bytes), "100.0%")
+    return table
+
+
+def reduction(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not inventory.tensors or not inventory.file_bytes:
+        return None
+    from rich.table import Table
+
+    analysis = _analysis(inventory, options)
+    targets = {t.name: t for t in analysis.targets}
+    table = Table(title="Reduction (exact tensor bytes; format overhead as today)", title_justify="left",
+                  title_style="bold", show_edge=False)  # fmt: skip
+    table.add_column("target")
+    table.add_column("size", justify="right")
+    table.add_column("vs file", justify="right")
+    table.add_column("what", overflow="fold", style="dim")
+    base = analysis.overhead.file_bytes
+    shown_sizes: dict[int, str] = {}
+    for name in TERMINAL_TARGETS:
+        t = targets.get(name)
+        if t is None:
+            continue
+        if name in ("strip", "dedupe") and t.bytes >= base:
+            continue
+        if name == "dedupe" and t.bytes == targets["strip"].bytes:
+            continue
+        if name == "bf16" and shown_sizes.get(t.bytes) == "fp16":
+            continue
+        shown_sizes.setdefault(t.bytes, name)
+        ratio = f"{t.bytes / base:.1%}" if base else ""
+        table.add_row(name, human_bytes(t.bytes), ratio, _composition(t))
+    return table
+
+
+def _composition(target: Any) -> str:
+    """The result's main dtypes by share of its tensor bytes: ``Q4_K 81%, Q6_K 17%, F32 2%``."""
+    total = target.tensor_bytes or 1
+    shares = [(name, c.bytes / total) for name, c in target.by_dtype.items()]
+    shown = [f"{name} {share:.0%}" for name, share in shares[:4] if share >= 0.005] or [shares[0][0]]
+    return ", ".join(shown)
+
+
+def memory(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not inventory.tensors:
+        return None
+    from rich.table import Table
+
+    analysis = _analysis(inventory, options)
+    table = Table(title="Memory (estimates)", title_justify="left", title_style="bold", show_edge=False,
+                  show_header=False, box=None, padding=(0, 2))  # fmt: skip
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, text in memory_lines(analysis):
+        table.add_row(label, text)
+    return table
+
+
+def memory_lines(analysis: Analysis) -> list[tuple[str, str]]:
+    """Short lines: inference memory as stored and at a few targets, and one training estimate."""
+    inf, train = analysis.inference, analysis.training
+    rows: list[tuple[str, str]] = []
+    kv = inf["kv_cache"]
+    weights = inf["weights_bytes"] or 0
+    if kv:
+        kv_text = f" + KV cache {human_bytes(kv['bytes'])} (batch {kv['batch']}, {kv['context']:,} tokens)"
+    else:
+        kv_text = " [dim](no KV cache: architecture unknown)[/dim]"
+    rows.append(("inference", f"weights {human_bytes(weights)}{kv_text} = {human_bytes(inf['total_bytes'])}"))
+    at = [f"{name} {human_bytes(inf['by_target'][name])}" for name in ("bf16", "int8", "int4", "Q4_K_M")
+          if name in inf["by_target"]]  # fmt: skip
+    if at:
+        rows.append(("", "[dim]at " + ", ".join(at) + "[/dim]"))
+    parts = ", ".join(f"{line['name'].replace('_', ' ')} {human_bytes(line['bytes'])}" for line in train["lines"])
+    setup = f"{train['optimizer']}, {train['precision']}"
+    if train["seq"]:
+        setup += f", batch {train['batch']} x {train['seq']:,} tokens"
+    rows.append(("training", f"peak {human_bytes(train['total_bytes'])} ({setup}): {parts}"))
+    if train["activations"] is None:
+        rows.append(("", "[dim]activations not estimated: architecture unknown[/dim]"))
+    rows.append(("", "[dim]`ckptscan memory PATH --help` for other optimizers, precisions, batch and "
+                     "sequence; assumptions in --json[/dim]"))  # fmt: skip
+    return rows
+
+
+def memory_report(results: Iterable[ScanResult], options: Options | None = None) -> list[RenderableType]:
+    """``ckptscan memory``: the estimates in full, with every formula and assumption."""
+    from rich.rule import Rule
+    from rich.table import Table
+    from rich.text import Text
+
+    options = options or Options()
+    out: list[RenderableType] = []
+    for result in results:
+        title = Text.assemble((result.path, "bold"), "  ", (result.format or "unrecognized", "magenta"))
+        out.append(Rule(title, align="left", style="blue"))
+        if result.error is not None or result.inventory is None:
+            message = result.error.message if result.error else "no inventory"
+            out.append(Text.assemble(("error ", "bold red"), message))
+            continue
+        analysis = _analysis(result.inventory, options)
+        arch = analysis.architecture
+        if arch is not None:
+            out.append(Text(
+                f"architecture ({arch.source}): {arch.layers} layers, hidden {arch.hidden}, {arch.heads} heads, "
+                f"{arch.kv_heads} KV heads x {arch.head_dim}, FFN {arch.ffn}{' gated' if arch.gated_mlp else ''}, "
+                f"vocab {arch.vocab:,}, context {arch.context or 'unknown'}"
+            ))  # fmt: skip
+        inf = analysis.inference
+        kv = inf["kv_cache"]
+        table = Table(title="Inference", title_justify="left", title_style="bold", show_edge=False)
+        table.add_column("weights at")
+        table.add_column("weights", justify="right")
+        table.add_column("KV cache", justify="right")
+        table.add_column("total", justify="right")
+        kv_bytes = kv["bytes"] if kv else 0
+        weights = {"as stored": inf["weights_bytes"] or 0}
+        weights.update({name: total - kv_bytes for name, total in inf["by_target"].items()})
+        for name, nbytes in weights.items():
+            table.add_row(
+                name, human_bytes(nbytes), human_bytes(kv_bytes) if kv else "-", human_bytes(nbytes + kv_bytes)
+            )
+        out.append(table)
+        if kv:
+            out.append(Text(f"KV cache: {kv['formula']}", style="dim"))
+        train = analysis.training
+        table = Table(title=f"Training: {train['optimizer']}, {train['precision']}, batch {train['batch']}"
+                      + (f" x {train['seq']:,} tokens" if train["seq"] else "")
+                      + (", gradient checkpointing" if train["checkpointing"] else ""),
+                      title_justify="left", title_style="bold", show_edge=False)  # fmt: skip
+        table.add_column("part")
+        table.add_column("bytes", justify="right")
+        table.add_column("how", overflow="fold", style="dim")
+        for line in train["lines"]:
+            table.add_row(line["name"].replace("_", " "), _bytes_exact(line["bytes"]), line["formula"])
+        table.add_row("sum of the lines", _bytes_exact(train["sum_bytes"]), "every line at once: an upper bound")
+        table.add_row("[bold]peak[/bold]", f"[bold]{_bytes_exact(train['total_bytes'])}[/bold]", train["peak_formula"])
+        out.append(table)
+        trainable = train["trainable_parameters"]
+        out.append(Text(f"parameters {train['parameters']:,}, trainable {trainable:,}", style="dim"))
+        assumptions = list(dict.fromkeys([*inf["assumptions"], *train["assumptions"]]))
+        out.append(Text("assumptions:\n" + "\n".join(f"  - {a}" for a in assumptions), style="dim"))
+        out.append(Text(""))
+    return out
+
+
+def explain(inventory: Inventory, options: Options) -> RenderableType | None:
+    if not options.explain or not inventory.tensors:
+        return None
+    from rich.table import Table
+
+    decisions = _analysis(inventory, options).decisions
+    rows = explain_rows(inventory, decisions)
+    table = Table(title=f"Roles and why ({len(inventory.tensors):,} tensors, {len(rows):,} rows with blocks "
+                  "collapsed)", title_justify="left", title_style="bold", show_edge=False)  # fmt: skip
+    table.add_column("tensor", overflow="fold")
+    table.add_column("role")
+    table.add_column("detail", overflow="fold")
+    table.add_column("why", overflow="fold", style="dim")
+    for name, decision in rows[:MAX_EXPLAIN_ROWS]:
+        table.add_row(name, decision.role.value, decision.detail, decision.reason)
+    if len(rows) > MAX_EXPLAIN_ROWS:
+        table.add_row(f"[dim]... {len(rows) - MAX_EXPLAIN_ROWS} more (--json --explain shows all)[/dim]", "", "", "")
+    return table
+
+
+_BLOCK_NUMBER = re.compile(r"(?<=[./])\d+(?=[./])")
+
+
+def explain_rows(inventory: Inventory, decisions: Sequence[RoleDecision]) -> list[tuple[str, RoleDecision]]:
+    """One row per (name pattern, decision): ``layers.[0-31].mlp.up.weight`` for a repeated block."""
+    number = _BLOCK_NUMBER
+    groups: dict[tuple[str, str, str, str], list[list[int]]] = {}
+    first: dict[tuple[str, str, str, str], RoleDecision] = {}
+    for t, d in zip(inventory.tensors, decisions, strict=True):
+        pattern = number.sub("#", t.name)
+        key = (pattern, d.role.value, d.detail, d.rule)
+        groups.setdefault(key, []).append([int(n) for n in number.findall(t.name)])
+        first.setdefault(key, d)
+    rows = []
+    for key, indices in groups.items():
+        name = key[0]
+        for position in range(name.count("#")):
+            values = sorted({ix[position] for ix in indices})
+            name = name.replace("#", modules.format_indices(values) if len(values) > 1 else str(values[0]), 1)
+        rows.append((name, first[key]))
+    return rows
 
 
 def metadata(inventory: Inventory, options: Options) -> RenderableType | None:
@@ -238,11 +505,17 @@ def warnings(inventory: Inventory, options: Options) -> RenderableType | None:
 
 SECTIONS: list[Section] = [
     overview,
+    parameters,
     findings,
+    roles,
+    overhead,
     dtypes,
     module_rollup,
     largest_tensors,
     tensor_table,
+    explain,
+    reduction,
+    memory,
     metadata,
     warnings,
 ]
@@ -286,8 +559,8 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _tensor_columns(table: Any, *, multi_file: bool) -> None:
-    table.add_column("name", overflow="fold")
+def _tensor_columns(table: Any, *, multi_file: bool, longest: int = 0) -> None:
+    table.add_column("name", overflow="fold", min_width=min(longest, 32))
     table.add_column("shape")
     table.add_column("dtype")
     table.add_column("elements", justify="right")
@@ -295,6 +568,7 @@ def _tensor_columns(table: Any, *, multi_file: bool) -> None:
     table.add_column("offset", justify="right")
     if multi_file:
         table.add_column("file")
+    table.add_column("role", overflow="ellipsis", no_wrap=True)
 
 
 def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:

@@ -1,0 +1,418 @@
+"""What a checkpoint becomes when reduced for inference: exact bytes per tensor, totals per target.
+
+Targets, each starting from the previous line's result where it says so:
+
+- ``strip``: keep only what inference needs (weights, biases, embeddings, heads, norms, quantization
+  data, buffers, unrecognized model tensors); drop optimizer state, EMA/master copies, training
+  state and dead storage (a fresh save writes only the bytes tensors view).
+- ``dedupe``: ``strip``, and a tied head stored as a second copy is dropped.
+- ``fp16`` / ``bf16``: ``dedupe``, every floating tensor wider than 16 bits cast to 16 bits.
+- ``fp8``: ``dedupe``; weight matrices (2-D and up) to F8_E4M3 with one F32 scale per tensor
+  (per-tensor scaling as llm-compressor / vLLM write it); the rest at 16 bits.
+- ``int8`` / ``int4``: ``dedupe``; weight matrices quantized weight-only: int8 with one F16 scale per
+  output channel; int4 packed two per byte with one F16 scale per group of ``group_size`` inputs
+  (128 by default) per output channel, plus packed 4-bit zero points when asked. The rest at 16 bits.
+- GGUF types (``Q8_0``, ``Q6_K``, ``Q5_K_M``, ``Q4_K_M``, ``Q4_0``, ``IQ4_XS``, ...): ``dedupe``,
+  then llama.cpp's recipe for that file type (``llama_tensor_get_type``, simplified: see RECIPES).
+
+Per-tensor rules shared by the targets: tensors that are not floating point are kept as they are;
+a tensor is never made larger than it is (a source already at 4 bits stays so under ``int8``);
+norms, biases and 1-D tensors stay at 16 bits (F32 for GGUF, as ``convert_hf_to_gguf`` writes them);
+embeddings and the output head stay at 16 bits for fp8/int8/int4 (GPTQ, AWQ, bitsandbytes and FP8
+recipes skip them), while GGUF recipes quantize the token embedding to the base type and the output
+head to Q6_K (Q8_0 for the Q8_0 type, or when its rows are not a multiple of 256).
+
+``bytes`` is the tensor bytes plus the source's format overhead (headers, metadata), assumed
+unchanged: exact for the tensor data, an estimate for the container.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ckptscan.analyze.overhead import Overhead
+from ckptscan.analyze.parameters import Tie
+from ckptscan.analyze.roles import Role, RoleDecision, name_parts
+from ckptscan.analyze.summary import Count, view_key
+from ckptscan.dtypes import DTYPES, DType, DTypeKind
+from ckptscan.inventory import Inventory, Tensor
+
+KEPT_ROLES = frozenset(
+    {Role.WEIGHT, Role.BIAS, Role.EMBEDDING, Role.OUTPUT_HEAD, Role.NORM, Role.QUANTIZATION, Role.OTHER, Role.BUFFER}
+)
+QUANTIZABLE_ROLES = frozenset({Role.WEIGHT})
+F16, BF16, F32 = DTYPES["F16"], DTYPES["BF16"], DTYPES["F32"]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    group_size: int = 128  # int4: inputs per scale along each output channel; 0 = one scale per channel
+    zero_points: bool = False  # int4/int8: asymmetric, with zero points packed at the code width
+    n_gqa: int = 1  # attention heads per key/value head (llama.cpp's attn_v rules for IQ4_XS and Q2_K)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorPlan:
+    index: int  # into the inventory's tensors
+    name: str
+    source: str  # source dtype
+    result: str  # result dtype or scheme
+    bytes: int
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    bytes: int
+    tensor_bytes: int
+    overhead_bytes: int
+    saving_bytes: int
+    assumptions: tuple[str, ...]
+    by_dtype: dict[str, Count]
+    plans: tuple[TensorPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int
+    tensor: Tensor
+    role: Role
+    detail: str
+
+
+# -- target table --------------------------------------------------------------------------------
+
+CAST_TARGETS = ("fp16", "bf16", "fp8", "int8", "int4")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """A llama.cpp file type: the base type and the exceptions its recipe makes (simplified)."""
+
+    name: str
+    base: str
+    summary: str
+    rule: Callable[[str, int, int, int, Options], str | None] | None = None  # (kind, i, n, i_v, options)
+
+
+def use_more_bits(i_layer: int, n_layers: int) -> bool:
+    """llama.cpp: the first and last eighth of the layers, and every third one in between."""
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+def _k_m(more: str, qkv: str) -> Callable[[str, int, int, int, Options], str | None]:
+    def rule(kind: str, i: int, n: int, i_v: int, options: Options) -> str | None:
+        if kind in ("attn_v", "ffn_down") and use_more_bits(i if kind == "ffn_down" else i_v, n):
+            return more
+        return qkv if kind == "attn_qkv" else None
+
+    return rule
+
+
+def _q4_k_s(kind: str, i: int, n: int, i_v: int, options: Options) -> str | None:
+    if (kind == "attn_v" and i_v < 4) or (kind == "ffn_down" and i < n // 8):
+        return "Q5_K"
+    return None
+
+
+def _q3_k_m(kind: str, i: int, n: int, i_v: int, options: Options) -> str | None:
+    if kind == "attn_v":
+        return "Q5_K" if i_v < 2 else "Q4_K"
+    if kind == "ffn_down":
+        return "Q5_K" if i < n // 16 else "Q4_K"
+    return "Q4_K" if kind in ("attn_output", "attn_qkv") else None
+
+
+def _q2_k(kind: str, i: int, n: int, i_v: int, options: Options) -> str | None:
+    if kind == "attn_v":
+        return "Q4_K" if options.n_gqa >= 4 else "Q3_K"
+    return "Q3_K" if kind in ("ffn_down", "attn_output") else None
+
+
+def _iq4_xs(kind: str, i: int, n: int, i_v: int, options: Options) -> str | None:
+    if kind == "attn_v" and options.n_gqa >= 4:
+        return "Q5_K"
+    if kind == "ffn_down" and i < n // 8:
+        return "Q5_K"
+    return None
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("Q8_0", "Q8_0", "every weight matrix Q8_0, the output head too"),
+        Recipe("Q6_K", "Q6_K", "every weight matrix Q6_K"),
+        Recipe("Q5_K_M", "Q5_K", "Q5_K; Q6_K for attn_v and ffn_down in the first and last eighth of the layers "
+               "and every third layer between, and for fused attn_qkv", _k_m("Q6_K", "Q6_K")),
+        Recipe("Q5_K_S", "Q5_K", "Q5_K everywhere but the output head"),
+        Recipe("Q4_K_M", "Q4_K", "Q4_K; Q6_K for attn_v and ffn_down in the first and last eighth of the layers "
+               "and every third layer between; Q5_K for fused attn_qkv", _k_m("Q6_K", "Q5_K")),
+        Recipe("Q4_K_S", "Q4_K", "Q4_K; Q5_K for the first 4 attn_v and the first eighth of ffn_down", _q4_k_s),
+        Recipe("Q4_0", "Q4_0", "Q4_0 everywhere but the output head"),
+        Recipe("IQ4_XS", "IQ4_XS", "IQ4_XS; Q5_K for attn_v with 4+ query heads per KV head and for the first "
+               "eighth of ffn_down (no importance matrix)", _iq4_xs),
+        Recipe("Q3_K_M", "Q3_K", "Q3_K; attn_v Q5_K for the first 2 layers then Q4_K; ffn_down Q5_K for the first "
+               "sixteenth then Q4_K; attn_output and attn_qkv Q4_K", _q3_k_m),
+        Recipe("Q2_K", "Q2_K", "Q2_K; attn_v Q3_K (Q4_K with 4+ query heads per KV head); ffn_down and "
+               "attn_output Q3_K", _q2_k),
+    )
+}  # fmt: skip
+GGUF_TARGETS = tuple(RECIPES)
+TARGETS = ("strip", "dedupe", *CAST_TARGETS, *GGUF_TARGETS)
+
+# llama.cpp's substitutes when a row is not a multiple of a 256-element super-block
+K_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+GGUF_ATTN_V = frozenset({"attn_v", "v_proj", "value", "wv", "v"})
+GGUF_ATTN_QKV = frozenset({"attn_qkv", "c_attn", "qkv_proj", "query_key_value", "wqkv", "qkv", "in_proj"})
+GGUF_ATTN_OUT = frozenset({"attn_output", "o_proj", "out_proj", "dense"})
+GGUF_FFN_DOWN = frozenset({"ffn_down", "down_proj", "fc2", "dense_4h_to_h", "w2", "ffn_down_exps"})
+_NUMBER = re.compile(r"^\d+$")
+
+
+def reduce(
+    inventory: Inventory,
+    decisions: Sequence[RoleDecision],
+    ties: Sequence[Tie],
+    overhead: Overhead,
+    options: Options | None = None,
+    targets: Sequence[str] = TARGETS,
+) -> list[Target]:
+    options = options or Options()
+    copies = {t.head for t in ties if t.stored == "copy"}
+    kept = _kept(inventory, decisions)
+    deduped = [item for item in kept if item.tensor.name not in copies]
+    has_output = any(item.role is Role.OUTPUT_HEAD and len(item.tensor.shape) >= 2 for item in deduped)
+    half = BF16 if any(item.tensor.dtype.name == "BF16" for item in deduped) else F16
+    fixed = overhead.bytes_of("format_overhead")
+    out = []
+    for name in targets:
+        if name == "strip":
+            plans = [_keep(item, "kept: needed for inference") for item in kept]
+            assumptions = ["drops optimizer state, EMA/master copies, training state and dead storage"]
+        elif name == "dedupe":
+            plans = [_keep(item, "kept") for item in deduped]
+            assumptions = ["as strip, and a tied output head stored as a second copy is dropped"]
+        elif name in CAST_TARGETS:
+            plans = [_cast_plan(name, item, half, options) for item in deduped]
+            assumptions = list(_cast_assumptions(name, half, options))
+        else:
+            plans = _gguf_plans(RECIPES[name], deduped, has_output, options)
+            assumptions = list(_gguf_assumptions(RECIPES[name], options))
+        assumptions.append(f"format overhead kept as in the source ({fixed:,} bytes)")
+        tensor_bytes = sum(p.bytes for p in plans)
+        total = tensor_bytes + fixed
+        out.append(
+            Target(
+                name=name,
+                bytes=total,
+                tensor_bytes=tensor_bytes,
+                overhead_bytes=fixed,
+                saving_bytes=overhead.file_bytes - total,
+                assumptions=tuple(assumptions),
+                by_dtype=_by_result(plans, inventory.tensors),
+                plans=tuple(plans),
+            )
+        )
+    return out
+
+
+def _kept(inventory: Inventory, decisions: Sequence[RoleDecision]) -> list[_Item]:
+    seen: set[tuple[object, ...]] = set()
+    kept = []
+    for i, (t, d) in enumerate(zip(inventory.tensors, decisions, strict=True)):
+        if d.role not in KEPT_ROLES:
+            continue
+        key = view_key(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(_Item(i, t, d.role, d.detail))
+    return kept
+
+
+def _keep(item: _Item, rule: str) -> TensorPlan:
+    t = item.tensor
+    return TensorPlan(item.index, t.name, t.dtype.name, t.dtype.name, t.nbytes, rule)
+
+
+def _as(item: _Item, dtype: DType, rule: str) -> TensorPlan:
+    """``item`` converted to ``dtype``, unless that would make it larger (then kept)."""
+    t = item.tensor
+    nbytes = _bytes_as(t, dtype)
+    if nbytes is None or nbytes >= t.nbytes:
+        return _keep(item, "kept: already as small" if nbytes is not None else "kept: size not known")
+    return TensorPlan(item.index, t.name, t.dtype.name, dtype.name, nbytes, rule)
+
+
+def _bytes_as(t: Tensor, dtype: DType) -> int | None:
+    try:
+        return dtype.nbytes(t.elements)
+    except ValueError:
+        return None
+
+
+def _floating(t: Tensor) -> bool:
+    return t.dtype.kind is DTypeKind.FLOAT and t.dtype.known
+
+
+# -- fp16 / bf16 / fp8 / int8 / int4 -------------------------------------------------------------
+
+
+def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> TensorPlan:
+    t = item.tensor
+    if not _floating(t):
+        return _keep(item, "kept: not floating point")
+    if target in ("fp16", "bf16"):
+        return _as(item, F16 if target == "fp16" else BF16, "cast to 16 bits")
+    if item.role not in QUANTIZABLE_ROLES or len(t.shape) < 2:
+        why = {Role.EMBEDDING: "embedding", Role.OUTPUT_HEAD: "output head", Role.NORM: "norm", Role.BIAS: "bias"}
+        return _as(item, half, f"{why.get(item.role, '1-D or not a weight')} kept at 16 bits")
+    if target == "fp8":
+        nbytes = t.elements + 4
+        if nbytes >= t.nbytes:
+            return _keep(item, "kept: already as small")
+        return TensorPlan(item.index, t.name, t.dtype.name, "F8_E4M3+F32 scale", nbytes, "FP8 E4M3, per-tensor scale")
+    bits = 8 if target == "int8" else 4
+    group = 0 if target == "int8" else options.group_size
+    rows, row_length = _rows(t)
+    groups = rows * (-(-row_length // group) if group else 1)
+    nbytes = -(-t.elements * bits // 8) + 2 * groups
+    if options.zero_points:
+        nbytes += -(-groups * bits // 8)
+    if nbytes >= t.nbytes:
+        return _keep(item, "kept: already as small")
+    scheme = f"I{bits} {'g' + str(group) if group else 'per-channel'}"
+    rule = f"int{bits} weight-only, {groups:,} F16 scales" + (" and zero points" if options.zero_points else "")
+    return TensorPlan(item.index, t.name, t.dtype.name, scheme, nbytes, rule)
+
+
+def _rows(t: Tensor) -> tuple[int, int]:
+    """(output channels, inputs per channel) of a weight; Keras kernels and ONNX MatMul B are [in, out]."""
+    leaf = name_parts(t.name)[-1] if t.name else ""
+    readers = t.attrs.get("consumers", ())
+    in_out = leaf.endswith("kernel") or any(
+        isinstance(c, dict) and c.get("op") == "MatMul" and c.get("input") == 1 for c in readers
+    )
+    out = t.shape[-1] if in_out else t.shape[0]
+    return out, t.elements // out if out else 0
+
+
+def _cast_assumptions(target: str, half: DType, options: Options) -> list[str]:
+    if target in ("fp16", "bf16"):
+        return ["every floating tensor wider than 16 bits cast to 16 bits (norms and buffers too, as model.half())"]
+    kept = f"embeddings, output head, norms, biases and 1-D tensors at 16 bits ({half.name})"
+    if target == "fp8":
+        return ["weight matrices as F8_E4M3 with one F32 scale per tensor", kept]
+    if target == "int8":
+        scheme = "int8 weight-only, one F16 scale per output channel"
+    else:
+        group = f"groups of {options.group_size} inputs" if options.group_size else "one group per output channel"
+        scheme = f"int4 weight-only packed two per byte, one F16 scale per {group}"
+    if options.zero_points:
+        scheme += ", zero points at the code width"
+    return [scheme, kept]
+
+
+# -- GGUF ------------------------------------------------------------------------------------------
+
+
+def gguf_kind(t: Tensor, role: Role) -> str:
+    """The llama.cpp tensor kind a recipe looks at: output, token_embd, attn_v, attn_qkv, ffn_down..."""
+    if role is Role.OUTPUT_HEAD:
+        return "output"
+    parts = name_parts(t.name)[:-1]
+    for part in reversed(parts):
+        if part in GGUF_ATTN_V:
+            return "attn_v"
+        if part in GGUF_ATTN_QKV:
+            return "attn_qkv"
+        if part in GGUF_FFN_DOWN:
+            return "ffn_down"
+        if part == "c_proj":  # GPT-2 names both projections c_proj
+            return "ffn_down" if "mlp" in parts else "attn_output"
+        if part == "wo":  # Meta Llama attention.wo, T5 DenseReluDense.wo
+            return "attn_output" if "attention" in parts else "ffn_down"
+        if part in GGUF_ATTN_OUT and (part != "dense" or "attention" in parts):
+            return "attn_output"
+    return "other"
+
+
+def _layer(t: Tensor) -> int | None:
+    return next((int(p) for p in name_parts(t.name) if _NUMBER.match(p)), None)
+
+
+def _gguf_plans(recipe: Recipe, items: Sequence[_Item], has_output: bool, options: Options) -> list[TensorPlan]:
+    kinds = [gguf_kind(item.tensor, item.role) for item in items]
+    layers = sorted(
+        {n for item, k in zip(items, kinds, strict=True) if k == "ffn_down" and (n := _layer(item.tensor)) is not None}
+    )
+    n_layers = len(layers) or 1
+    layer_rank = {n: i for i, n in enumerate(layers)}
+    plans = []
+    i_v = 0
+    for item, kind in zip(items, kinds, strict=True):
+        t = item.tensor
+        if not _floating(t) and t.dtype.kind is not DTypeKind.QUANTIZED:
+            plans.append(_keep(item, "kept: not floating point"))
+            continue
+        if len(t.shape) < 2 or item.role in (Role.NORM, Role.BIAS, Role.BUFFER):
+            plans.append(_as_gguf(item, "F32", "1-D, norm, bias or buffer: F32 as convert_hf_to_gguf writes it"))
+            continue
+        token = item.role is Role.EMBEDDING and item.detail.startswith(("token", "lookup"))
+        if kind == "output" or (token and not has_output):
+            base = recipe.base
+            wanted = base if base == "Q8_0" else "Q6_K"
+            if t.shape[-1] % 256:
+                wanted = "Q8_0"
+            why = "output head" if kind == "output" else "token embedding that also serves as the output head"
+            plans.append(_as_gguf(item, wanted, f"{why}: {wanted}"))
+            continue
+        if item.role not in (Role.WEIGHT, Role.EMBEDDING) or (item.role is Role.EMBEDDING and not token):
+            plans.append(_as_gguf(item, "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"))
+            continue
+        i_layer = layer_rank.get(_layer(t) or 0, 0)
+        special = recipe.rule(kind, i_layer, n_layers, i_v, options) if recipe.rule else None
+        if kind == "attn_v":
+            i_v += 1
+        wanted = special or recipe.base
+        rule = f"{kind}: {wanted}" if special else f"base type {wanted}"
+        plans.append(_as_gguf(item, wanted, rule))
+    return plans
+
+
+def _as_gguf(item: _Item, type_name: str, rule: str) -> TensorPlan:
+    """``item`` as a ggml type, with llama.cpp's fallback when its rows do not fill whole blocks."""
+    t = item.tensor
+    row = t.shape[-1] if t.shape else 1
+    dtype = DTYPES[type_name]
+    if row % dtype.block_elements:
+        fallback = K_FALLBACK.get(type_name)
+        if fallback is not None and row % DTYPES[fallback].block_elements == 0:
+            dtype, rule = DTYPES[fallback], f"{rule} -> {fallback}: row of {row} is not a multiple of 256"
+        else:
+            dtype, rule = F16, f"{rule} -> F16: row of {row} is not a multiple of {dtype.block_elements}"
+    return _as(item, dtype, rule)
+
+
+def _gguf_assumptions(recipe: Recipe, options: Options) -> list[str]:
+    return [
+        f"llama.cpp {recipe.name} recipe, simplified: {recipe.summary}",
+        "output head Q6_K (Q8_0 for Q8_0, or when its rows are not a multiple of 256); token embedding at the "
+        "base type (as the head when the model has no separate head)",
+        "1-D tensors, norms and biases F32; position/type embeddings F16; no MoE, 70B or importance-matrix rules",
+        "rows that are not a multiple of the block fall back as llama.cpp does (Q4_K->Q5_0, Q5_K->Q5_1, "
+        "Q6_K->Q8_0, Q2_K/Q3_K/IQ4_XS->IQ4_NL), else F16",
+        f"attn_v rules assume {options.n_gqa} query head(s) per key/value head",
+    ]
+
+
+def _by_result(plans: Sequence[TensorPlan], tensors: Sequence[Tensor]) -> dict[str, Count]:
+    out: dict[str, Count] = {}
+    for p in plans:
+        c = out.get(p.result, Count())
+        out[p.result] = Count(c.tensors + 1, c.elements + tensors[p.index].elements, c.bytes + p.bytes)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1].bytes))
