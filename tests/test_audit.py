@@ -18,8 +18,9 @@ import pytest
 from ckptscan import registry
 from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
+from ckptscan.audit.model import digest as model_digest
 from ckptscan.cli import parse_size
-from ckptscan.report.json import schema
+from ckptscan.report.json import result_dict, schema
 from ckptscan.scan import ScanResult, model_inputs, scan
 from tests import audit_formats, audit_tree
 from tests.audit_tree import GENERATED
@@ -202,21 +203,24 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
     recoverable = summary["recoverable"]
     rows = {os.path.relpath(r["path"], tree): r for r in audited.aggregate.model_rows()}
 
-    # strip: a Trainer folder's training-state files go whole
+    # strip: a Trainer folder's training-state files go whole, framing and all
     state_files = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
     for step in audit_tree.CHECKPOINTS:
         folder = tree / f"runs/exp1/checkpoint-{step}"
-        assert rows[f"runs/exp1/checkpoint-{step}"]["strip_bytes"] == sum(
-            (folder / n).stat().st_size for n in state_files
-        )
-    # ...single-file checkpoints give back the bytes of their optimizer and training-state tensors
+        record = by_path(audited, tree)[f"runs/exp1/checkpoint-{step}"]
+        assert record["recoverable"]["strip"] == {
+            "bytes": sum((folder / n).stat().st_size for n in state_files),
+            "source": "files",
+        }
+    # ...single-file checkpoints give back what the analyzer's strip target says
     for name in ("torch/lightning.ckpt", "keras/tiny.keras"):
-        inventory = fixture_scans[name].inventory
-        assert inventory is not None
-        training = sum(t.nbytes for t in inventory.tensors if t.attrs.get("structure") not in ("model", "ema"))
-        assert training > 0
-        assert rows[name]["strip_bytes"] == training, name
+        strip = analyzer_target(fixture_scans[name], "strip")
+        assert strip > 0
+        assert rows[name]["strip_bytes"] == strip, name
     assert recoverable["strip"]["bytes"] == sum(r["strip_bytes"] for r in rows.values())
+    assert recoverable["strip"]["by_source"]["files"] == sum(
+        r["strip_bytes"] for p, r in rows.items() if p.startswith("runs/")
+    )
 
     # dedupe by metadata: the finetunes' 3 tensors x 3 more copies; the Trainer folders' model
     # tensors x 3 more copies (two more checkpoints and the same model saved sharded)
@@ -234,10 +238,43 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
     assert rows["runs/exp1/checkpoint-300"]["duplicate_bytes"] == trainer_model_bytes()
     assert sum(r["duplicate_bytes"] for r in rows.values()) == dedupe["bytes"]
 
-    generated = ("finetune/", "standalone/", "hf-model/", "gguf/")
-    quantize = sum(r["quantize_saving_bytes"] for p, r in rows.items() if p.startswith(generated))
-    assert quantize == GENERATED["quantize_int8_bytes"]
+    # quantize: each model's int8 target, as the analyzer computes it for a single scan (a model
+    # that would grow, small tensors gaining scales, saves nothing)
+    for path, row in rows.items():
+        result = scan(tree / path)
+        if result.inventory is not None:
+            assert row["quantize_saving_bytes"] == max(0, analyzer_target(result, "int8")), path
+    assert recoverable["quantize"]["source"] == "analyzer"
     assert recoverable["quantize"]["saving_bytes"] == sum(r["quantize_saving_bytes"] for r in rows.values())
+
+
+def analyzer_target(result: ScanResult, name: str) -> int:
+    targets = result_dict(result)["reduction"]["targets"]
+    saving: int = next(t["saving_bytes"] for t in targets if t["name"] == name)
+    return saving
+
+
+def test_estimates_without_the_analyzer() -> None:
+    """Records without the analyzer's sections: roles from the readers' structure tags, labelled."""
+    f32 = {"dtype": "F32", "offset": 0, "file": "m.pt"}
+    record = {
+        "files": [{"path": "m.pt", "size": 4000, "role": "weights"}],
+        "tensors": [
+            {**f32, "name": "w", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 0},
+            {**f32, "name": "b", "shape": [8], "elements": 8, "bytes": 32, "offset": 512},
+            {**f32, "name": "exp_avg", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 544,
+             "attrs": {"structure": "optimizer"}},
+            {**f32, "name": "w_tied", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 0},
+        ],
+    }  # fmt: skip
+    d = model_digest(record, "int8")
+    assert (d.roles_source, d.strip_source, d.quantize_source) == ("inventory", "inventory", "inventory")
+    assert d.by_role == {"model": (3, 264, 1056), "optimizer_state": (1, 128, 512)}
+    assert d.parameters == 128 + 8  # w_tied views w's bytes: one tensor
+    assert d.strip_bytes == 512
+    assert d.quantize_saving == 512 - 128  # the matrix at 8 bits; the vector stays
+    assert [k[0] for k in d.dedupe_keys] == ["w", "b"]
+    assert GENERATED["quantize_int8_bytes"] > 0  # the estimate of the tree's generated models
 
 
 def test_problems_and_skipped_files(audited: Audit, tree: Path) -> None:

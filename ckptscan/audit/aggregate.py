@@ -43,6 +43,7 @@ class _Model:
     tensors: int
     parameters: int
     strip_bytes: int
+    strip_source: str
     quantize_saving: int
     error: Mapping[str, Any] | None
     duplicate_bytes: int = 0
@@ -57,6 +58,8 @@ class Aggregate:
         self.by_dtype: dict[str, Counter[str]] = {}
         self.by_role: dict[str, Counter[str]] = {}
         self.role_sources: set[str] = set()
+        self.strip_sources: set[str] = set()
+        self.quantize_sources: set[str] = set()
         self.dedupe: dict[DedupeKey, list[int]] = {}
         self.findings: list[dict[str, Any]] = []
         self.skipped: Counter[str] = Counter()
@@ -84,6 +87,7 @@ class Aggregate:
             tensors=int(totals.get("tensors", 0)),
             parameters=digest.parameters,
             strip_bytes=digest.strip_bytes,
+            strip_source=digest.strip_source,
             quantize_saving=digest.quantize_saving,
             error=error if isinstance(error, Mapping) else None,
         )
@@ -99,6 +103,9 @@ class Aggregate:
             )
         if record.get("totals") is not None:
             self.role_sources.add(digest.roles_source)
+            self.quantize_sources.add(digest.quantize_source)
+            if digest.strip_bytes:
+                self.strip_sources.add(digest.strip_source)
         for role, (tensors, elements, nbytes) in digest.by_role.items():
             self.by_role.setdefault(role, Counter()).update(tensors=tensors, elements=elements, bytes=nbytes)
         for key in digest.dedupe_keys:
@@ -135,14 +142,15 @@ class Aggregate:
                 "strip": {
                     "bytes": strip,
                     "models": sum(1 for m in models if m.strip_bytes),
-                    "source": _source(self.role_sources),
+                    "source": _source(self.strip_sources),
+                    "by_source": _by_source(models),
                 },
                 "dedupe": dedupe,
                 "quantize": {
                     "target": self.quantize,
                     "saving_bytes": sum(m.quantize_saving for m in models),
                     "models": sum(1 for m in models if m.quantize_saving),
-                    "source": _source(self.role_sources),
+                    "source": _source(self.quantize_sources),
                 },
                 "total_bytes": strip + dedupe["bytes"],
             },
@@ -286,6 +294,14 @@ def _source(sources: set[str]) -> str:
     if not sources:
         return "none"
     return next(iter(sources)) if len(sources) == 1 else "mixed"
+
+
+def _by_source(models: list[_Model]) -> dict[str, int]:
+    by_source: Counter[str] = Counter()
+    for m in models:
+        if m.strip_bytes:
+            by_source[m.strip_source] += m.strip_bytes
+    return dict(sorted(by_source.items()))
 
 
 def _problem(m: _Model) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from typing import Any
 
 from ckptscan.dtypes import DTYPES, lookup
 
-# Roles whose bytes a deployment does not need: what "strip" removes.
-STRIP_ROLES = frozenset({"optimizer_state", "training_state"})
+# Roles whose bytes a deployment does not need: what "strip" removes (as the analyzer's target).
+STRIP_ROLES = frozenset({"optimizer_state", "training_state", "ema", "master_weight"})
 # Roles that are not model parameters (for the inventory-only parameter count).
-NON_PARAMETER_ROLES = STRIP_ROLES | {"ema", "master_weight", "quantization", "buffer"}
+NON_PARAMETER_ROLES = STRIP_ROLES | {"quantization", "buffer"}
 
 # attrs["structure"] (set by readers) -> role, for when the analyzer is absent
 STRUCTURE_ROLES = {
@@ -68,11 +68,13 @@ class Digest:
     by_role: Mapping[str, tuple[int, int, int]]  # role -> (tensors, elements, bytes), every entry
     parameters: int
     strip_bytes: int
+    strip_source: str  # "files", "analyzer" or "inventory"
     quantize_saving: int
+    quantize_source: str  # "analyzer" or "inventory"
     dedupe_keys: tuple[DedupeKey, ...]  # one per stored tensor outside STRIP_ROLES
 
 
-EMPTY_DIGEST = Digest("inventory", {}, 0, 0, 0, ())
+EMPTY_DIGEST = Digest("inventory", {}, 0, 0, "inventory", 0, "inventory", ())
 
 
 def digest(record: Mapping[str, Any], quantize: str) -> Digest:
@@ -95,7 +97,6 @@ def digest(record: Mapping[str, Any], quantize: str) -> Digest:
     target_bits = QUANTIZE_BITS.get(quantize)
     keys = []
     whole_files = _training_state_files(record, tensors, roles)
-    strip = sum(whole_files.values())
     for i in unique:
         t, role = tensors[i], roles[i]
         nbytes = int(t.get("bytes", 0))
@@ -109,35 +110,50 @@ def digest(record: Mapping[str, Any], quantize: str) -> Digest:
             parameters += int(t.get("elements", 0))
             if target_bits is not None:
                 saving += _quantize_saving(t, target_bits)
-    # the analyzer's figures, when it ran, are the ones to trust (tied weights, quantization layouts)
-    analyzer_parameters = _analyzer_parameters(record)
+
+    # Training state in files of its own (a Trainer folder's optimizer.pt...) goes with its files,
+    # framing and all: their sizes on disk are exact. Otherwise the analyzer's figures, when it ran,
+    # are the ones to trust (ties, dead storage, quantization layouts); the estimates above if not.
     analyzer_strip = _target_saving(record, "strip")
+    if whole_files:
+        strip, strip_source = strip + sum(whole_files.values()), "files"
+    elif analyzer_strip is not None:
+        strip, strip_source = analyzer_strip, "analyzer"
+    else:
+        strip_source = "inventory"
     analyzer_saving = _target_saving(record, quantize)
+    analyzer_parameters = _analyzer_parameters(record)
     return Digest(
-        "analyzer" if analyzed else "inventory",
-        by_role,
-        parameters if analyzer_parameters is None else analyzer_parameters,
-        strip if analyzer_strip is None else analyzer_strip,
-        saving if analyzer_saving is None else analyzer_saving,
-        tuple(keys),
+        roles_source="analyzer" if analyzed else "inventory",
+        by_role=by_role,
+        parameters=parameters if analyzer_parameters is None else analyzer_parameters,
+        strip_bytes=strip,
+        strip_source=strip_source,
+        quantize_saving=saving if analyzer_saving is None else analyzer_saving,
+        quantize_source="inventory" if analyzer_saving is None else "analyzer",
+        dedupe_keys=tuple(keys),
     )
 
 
-def recoverable_section(record: Mapping[str, Any], d: Digest, quantize: str) -> dict[str, Any]:
+def recoverable_section(d: Digest, quantize: str) -> dict[str, Any]:
     """The per-model ``recoverable`` field: what stripping or quantizing this model alone saves."""
-    has_reduction = isinstance(record.get("reduction"), Mapping)
     return {
-        "strip_bytes": d.strip_bytes,
-        "quantize": {"target": quantize, "saving_bytes": d.quantize_saving},
-        "source": "analyzer" if has_reduction else "inventory",
+        "strip": {"bytes": d.strip_bytes, "source": d.strip_source},
+        "quantize": {"target": quantize, "saving_bytes": d.quantize_saving, "source": d.quantize_source},
     }
 
 
 def _training_state_files(
     record: Mapping[str, Any], tensors: list[Mapping[str, Any]], roles: list[str]
 ) -> dict[str, int]:
-    """Files of a multi-file model that hold no model tensor (``optimizer.pt``, ``scheduler.pt``,
-    ``rng_state.pth``, ``training_args.bin`` in a Trainer folder): stripping deletes them whole."""
+    """Files of a folder model that hold no model tensor (``optimizer.pt``, ``scheduler.pt``,
+    ``rng_state.pth``, ``training_args.bin`` in a Trainer folder): stripping deletes them whole.
+    Only folder models: their parts are files of their own, where a data shard of a TF checkpoint
+    or a sharded index cannot go without rewriting the index."""
+    from ckptscan.registry import FOLDER_FORMATS
+
+    if record.get("format") not in {spec.name for spec in FOLDER_FORMATS}:
+        return {}
     weights = [f for f in record.get("files") or () if f.get("role") == "weights"]
     if len(weights) < 2:
         return {}

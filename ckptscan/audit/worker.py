@@ -75,7 +75,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
     record = result_dict(result)
     record["folder"] = unit.folder
     d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
-    record["recoverable"] = recoverable_section(record, d, options.quantize)
+    record["recoverable"] = recoverable_section(d, options.quantize)
     if not options.tensors:
         record["tensors"] = []
     inventory = result.inventory

@@ -21,8 +21,9 @@ MAX_FINDING_ROWS = 30
 
 SOURCE_NOTE = {
     "analyzer": "",
+    "files": " [dim](training-state files deleted whole)[/dim]",
     "inventory": " [dim](from the readers' structure tags; analyzer absent)[/dim]",
-    "mixed": " [dim](partly from the readers' structure tags)[/dim]",
+    "mixed": "",
     "none": "",
 }
 DEDUPE_NOTE = {
@@ -163,10 +164,16 @@ def recoverable(summary: Mapping[str, Any]) -> RenderableType:
     table.add_column("bytes", justify="right")
     table.add_column("what", overflow="fold")
     strip, dedupe, quantize = rec["strip"], rec["dedupe"], rec["quantize"]
+    by_source = strip.get("by_source", {})
+    files_note = (
+        f" [dim]({human_bytes(by_source['files'])} as training-state files deleted whole)[/dim]"
+        if strip["source"] == "mixed" and by_source.get("files")
+        else SOURCE_NOTE.get(strip["source"], "")
+    )
     table.add_row(
         "strip",
         human_bytes(strip["bytes"]),
-        f"optimizer and training state in {strip['models']:,} model(s)" + SOURCE_NOTE.get(strip["source"], ""),
+        f"optimizer, EMA and training state in {strip['models']:,} model(s)" + files_note,
     )
     table.add_row(
         "dedupe",
