@@ -278,6 +278,11 @@ def audit_parser() -> argparse.ArgumentParser:
         help=f"quantization target for the savings estimate: {', '.join(QUANTIZE_BITS)} (default: {DEFAULT_QUANTIZE})",
     )
     parser.add_argument(
+        "--all-targets",
+        action="store_true",
+        help="every reduction target in each model's record (default: strip, dedupe and the --quantize target)",
+    )
+    parser.add_argument(
         "--stats",
         action="store_true",
         help="read tensor values (stats pass): deduplicate by content hash, not metadata",
@@ -327,6 +332,7 @@ def run_audit(argv: list[str]) -> int:
         tensors=args.tensors,
         stats=args.stats,
         quantize=args.quantize,
+        all_targets=args.all_targets,
         top=args.top,
     )
     try:
@@ -341,7 +347,7 @@ def run_audit(argv: list[str]) -> int:
         for event in events:
             if isinstance(event, ModelDone):
                 if args.jsonl:
-                    emit_json_line(audit_report.model_record(event.record))
+                    emit_line(audit_report.model_line(event.text))
                 if args.debug and event.detail:
                     print(event.detail, file=sys.stderr)
             elif isinstance(event, Discovered) and progress is not None:
@@ -357,9 +363,13 @@ def run_audit(argv: list[str]) -> int:
 
     summary = audit.summary()
     if args.jsonl:
-        emit_json_line(audit_report.summary_record(summary))
+        emit_line(audit_report.summary_line(summary))
     elif args.json:
-        emit_json(audit_report.document(audit.sorted_records(), summary))
+        text = audit_report.document_text(audit.sorted_texts(), summary)
+        if sys.stdout.isatty():  # for a person: indented, as `ckptscan PATH --json` does
+            emit_json(json.loads(text))
+        else:
+            emit_line(text)
     elif args.csv:
         sys.stdout.write(audit_report.csv_text(audit.aggregate.model_rows()))
         sys.stdout.flush()
@@ -370,10 +380,8 @@ def run_audit(argv: list[str]) -> int:
         for renderable in report(summary, audit.aggregate.model_rows(), Options(models=args.models)):
             console.print(renderable)
     if machine:
-        for record in audit.sorted_records():
-            error = record.get("error")
-            if error is not None:
-                print(f"ckptscan: {error['message']}", file=sys.stderr)
+        for problem in summary["incomplete"] + summary["failed"]:
+            print(f"ckptscan: {problem['message']}", file=sys.stderr)
     return audit_exit_code(summary, FAIL_ON_LEVELS[args.fail_on], args.fail_on_recoverable)
 
 
@@ -570,9 +578,10 @@ def emit_json(doc: object) -> None:
     sys.stdout.flush()
 
 
-def emit_json_line(record: object) -> None:
-    """One JSON Lines record, flushed at once so that a reader downstream gets it now."""
-    sys.stdout.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+def emit_line(text: str) -> None:
+    """One line (a JSON Lines record, a compact document), flushed at once so that a reader
+    downstream gets it now."""
+    sys.stdout.write(text)
     sys.stdout.write("\n")
     sys.stdout.flush()
 

@@ -522,3 +522,13 @@ def test_model_records_are_streamed_as_they_finish(tree: Path, expected: dict[st
     seen = [e for e in audit.events() if isinstance(e, ModelDone)]
     assert len(seen) == expected["models"]
     assert all("folder" in e.record and "recoverable" in e.record for e in seen)
+
+
+def test_reduction_targets_per_model(tree: Path) -> None:
+    folder = tree / "finetune"
+    default = run_audit([folder], workers=0, quantize="Q4_K_M")
+    names = {tuple(t["name"] for t in r["reduction"]["targets"]) for r in default.records}
+    assert names == {("strip", "dedupe", "Q4_K_M")}
+    every = run_audit([folder], workers=0, all_targets=True)
+    full = result_dict(scan(folder / "step-100" / "model.safetensors"))["reduction"]["targets"]
+    assert {len(r["reduction"]["targets"]) for r in every.records} == {len(full)}

@@ -70,7 +70,8 @@ class Aggregate:
     # -- feeding -------------------------------------------------------------------------------
 
     def add_model(self, record: Mapping[str, Any], digest: Digest, size: int) -> None:
-        """One model's record; ``size`` is what its unit occupies on disk (for failed reads)."""
+        """One model's record (at least its ``worker.FACTS``); ``size`` is what its unit occupies on
+        disk (for failed reads)."""
         index = len(self.models)
         error = record.get("error")
         code = error.get("code") if isinstance(error, Mapping) else None

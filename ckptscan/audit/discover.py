@@ -35,6 +35,23 @@ VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "CVS", "_darcs"})
 # A file whose name ends so may read other files of its folder as part of one model.
 CLAIMANT_SUFFIXES = (".index.json", ".onnx", ".index")
 
+# Files beside a model that belong with it in a HF model folder (by name: they hold no tensors).
+COMPANION_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "preprocessor_config.json",
+    "quantize_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer*",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "*.tiktoken",
+    "trainer_state.json",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class WalkOptions:
@@ -228,6 +245,13 @@ def _matches(patterns: Iterable[str], name: str, rel: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Companion:
+    key: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unit:
     """One thing a worker reads: a file (sniffed first) or a folder that a folder format claims."""
 
@@ -239,6 +263,7 @@ class Unit:
     group: int  # index of its folder listing in the walk
     size: int  # the file's size; for a folder unit, its files' sizes together
     stage: str  # "A": may claim other files of its folder; "B": read once the folder's A units are done
+    companions: tuple[Companion, ...] = ()  # HF companion files of its folder, by name
 
 
 @dataclass(slots=True)
@@ -250,31 +275,45 @@ class Plan:
 
 
 def plan(folders: Sequence[Folder]) -> Plan:
-    units: list[Unit] = []
-    waiting: dict[int, list[int]] = {}
-    pending_a: dict[int, int] = {}
+    the_plan = Plan([], {}, {})
     for group, folder in enumerate(folders):
+        _plan_folder(the_plan, group, folder)
+    return the_plan
 
-        def add(kind: str, found: FoundFile, stage: str, folder: Folder = folder, group: int = group) -> int:
-            units.append(Unit(len(units), kind, found.path, found.key, folder.path, group, found.size, stage))
-            return len(units) - 1
 
-        folder_format = None if folder.explicit else registry.detect_folder(Path(folder.path))
-        if folder_format is not None:
-            whole = FoundFile(folder.path, sum(f.size for f in folder.files), normalized(folder.path))
-            a_ids = [add("folder", whole, "A")]
-            b_files = list(folder.files)
-        else:
-            claimants = [f for f in folder.files if f.path.lower().endswith(CLAIMANT_SUFFIXES)]
-            a_ids = [add("file", f, "A") for f in claimants]
-            claimed_by_name = {f.path for f in claimants}
-            b_files = [f for f in folder.files if f.path not in claimed_by_name]
-        stage = "B" if a_ids else "A"  # without claimants there is nothing to wait for
-        b_ids = [add("file", f, stage) for f in b_files]
-        if a_ids and b_ids:
-            waiting[group] = b_ids
-            pending_a[group] = len(a_ids)
-    return Plan(units, waiting, pending_a)
+def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
+    companions = () if folder.explicit else companions_of(folder)
+
+    def add(kind: str, found: FoundFile, stage: str) -> int:
+        unit_id = len(the_plan.units)
+        the_plan.units.append(
+            Unit(unit_id, kind, found.path, found.key, folder.path, group, found.size, stage, companions)
+        )
+        return unit_id
+
+    folder_format = None if folder.explicit else registry.detect_folder(Path(folder.path))
+    if folder_format is not None:
+        whole = FoundFile(folder.path, sum(f.size for f in folder.files), normalized(folder.path))
+        a_ids = [add("folder", whole, "A")]
+        b_files = list(folder.files)
+    else:
+        claimants = [f for f in folder.files if f.path.lower().endswith(CLAIMANT_SUFFIXES)]
+        a_ids = [add("file", f, "A") for f in claimants]
+        claimed_by_name = {f.path for f in claimants}
+        b_files = [f for f in folder.files if f.path not in claimed_by_name]
+    stage = "B" if a_ids else "A"  # without claimants there is nothing to wait for
+    b_ids = [add("file", f, stage) for f in b_files]
+    if a_ids and b_ids:
+        the_plan.waiting[group] = b_ids
+        the_plan.pending_a[group] = len(a_ids)
+
+
+def companions_of(folder: Folder) -> tuple[Companion, ...]:
+    return tuple(
+        Companion(f.key, os.path.basename(f.path), f.size)
+        for f in folder.files
+        if any(fnmatchcase(os.path.basename(f.path), pattern) for pattern in COMPANION_NAMES)
+    )
 
 
 def normalized(path: str) -> str:

@@ -7,40 +7,22 @@ also what an interrupted audit reports.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 from ckptscan.audit import discover, pool
 from ckptscan.audit.aggregate import Aggregate
-from ckptscan.audit.discover import Folder, FoundFile, Plan, Unit, WalkOptions, WalkStats
+from ckptscan.audit.discover import Folder, Plan, Unit, WalkOptions, WalkStats
 from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
 from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions, stats_available
 from ckptscan.errors import UsageError
 
 DEFAULT_TIMEOUT_S = 60.0
-
-# Files beside a model that belong with it in a HF model folder (by name: they hold no tensors).
-COMPANION_NAMES = (
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "preprocessor_config.json",
-    "quantize_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer*",
-    "vocab.*",
-    "merges.txt",
-    "chat_template.*",
-    "*.tiktoken",
-    "trainer_state.json",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +36,7 @@ class AuditOptions:
     tensors: bool = False
     stats: bool = False
     quantize: str = DEFAULT_QUANTIZE
+    all_targets: bool = False  # every reduction target per model (slower), not only strip/dedupe/quantize
     top: int = 10
 
 
@@ -67,8 +50,13 @@ class Discovered:
 
 @dataclass(frozen=True, slots=True)
 class ModelDone:
-    record: dict[str, Any]  # the per-model JSON record
+    text: str  # the per-model JSON record, serialized
     detail: str = ""  # traceback of an internal error
+
+    @property
+    def record(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +92,8 @@ class Audit:
         if self.options.stats and not stats_available():
             raise UsageError("--stats needs the stats pass (content hashes), which this build does not have")
         self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)
-        self.records: list[dict[str, Any]] = []
+        self.texts: list[str] = []  # every model's record as JSON text, in completion order
+        self._paths: list[str] = []
         self.progress = Progress()
         self.walk_stats = WalkStats()
         self.workers = 0
@@ -115,7 +104,6 @@ class Audit:
         self._settled: set[str] = set()
         self._emitted: dict[str, str] = {}  # normalized path of a model's own file -> its record path
         self._folders: list[Folder] = []
-        self._companion_files: dict[int, list[tuple[str, FoundFile]]] = {}
 
     # -- running -------------------------------------------------------------------------------
 
@@ -134,7 +122,9 @@ class Audit:
         self.progress.bytes_total = self.walk_stats.bytes
         self.workers = _worker_count(self.options.workers, len(the_plan.units))
         yield Discovered(self.walk_stats.files, self.walk_stats.bytes, len(the_plan.units), self.workers)
-        worker_options = WorkerOptions(self.options.tensors, self.options.stats, self.options.quantize)
+        worker_options = WorkerOptions(
+            self.options.tensors, self.options.stats, self.options.quantize, self.options.all_targets
+        )
         try:
             outcomes = pool.run(
                 schedule, workers=self.workers, timeout_s=self.options.timeout_s, options=worker_options
@@ -170,35 +160,21 @@ class Audit:
         if unit.kind == "file" and own in schedule.claimed:
             self._settle(own)  # read as part of another model that finished first
             return None
-        record = outcome.record
+        path = str(outcome.facts["path"])
         for member in outcome.members:
             if member != own and member in self._emitted:
-                self.aggregate.note(
-                    f"{self._emitted[member]} was audited as a model and is also part of {record['path']}"
-                )
+                self.aggregate.note(f"{self._emitted[member]} was audited as a model and is also part of {path}")
             schedule.claimed.add(member)
             self._settle(member)
         self._settle(own)
-        self._emitted[own] = str(record["path"])
-        companions = self._companions(unit, outcome.members)
-        if companions:
-            record["companions"] = companions
-        self.aggregate.add_model(record, outcome.digest, unit.size)
-        self.records.append(record)
+        self._emitted[own] = path
+        self.aggregate.add_model(outcome.facts, outcome.digest, unit.size)
+        self.texts.append(outcome.text)
+        self._paths.append(path)
         self.progress.models += 1
-        if record.get("error") is not None:
+        if outcome.facts.get("error") is not None:
             self.progress.failed += 1
-        return ModelDone(record, outcome.detail)
-
-    def _companions(self, unit: Unit, members: tuple[str, ...]) -> list[dict[str, Any]]:
-        folder = self._folders[unit.group]
-        if folder.explicit:
-            return []
-        found = self._companion_files.get(unit.group)
-        if found is None:
-            found = self._companion_files[unit.group] = [(f.key, f) for f in folder.files if _is_companion(f)]
-        claimed = set(members)
-        return [{"path": Path(f.path).name, "size": f.size} for key, f in found if key not in claimed]
+        return ModelDone(outcome.text, outcome.detail)
 
     def _settle(self, key: str) -> None:
         if key in self._settled or key not in self._sizes:
@@ -231,6 +207,7 @@ class Audit:
                 "follow_links": self.options.follow_links,
                 "stats": self.options.stats,
                 "quantize": self.options.quantize,
+                "all_targets": self.options.all_targets,
             },
             "discovery": {
                 **self.walk_stats.as_dict(),
@@ -240,8 +217,15 @@ class Audit:
             **aggregated,
         }
 
-    def sorted_records(self) -> list[dict[str, Any]]:
-        return sorted(self.records, key=lambda r: str(r.get("path")))
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every model's record, in completion order (parsed on each call)."""
+        return [json.loads(text) for text in self.texts]
+
+    def sorted_texts(self) -> list[str]:
+        """Every model's record as JSON text, in path order (the --json document's order)."""
+        order = sorted(range(len(self.texts)), key=self._paths.__getitem__)
+        return [self.texts[i] for i in order]
 
 
 class _Schedule:
@@ -294,8 +278,3 @@ def _worker_count(requested: int | None, units: int) -> int:
         except (AttributeError, OSError):
             requested = os.cpu_count() or 1
     return max(1, min(requested, units)) if units else 0
-
-
-def _is_companion(f: FoundFile) -> bool:
-    name = Path(f.path).name
-    return any(fnmatchcase(name, pattern) for pattern in COMPANION_NAMES)

@@ -7,6 +7,7 @@ scan`` would report it; a file whose first bytes match no format is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import traceback
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ckptscan import registry
+from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
 from ckptscan.audit.model import EMPTY_DIGEST, Digest, digest, recoverable_section
 from ckptscan.errors import UnrecognizedFormat
+from ckptscan.report.json import result_dict
 from ckptscan.scan import ScanError, ScanResult, scan
 
 
@@ -27,15 +30,28 @@ class WorkerOptions:
     tensors: bool = False  # keep every tensor record in the output
     stats: bool = False  # run the stats pass (content hashes for exact deduplication)
     quantize: str = "int8"
+    all_targets: bool = False  # every reduction target per model, not only strip, dedupe and ``quantize``
+
+    def analysis(self) -> AnalysisOptions:
+        """The analyzer computes only the reduction targets the audit reports (it is most of the
+        analysis time on small files), unless every target was asked for."""
+        return AnalysisOptions() if self.all_targets else AnalysisOptions(targets=("strip", "dedupe", self.quantize))
 
 
 @dataclass(frozen=True, slots=True)
 class ModelOutcome:
+    """A model, as the parent needs it: the record already serialized (JSON text is cheaper to
+    send, keep and print than the dict it comes from), the few fields the totals read, its members."""
+
     unit_id: int
-    record: dict[str, Any]  # the per-model JSON record
+    text: str  # the per-model JSON record, compact
+    facts: dict[str, Any]  # the record's fields that the cross-model totals read (FACTS)
     members: tuple[str, ...]  # normalized paths of every file the model read
     digest: Digest
     detail: str = ""  # traceback of an internal error, for --debug
+
+
+FACTS = ("path", "folder", "format", "files", "file_bytes", "totals", "by_dtype", "findings", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +86,7 @@ def _unrecognized(result: ScanResult) -> bool:
 
 
 def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> ModelOutcome:
-    from ckptscan.report.json import result_dict
-
-    record = result_dict(result)
+    record = result_dict(result, options=options.analysis())
     record["folder"] = unit.folder
     d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
     record["recoverable"] = recoverable_section(d, options.quantize)
@@ -82,9 +96,14 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
     if inventory is not None:
         members = tuple(normalized(os.path.join(inventory.root, f.path)) for f in inventory.files)
     else:
-        members = (normalized(unit.path),)
+        members = (unit.key,)
+    claimed = set(members)
+    companions = [{"path": c.name, "size": c.size} for c in unit.companions if c.key not in claimed]
+    if companions:
+        record["companions"] = companions
     detail = result.error.detail if result.error is not None else ""
-    return ModelOutcome(unit.id, record, members, d, detail)
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return ModelOutcome(unit.id, text, {k: record[k] for k in FACTS}, members, d, detail)
 
 
 def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> ModelOutcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,24 +38,26 @@ def tool() -> dict[str, str]:
     return {"name": "ckptscan", "version": __version__}
 
 
-def document(records: Iterable[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
-    """``audit --json``: the scan document's shape, plus the ``audit`` section."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": tool(),
-        "results": [dict(r) for r in records],
-        "audit": dict(summary),
-    }
+def document_text(record_texts: Iterable[str], summary: Mapping[str, Any]) -> str:
+    """``audit --json``: the scan document's shape, plus the ``audit`` section. The records come
+    serialized already (see ``ModelOutcome.text``), so the document is joined, not re-encoded."""
+    head = json.dumps({"schema_version": SCHEMA_VERSION, "tool": tool()}, ensure_ascii=False)[:-1]
+    audit = json.dumps(dict(summary), ensure_ascii=False, separators=(",", ":"))
+    return f'{head},"results":[{",".join(record_texts)}],"audit":{audit}}}'
 
 
-def model_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``--jsonl`` line for a model, emitted as soon as the model is read."""
-    return {"record": "model", "schema_version": SCHEMA_VERSION, **record}
+def model_line(record_text: str) -> str:
+    """One ``--jsonl`` line for a model, emitted as soon as the model is read: its record, with
+    ``record`` and ``schema_version`` first."""
+    if record_text == "{}":
+        return json.dumps({"record": "model", "schema_version": SCHEMA_VERSION})
+    return f'{{"record":"model","schema_version":"{SCHEMA_VERSION}",{record_text[1:]}'
 
 
-def summary_record(summary: Mapping[str, Any]) -> dict[str, Any]:
+def summary_line(summary: Mapping[str, Any]) -> str:
     """The last ``--jsonl`` line: the totals."""
-    return {"record": "summary", "schema_version": SCHEMA_VERSION, "tool": tool(), "audit": dict(summary)}
+    record = {"record": "summary", "schema_version": SCHEMA_VERSION, "tool": tool(), "audit": dict(summary)}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
