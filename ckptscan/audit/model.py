@@ -93,36 +93,40 @@ def digest(record: Mapping[str, Any], quantize: str) -> Digest:
     else:
         by_role = _count_roles(tensors, roles)
 
+    # the analyzer's figures, when it ran, are the ones to trust (ties, dead storage, quantization
+    # layouts); the inventory-level estimates below stand in for them otherwise
+    analyzer_parameters = _analyzer_parameters(record)
+    analyzer_strip = _target_saving(record, "strip")
+    analyzer_saving = _target_saving(record, quantize)
+    target_bits = None if analyzer_saving is not None else QUANTIZE_BITS.get(quantize)
+    estimate_parameters = analyzer_parameters is None
+
     parameters = strip = saving = 0
-    target_bits = QUANTIZE_BITS.get(quantize)
     keys = []
     whole_files = _training_state_files(record, tensors, roles)
     for i in unique:
         t, role = tensors[i], roles[i]
-        nbytes = int(t.get("bytes", 0))
+        nbytes = t["bytes"]
         if role in STRIP_ROLES:
-            if t.get("file") not in whole_files:
+            if t["file"] not in whole_files:
                 strip += nbytes
             continue
         if nbytes:
             keys.append(_dedupe_key(t))
         if role not in NON_PARAMETER_ROLES:
-            parameters += int(t.get("elements", 0))
+            if estimate_parameters:
+                parameters += t["elements"]
             if target_bits is not None:
                 saving += _quantize_saving(t, target_bits)
 
     # Training state in files of its own (a Trainer folder's optimizer.pt...) goes with its files,
-    # framing and all: their sizes on disk are exact. Otherwise the analyzer's figures, when it ran,
-    # are the ones to trust (ties, dead storage, quantization layouts); the estimates above if not.
-    analyzer_strip = _target_saving(record, "strip")
+    # framing and all: their sizes on disk are exact.
     if whole_files:
         strip, strip_source = strip + sum(whole_files.values()), "files"
     elif analyzer_strip is not None:
         strip, strip_source = analyzer_strip, "analyzer"
     else:
         strip_source = "inventory"
-    analyzer_saving = _target_saving(record, quantize)
-    analyzer_parameters = _analyzer_parameters(record)
     return Digest(
         roles_source="analyzer" if analyzed else "inventory",
         by_role=by_role,
