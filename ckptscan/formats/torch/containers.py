@@ -267,8 +267,18 @@ def _entry_kind(name: str, prefix: str) -> tuple[RegionKind, str]:
     return RegionKind.OTHER, name
 
 
-def _gaps(source: Source, regions: list[Region], storages: Any) -> list[Region]:
-    """Bytes that neither a region nor a stored storage covers (between or after zip entries)."""
+def _gaps(
+    source: Source,
+    regions: list[Region],
+    storages: Any,
+    kind: RegionKind = RegionKind.UNREFERENCED,
+    label: str = "bytes outside any zip entry",
+) -> list[Region]:
+    """Bytes that neither a region nor a stored storage covers (between or after archive members).
+
+    In a zip they are unexplained (``UNREFERENCED``); a tar pads every member to 512-byte blocks
+    and ends with zero blocks, so there they are ``PADDING``.
+    """
     spans = sorted(
         [(r.offset, r.offset + r.nbytes) for r in regions if r.file == source.name]
         + [(s.offset, s.offset + s.ref.nbytes) for s in storages if s.offset is not None and s.file == source.name]
@@ -282,12 +292,10 @@ def _gaps(source: Source, regions: list[Region], storages: Any) -> list[Region]:
     position = 0
     for start, end in spans:
         if start > position:
-            gaps.append(
-                Region(source.name, RegionKind.UNREFERENCED, position, start - position, "bytes outside any zip entry")
-            )
+            gaps.append(Region(source.name, kind, position, start - position, label))
         position = max(position, end)
     if position < source.size:
-        gaps.append(Region(source.name, RegionKind.UNREFERENCED, position, source.size - position, "trailing bytes"))
+        gaps.append(Region(source.name, kind, position, source.size - position, "trailing bytes"))
     return gaps
 
 
@@ -447,7 +455,8 @@ def load_legacy_tar(source: Source) -> Loaded:
     if "sys_info" in members:
         info = members["sys_info"]
         loaded.regions.append(Region(source.name, RegionKind.METADATA, info.data_offset, info.size, "sys_info"))
-    loaded.regions.extend(_gaps(source, loaded.regions, loaded.storages.values()))
+    padding = _gaps(source, loaded.regions, loaded.storages.values(), RegionKind.PADDING, "tar block padding")
+    loaded.regions.extend(padding)
     return loaded
 
 
