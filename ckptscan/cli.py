@@ -4,6 +4,7 @@ ckptscan PATH...             rich report per model (a file, an index, or a folde
 ckptscan PATH... --json      one JSON document (see ``ckptscan schema``)
 ckptscan audit DIR...        every checkpoint under some folders, in parallel, with totals
 ckptscan PATH... --explain   also each tensor's role and the evidence for it
+ckptscan PATH... --stats     also read the values: statistics, pruning, quantization error, integrity
 ckptscan memory PATH...      inference and training memory estimates (see --help)
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
@@ -14,13 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
-from ckptscan.inventory import Severity
+from ckptscan.errors import CkptscanError
+from ckptscan.inventory import Finding, Severity
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
+
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsOptions, StatsResult
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1  # at least one input could not be read (or is incomplete)
@@ -90,10 +97,30 @@ def scan_parser() -> argparse.ArgumentParser:
         help="exit 3 when a finding is at or above LEVEL: info, low, medium, high, critical, "
         "or unsafe (= high: code execution or reading outside the model); default: none",
     )
+    add_stats_arguments(parser)
     parser.add_argument("--no-color", action="store_true", help="plain text output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
     return parser
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="read every tensor's values (streamed, bounded memory): min/max/mean/std, zeros and near-zero "
+        "fractions, NaN/Inf, int8/int4 quantization error, content hashes; needs numpy (docs/stats.md)",
+    )
+    parser.add_argument(
+        "--stats-sample",
+        type=sample_fraction,
+        metavar="FRACTION",
+        help="with --stats: read only this fraction of each tensor (e.g. 0.05 or 5%%), in evenly spaced "
+        "windows, for a fast estimate (implies --stats)",
+    )
+    parser.add_argument(
+        "--stats-workers", type=int, default=0, metavar="N", help="workers for --stats (default: one per CPU core)"
+    )
 
 
 def add_reduction_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,27 +131,120 @@ def add_reduction_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_scan(argv: list[str]) -> int:
-    args = scan_parser().parse_args(argv)
+    parser = scan_parser()
+    args = parser.parse_args(argv)
     if args.group_size < 0:
-        scan_parser().error("--group-size must be 0 or more")
+        parser.error("--group-size must be 0 or more")
+    if args.stats_workers < 0:
+        parser.error("--stats-workers must be 0 (one per core) or more")
     results = [result for path in args.paths for result in scan_path(path)]
     options = analysis_options(args)
+    stats = stats_for_results(results, args, options)
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results, explain=args.explain, tensor_plans=args.tensors, options=options))
+        emit_json(document(results, explain=args.explain, tensor_plans=args.tensors, options=options, stats=stats))
         report_errors(results)
     else:
         from ckptscan.report.terminal import Options, report
 
         console = make_console(args.no_color)
-        for renderable in report(results, Options(tensors=args.tensors, explain=args.explain, analysis=options)):
+        view = Options(tensors=args.tensors, explain=args.explain, analysis=options)
+        for renderable in report(results, view, stats):
             console.print(renderable)
     if args.debug:
         for r in results:
             if r.error is not None and r.error.detail:
                 print(r.error.detail, file=sys.stderr)
-    return exit_code(results, FAIL_ON_LEVELS[args.fail_on])
+    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+
+
+# -- the stats pass ------------------------------------------------------------------------------
+
+
+def sample_fraction(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"the fraction must be in (0, 1], e.g. 0.05 or 5%, not {text!r}")
+    return value
+
+
+def stats_for_results(
+    results: list[ScanResult], args: argparse.Namespace, options: AnalysisOptions
+) -> list[StatsResult | None] | None:
+    """The value statistics of every result read, when --stats or --stats-sample asks for them."""
+    if not (args.stats or args.stats_sample is not None):
+        return None
+    from ckptscan.stats import StatsOptions
+
+    stats_options = StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
+    return [stats_for(r, stats_options, options, show_progress=not args.json) for r in results]
+
+
+def stats_for(
+    result: ScanResult, options: StatsOptions, analysis: AnalysisOptions | None = None, *, show_progress: bool = False
+) -> StatsResult | None:
+    """The value statistics of one model (roles from the analyzer), with a progress bar on a terminal."""
+    if result.inventory is None:
+        return None
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.stats import compute
+
+    inventory = result.inventory
+    decisions = analyze(inventory, analysis).decisions
+    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
+    bar = ProgressBar(result.path) if show_progress and sys.stderr.isatty() else None
+    try:
+        return compute(inventory, options, progress=bar.update if bar is not None else None, roles=roles)
+    except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
+        print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
+        return None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class ProgressBar:
+    """A transient bar on stderr that appears only once a run has taken ``delay`` seconds."""
+
+    def __init__(self, label: str, delay: float = 1.0) -> None:
+        self.label = label
+        self.delay = delay
+        self.started = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if time.monotonic() - self.started < self.delay or done >= total:
+                return
+            self._progress = make_progress(self.label)
+            self._progress.start()
+            self._task = self._progress.add_task("values", total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def make_progress(label: str) -> Any:
+    """A transient progress bar on stderr (bytes read by the stats pass)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold] values"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def report_errors(results: list[ScanResult]) -> None:
@@ -169,13 +289,16 @@ def scan_path(path: str) -> list[ScanResult]:
     return [scan(path)]
 
 
-def exit_code(results: list[ScanResult], fail_on: Severity | None) -> int:
+def exit_code(
+    results: list[ScanResult], fail_on: Severity | None, stats: Sequence[StatsResult | None] | None = None
+) -> int:
     if any(r.error is not None for r in results):
         return EXIT_INPUT_FAILED
     if fail_on is not None:
-        for r in results:
-            if r.inventory and any(f.severity.rank >= fail_on.rank for f in r.inventory.findings):
-                return EXIT_FINDINGS
+        found: list[Finding] = [f for r in results if r.inventory for f in r.inventory.findings]
+        found += [f for s in stats or () if s is not None for f in s.findings]
+        if any(f.severity.rank >= fail_on.rank for f in found):
+            return EXIT_FINDINGS
     return EXIT_OK
 
 

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import ckptscan
-from ckptscan import cli
+from ckptscan import cli, registry
 from ckptscan.analyze.analysis import analyze
 from ckptscan.analyze.roles import Role
+from ckptscan.errors import CkptscanError
 from ckptscan.report.json import document, schema
+from ckptscan.source import Source
 from tests.conftest import REAL_MODELS, TESTDATA, real_manifest
 
 V, H, L = 256, 32, 2
@@ -165,28 +167,45 @@ def test_lightning_checkpoint_model_optimizer_training_split(real_models: Path) 
 # -- committed fixtures of every format --------------------------------------------------------------
 
 
-def _fixtures() -> list[Path]:
+def _fixture_files() -> list[Path]:
+    skip = {".json", ".md", ".txt", ".py"}
     if not TESTDATA.is_dir():
         return []
-    skip = {".json", ".md", ".txt", ".py", ".data"}
-
-    def parts_of_a_model(p: Path) -> bool:  # read through their index / header file
-        return ".data-" in p.name or p.name == "checkpoint"
-
-    return sorted(
-        p
-        for p in TESTDATA.rglob("*")
-        if p.is_file() and p.suffix not in skip and "bad" not in p.name and not parts_of_a_model(p)
-    )
+    return sorted(p for p in TESTDATA.rglob("*") if p.is_file() and p.suffix not in skip and "bad" not in p.name)
 
 
-@pytest.mark.parametrize("path", _fixtures() or [None], ids=lambda p: str(p.relative_to(TESTDATA)) if p else "none")
-def test_every_fixture_analyzes_and_adds_up(path: Path | None) -> None:
-    if path is None:
-        pytest.skip("no committed fixtures yet")
+def _model_files() -> list[Path]:
+    """Fixtures that are models by content; the rest are parts of one (external data, TF shards)."""
+    models = []
+    for p in _fixture_files():
+        with Source(p) as source:
+            try:
+                registry.detect(source)
+            except CkptscanError:
+                continue
+        models.append(p)
+    return models
+
+
+MODEL_FIXTURES = _model_files()
+
+
+def test_every_fixture_file_is_a_model_or_part_of_one() -> None:
+    claimed = set()
+    for path in MODEL_FIXTURES:
+        result = ckptscan.scan(path)
+        if result.inventory is not None:
+            claimed |= {(Path(result.inventory.root) / f.path).resolve() for f in result.inventory.files}
+    # TF's `checkpoint` file only names the latest checkpoint; no bundle contains it
+    others = {p.resolve() for p in _fixture_files() if p.name != "checkpoint"} - {p.resolve() for p in MODEL_FIXTURES}
+    assert others, "expected data files read through another file (ONNX external data, TF data shards)"
+    assert others <= claimed, sorted(str(p) for p in others - claimed)
+
+
+@pytest.mark.parametrize("path", MODEL_FIXTURES, ids=lambda p: str(p.relative_to(TESTDATA)))
+def test_every_fixture_analyzes_and_adds_up(path: Path) -> None:
     result = ckptscan.scan(path)
-    if result.inventory is None:
-        pytest.skip(f"not a model file: {result.error}")
+    assert result.inventory is not None, result.error
     a = analyze(result.inventory)
     assert len(a.decisions) == len(result.inventory.tensors)
     assert sum(p.bytes for p in a.overhead.parts.values()) == result.inventory.file_bytes

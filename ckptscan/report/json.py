@@ -8,9 +8,9 @@ the package (``ckptscan/schema/ckptscan.schema.json``) and ``ckptscan schema`` p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
@@ -19,6 +19,9 @@ from ckptscan.analyze.roles import RoleDecision
 from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.scan import ScanResult
+
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsResult, TensorStats
 
 SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
@@ -30,11 +33,18 @@ def document(
     explain: bool = False,
     tensor_plans: bool = False,
     options: AnalysisOptions | None = None,
+    stats: Sequence[StatsResult | None] | None = None,
 ) -> dict[str, Any]:
+    """The --json document; ``stats`` (one per result, or None) adds the value statistics."""
+    listed = list(results)
+    per_result = list(stats) if stats is not None else [None] * len(listed)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ckptscan", "version": __version__},
-        "results": [result_dict(r, explain=explain, tensor_plans=tensor_plans, options=options) for r in results],
+        "results": [
+            result_dict(r, explain=explain, tensor_plans=tensor_plans, options=options, stats=s)
+            for r, s in zip(listed, per_result, strict=True)
+        ],
     }
 
 
@@ -45,9 +55,26 @@ def result_dict(
     explain: bool = False,
     tensor_plans: bool = False,
     options: AnalysisOptions | None = None,
+    stats: StatsResult | None = None,
 ) -> dict[str, Any]:
     """One result. ``explain`` adds each tensor's role reason; ``tensor_plans`` each reduction
-    target's per-tensor plan (large: one record per tensor and target)."""
+    target's per-tensor plan (large: one record per tensor and target); ``stats`` the value
+    statistics (per-tensor ``stats``, ``stats_summary``, their findings, measured reduction error)."""
+    record = _result_dict(result, include_tensors=include_tensors, explain=explain, tensor_plans=tensor_plans,
+                          options=options)  # fmt: skip
+    if stats is not None and result.inventory is not None:
+        add_stats(record, stats, analyze(result.inventory, options), include_tensors=include_tensors)
+    return record
+
+
+def _result_dict(
+    result: ScanResult,
+    *,
+    include_tensors: bool,
+    explain: bool,
+    tensor_plans: bool,
+    options: AnalysisOptions | None,
+) -> dict[str, Any]:
     inventory = result.inventory
     error = {"code": result.error.code, "message": result.error.message} if result.error else None
     if inventory is None:
@@ -102,6 +129,51 @@ def result_dict(
         "findings": [finding_dict(f) for f in inventory.findings],
         "error": error,
     }
+
+
+def add_stats(record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True) -> None:
+    """Per-tensor ``stats``, the result's ``stats_summary``, the stats findings, and the quantization
+    error measured for the tensors each int8/int4 reduction target quantizes."""
+    from ckptscan.stats.summary import measured_targets
+
+    if include_tensors:
+        for tensor_record, tensor_stats in zip(record["tensors"], stats.tensors, strict=True):
+            tensor_record["stats"] = stats_dict(tensor_stats)
+    record["stats_summary"] = jsonable(dict(stats.summary))
+    record["findings"].extend(finding_dict(f) for f in stats.findings)
+    measured = measured_targets(analysis.targets, stats.tensors)
+    for target in record["reduction"]["targets"] if record.get("reduction") else ():
+        if target["name"] in measured:
+            target["measured"] = jsonable(measured[target["name"]])
+
+
+def stats_dict(s: TensorStats) -> dict[str, Any]:
+    if s.skipped is not None:
+        return {"skipped": s.skipped}
+    record: dict[str, Any] = {
+        "elements": s.elements,
+        "sampled": s.sampled,
+        "fraction": s.fraction,
+        "min": s.min,
+        "max": s.max,
+        "mean": s.mean,
+        "std": s.std,
+        "absmax": s.absmax,
+        "l2": s.l2,
+        "zeros": s.zeros,
+        "near_zero": dict(s.near_zero) if s.near_zero is not None else None,
+        "near_zero_rel": dict(s.near_zero_rel) if s.near_zero_rel is not None else None,
+        "nan": s.nan,
+        "inf": s.inf,
+        "outlier": s.outlier,
+        "sqnr_int8_db": s.sqnr_int8_db,
+        "sqnr_int4_g128_db": s.sqnr_int4_g128_db,
+        "structured_2_4": s.structured_2_4,
+        "hash": s.hash,
+    }
+    if s.notes:
+        record["notes"] = dict(s.notes)
+    return record
 
 
 def finding_dict(f: Finding) -> dict[str, str]:

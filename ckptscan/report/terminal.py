@@ -20,6 +20,8 @@ from ckptscan.scan import ScanResult
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from ckptscan.stats import StatsResult
+
 SEVERITY_STYLE = {
     Severity.CRITICAL: "bold white on red",
     Severity.HIGH: "bold red",
@@ -49,15 +51,22 @@ class Options:
 Section = Callable[[Inventory, Options], "RenderableType | None"]
 
 
-def report(results: Iterable[ScanResult], options: Options | None = None) -> list[RenderableType]:
+def report(
+    results: Iterable[ScanResult],
+    options: Options | None = None,
+    stats: Sequence[StatsResult | None] | None = None,
+) -> list[RenderableType]:
+    """Renderables for every result; ``stats`` (one per result, or None) adds the value statistics."""
     options = options or Options()
+    listed = list(results)
+    per_result = list(stats) if stats is not None else [None] * len(listed)
     out: list[RenderableType] = []
-    for result in results:
-        out.extend(result_report(result, options))
+    for result, result_stats in zip(listed, per_result, strict=True):
+        out.extend(result_report(result, options, result_stats))
     return out
 
 
-def result_report(result: ScanResult, options: Options) -> list[RenderableType]:
+def result_report(result: ScanResult, options: Options, stats: StatsResult | None = None) -> list[RenderableType]:
     from rich.rule import Rule
     from rich.text import Text
 
@@ -71,6 +80,10 @@ def result_report(result: ScanResult, options: Options) -> list[RenderableType]:
             rendered = section(inventory, options)
             if rendered is not None:
                 out.append(rendered)
+        if stats is not None:
+            from ckptscan.report.stats import stats_sections
+
+            out.extend(stats_sections(inventory, stats, tensors=options.tensors, analysis=options.analysis))
     out.append(Text(""))
     return out
 
