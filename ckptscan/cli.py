@@ -345,7 +345,7 @@ def parse_size(text: str) -> int:
 
 def audit_parser() -> argparse.ArgumentParser:
     from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
-    from ckptscan.audit.run import DEFAULT_TIMEOUT_S
+    from ckptscan.audit.run import DEFAULT_TIMEOUT_S, STATS_TIMEOUT_S
 
     parser = argparse.ArgumentParser(
         prog="ckptscan audit",
@@ -389,9 +389,9 @@ def audit_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help=f"time limit per model; a worker over it is killed (default: {DEFAULT_TIMEOUT_S:g})",
+        help=f"time limit per model; a worker over it is killed (default: {DEFAULT_TIMEOUT_S:g}, "
+        f"{STATS_TIMEOUT_S:g} with --stats)",
     )
     parser.add_argument(
         "--quantize",
@@ -408,7 +408,15 @@ def audit_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stats",
         action="store_true",
-        help="read tensor values (stats pass): deduplicate by content hash, not metadata",
+        help="read tensor values (the stats pass, docs/stats.md): deduplicate by content hash, not metadata; "
+        f"raises the default --timeout to {STATS_TIMEOUT_S:g} s",
+    )
+    parser.add_argument(
+        "--stats-sample",
+        type=sample_fraction,
+        metavar="FRACTION",
+        help="--stats from this fraction of each tensor (e.g. 5%%): faster, but sampled tensors have no "
+        "content hash, so deduplication stays by metadata",
     )
     parser.add_argument("--tensors", action="store_true", help="keep every tensor record in --json/--jsonl")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="top offenders to list (default: 10)")
@@ -440,6 +448,7 @@ def audit_parser() -> argparse.ArgumentParser:
 
 def run_audit(argv: list[str]) -> int:
     from ckptscan.audit import Audit, AuditOptions, Discovered, ModelDone
+    from ckptscan.audit.run import DEFAULT_TIMEOUT_S, STATS_TIMEOUT_S
     from ckptscan.errors import UsageError
     from ckptscan.report import audit as audit_report
 
@@ -451,9 +460,10 @@ def run_audit(argv: list[str]) -> int:
         hidden=args.hidden,
         follow_links=args.follow_links,
         workers=args.workers,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout if args.timeout is not None else STATS_TIMEOUT_S if args.stats else DEFAULT_TIMEOUT_S,
         tensors=args.tensors,
-        stats=args.stats,
+        stats=args.stats or args.stats_sample is not None,
+        stats_sample=args.stats_sample,
         quantize=args.quantize,
         all_targets=args.all_targets,
         top=args.top,

@@ -20,6 +20,7 @@ from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
 from ckptscan.audit.model import digest as model_digest
 from ckptscan.cli import parse_size
+from ckptscan.report.audit import document_text
 from ckptscan.report.json import result_dict, schema
 from ckptscan.scan import ScanResult, model_inputs, scan
 from tests import audit_formats, audit_tree
@@ -532,3 +533,19 @@ def test_reduction_targets_per_model(tree: Path) -> None:
     every = run_audit([folder], workers=0, all_targets=True)
     full = result_dict(scan(folder / "step-100" / "model.safetensors"))["reduction"]["targets"]
     assert {len(r["reduction"]["targets"]) for r in every.records} == {len(full)}
+
+
+def test_stats_make_deduplication_exact(tree: Path) -> None:
+    """With content hashes, the fine-tuned heads are no longer duplicates; the frozen base still is,
+    and so is each copy of a file; tensors without a hash (TF strings) fall back to metadata."""
+    pytest.importorskip("numpy")
+    audit = run_audit([tree], workers=2, stats=True)
+    dedupe = audit.summary()["recoverable"]["dedupe"]
+    assert dedupe["method"] in ("mixed", "content-hash")
+    assert dedupe["metadata_only_keys"] <= 3  # tf/sharded: two strings and a complex tensor, unhashed
+    # base.embed and base.norm: 3 more copies each; head: the standalone copy of step-100 only;
+    # the Trainer folders' model: 2 more copies (the sharded model holds other values)
+    assert dedupe["bytes"] == 3 * (512 + 32) + 128 + 2 * trainer_model_bytes()
+    records = by_path(audit, tree)
+    assert "stats_summary" in records["finetune/step-100/model.safetensors"]
+    jsonschema.Draft202012Validator(schema()).validate(json.loads(document_text(audit.sorted_texts(), audit.summary())))

@@ -216,6 +216,7 @@ class Aggregate:
             "tensors": tensors,
             "groups": groups,
             "method": method,
+            "metadata_only_keys": unhashed if hashed else 0,
             "largest_groups": [
                 {
                     "name": key[0],

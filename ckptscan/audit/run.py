@@ -23,6 +23,7 @@ from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped
 from ckptscan.errors import UsageError
 
 DEFAULT_TIMEOUT_S = 60.0
+STATS_TIMEOUT_S = 600.0  # with --stats every byte of a model is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,8 @@ class AuditOptions:
     workers: int | None = None  # None: one per available CPU; 0: read in this process (no time limit)
     timeout_s: float = DEFAULT_TIMEOUT_S
     tensors: bool = False
-    stats: bool = False
+    stats: bool = False  # the stats pass: content hashes make deduplication exact
+    stats_sample: float | None = None  # with stats: read this fraction of each tensor
     quantize: str = DEFAULT_QUANTIZE
     all_targets: bool = False  # every reduction target per model (slower), not only strip/dedupe/quantize
     top: int = 10
@@ -90,7 +92,7 @@ class Audit:
         if self.options.timeout_s <= 0:
             raise UsageError("the time limit must be positive")
         if self.options.stats and not stats_available():
-            raise UsageError("--stats needs the stats pass (content hashes), which this build does not have")
+            raise UsageError("--stats needs the stats pass and numpy (pip install 'ckptscan[stats]')")
         self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)
         self.texts: list[str] = []  # every model's record as JSON text, in completion order
         self._paths: list[str] = []
@@ -123,7 +125,11 @@ class Audit:
         self.workers = _worker_count(self.options.workers, len(the_plan.units))
         yield Discovered(self.walk_stats.files, self.walk_stats.bytes, len(the_plan.units), self.workers)
         worker_options = WorkerOptions(
-            self.options.tensors, self.options.stats, self.options.quantize, self.options.all_targets
+            tensors=self.options.tensors,
+            stats=self.options.stats,
+            stats_sample=self.options.stats_sample,
+            quantize=self.options.quantize,
+            all_targets=self.options.all_targets,
         )
         try:
             outcomes = pool.run(
@@ -206,6 +212,7 @@ class Audit:
                 "hidden": self.options.hidden,
                 "follow_links": self.options.follow_links,
                 "stats": self.options.stats,
+                "stats_sample": self.options.stats_sample,
                 "quantize": self.options.quantize,
                 "all_targets": self.options.all_targets,
             },

@@ -14,21 +14,25 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptscan import registry
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
 from ckptscan.audit.model import EMPTY_DIGEST, Digest, digest, recoverable_section
-from ckptscan.errors import UnrecognizedFormat
+from ckptscan.errors import CkptscanError, UnrecognizedFormat
 from ckptscan.report.json import result_dict
 from ckptscan.scan import ScanError, ScanResult, scan
+
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsResult
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     tensors: bool = False  # keep every tensor record in the output
     stats: bool = False  # run the stats pass (content hashes for exact deduplication)
+    stats_sample: float | None = None  # with ``stats``: the fraction of each tensor read
     quantize: str = "int8"
     all_targets: bool = False  # every reduction target per model, not only strip, dedupe and ``quantize``
 
@@ -79,6 +83,24 @@ def process(unit: Unit, options: WorkerOptions) -> Outcome:
         return error_outcome(unit, ScanError("internal-error", message, traceback.format_exc()), options)
 
 
+def _stats(result: ScanResult, options: WorkerOptions, analysis: AnalysisOptions) -> tuple[StatsResult | None, str]:
+    """The value statistics of one model (one thread: the audit's workers are the parallelism),
+    or why there are none; the inventory stands either way."""
+    inventory = result.inventory
+    if inventory is None:
+        return None, ""
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.stats import StatsOptions, compute
+
+    decisions = analyze(inventory, analysis).decisions
+    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
+    stats_options = StatsOptions(workers=1, sample=options.stats_sample, executor="thread")
+    try:
+        return compute(inventory, stats_options, roles=roles), ""
+    except CkptscanError as e:
+        return None, f"--stats: {e}"
+
+
 def _unrecognized(result: ScanResult) -> bool:
     """No format's sniff accepted the file's first bytes (a reader failing inside a recognized
     file has its format set by ``registry.read_source``, so it is not mistaken for this)."""
@@ -86,7 +108,11 @@ def _unrecognized(result: ScanResult) -> bool:
 
 
 def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> ModelOutcome:
-    record = result_dict(result, options=options.analysis())
+    analysis = options.analysis()
+    stats, stats_problem = _stats(result, options, analysis) if options.stats else (None, "")
+    record = result_dict(result, options=analysis, stats=stats)
+    if stats_problem:
+        record["warnings"].append(stats_problem)
     record["folder"] = unit.folder
     d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
     record["recoverable"] = recoverable_section(d, options.quantize)
@@ -113,10 +139,10 @@ def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> Model
 
 
 def stats_available() -> bool:
-    """Whether the stats pass (per-tensor content hashes) is part of this build."""
+    """Whether the stats pass (per-tensor content hashes) can run: in the build, numpy installed."""
     import importlib.util
 
-    return importlib.util.find_spec("ckptscan.stats") is not None
+    return all(importlib.util.find_spec(name) is not None for name in ("ckptscan.stats", "numpy"))
 
 
 def _has_checkpoint_extension(path: str) -> bool:

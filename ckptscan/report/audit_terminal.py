@@ -179,7 +179,8 @@ def recoverable(summary: Mapping[str, Any]) -> RenderableType:
         "dedupe",
         human_bytes(dedupe["bytes"]),
         f"{dedupe['tensors']:,} tensor copies in {dedupe['groups']:,} groups; "
-        + DEDUPE_NOTE.get(dedupe["method"], dedupe["method"]),
+        + DEDUPE_NOTE.get(dedupe["method"], dedupe["method"])
+        + (f" ({dedupe['metadata_only_keys']:,} without a hash)" if dedupe.get("metadata_only_keys") else ""),
     )
     table.add_row("[bold]total[/bold]", f"[bold]{human_bytes(rec['total_bytes'])}[/bold]", "strip + dedupe (disjoint)")
     table.add_row(
