@@ -89,6 +89,14 @@ def scan_parser() -> argparse.ArgumentParser:
                         "reduction target's plan per tensor)")  # fmt: skip
     parser.add_argument("--explain", action="store_true", help="show each tensor's role and the evidence for it")
     add_reduction_arguments(parser)
+    add_fail_on_argument(parser)
+    add_stats_arguments(parser)
+    add_output_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
+    return parser
+
+
+def add_fail_on_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-on",
         choices=list(FAIL_ON_LEVELS),
@@ -97,11 +105,11 @@ def scan_parser() -> argparse.ArgumentParser:
         help="exit 3 when a finding is at or above LEVEL: info, low, medium, high, critical, "
         "or unsafe (= high: code execution or reading outside the model); default: none",
     )
-    add_stats_arguments(parser)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-color", action="store_true", help="plain text output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
-    return parser
 
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
@@ -427,13 +435,7 @@ def audit_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="list every model in the report when there are at most N (-1: always; default: 50)",
     )
-    parser.add_argument(
-        "--fail-on",
-        choices=list(FAIL_ON_LEVELS),
-        default="none",
-        metavar="LEVEL",
-        help="exit 3 when a finding is at or above LEVEL (as for scan)",
-    )
+    add_fail_on_argument(parser)
     parser.add_argument(
         "--fail-on-recoverable",
         type=parse_size,
@@ -441,8 +443,7 @@ def audit_parser() -> argparse.ArgumentParser:
         help="exit 4 when more than SIZE (e.g. 10GB) is recoverable by strip + dedupe",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-color", action="store_true", help="plain text output")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    add_output_arguments(parser)
     return parser
 
 
