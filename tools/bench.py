@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("safetensors", "gguf", "torch", "onnx", "stats")
+BENCHMARKS = ("safetensors", "gguf", "torch", "onnx", "stats", "audit")
 
 
 @dataclass(frozen=True)

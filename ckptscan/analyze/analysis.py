@@ -21,6 +21,8 @@ class AnalysisOptions:
     reduction: reduction.Options = field(default_factory=reduction.Options)
     training: memory.TrainingOptions = field(default_factory=memory.TrainingOptions)
     inference: memory.InferenceOptions = field(default_factory=memory.InferenceOptions)
+    # reduction targets to compute, in this order (None: every target); an audit asks for a few
+    targets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,8 @@ def _analyze(inventory: Inventory, options: AnalysisOptions) -> Analysis:
     if arch is not None and reduce_options.n_gqa == 1 and arch.kv_heads:
         reduce_options = reduction.Options(reduce_options.group_size, reduce_options.zero_points,
                                            max(1, arch.heads // arch.kv_heads))  # fmt: skip
-    targets = reduction.reduce(inventory, decisions, ties, split, reduce_options)
+    wanted = options.targets or reduction.TARGETS
+    targets = reduction.reduce(inventory, decisions, ties, split, reduce_options, wanted)
     embeddings = frozenset(
         t.name for t, d in zip(inventory.tensors, decisions, strict=True) if d.role is Role.EMBEDDING
     )

@@ -23,7 +23,7 @@ from ckptscan.scan import ScanResult
 if TYPE_CHECKING:
     from ckptscan.stats import StatsResult, TensorStats
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 

@@ -1,0 +1,311 @@
+"""Totals across every model of an audit: what there is, what it costs, what could go.
+
+Fed one model at a time (its JSON record and its :class:`~ckptscan.audit.model.Digest`), in
+whatever order workers finish; :meth:`Aggregate.summary` is deterministic all the same (models
+are ordered by path before anything order-dependent is decided) and can be asked for at any time,
+which is how an interrupted audit still reports what it did.
+
+Recoverable bytes, three ways, never added to one another blindly:
+
+- ``strip``: optimizer and training state (what a deployment never loads).
+- ``dedupe``: tensors stored again in another model: same name, shape, dtype and bytes, and the
+  same content hash when the stats pass gave one (``method: "content-hash"``); otherwise by that
+  metadata alone (``method: "metadata"``: an upper bound, since equal shapes need not mean equal
+  values). The first model in path order keeps its copy; every further copy is recoverable.
+  Tensors counted by ``strip`` are left out, so ``strip`` and ``dedupe`` add up.
+- ``quantize``: what each model would save at the chosen target, summed (it overlaps the others).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ckptscan.audit.model import DedupeKey, Digest
+from ckptscan.inventory import Severity
+
+INCOMPLETE_CODES = frozenset({"lfs-pointer", "incomplete-model", "truncated", "missing-file"})
+MAX_LISTED_FINDINGS = 200
+MAX_LISTED_GROUPS = 20
+MAX_GROUP_PATHS = 5
+
+
+@dataclass(slots=True)
+class _Model:
+    path: str
+    folder: str
+    format: str | None
+    status: str  # "ok", "incomplete" or "failed"
+    file_bytes: int
+    files: int
+    tensors: int
+    parameters: int
+    strip_bytes: int
+    strip_source: str
+    quantize_saving: int
+    error: Mapping[str, Any] | None
+    duplicate_bytes: int = 0
+
+
+class Aggregate:
+    def __init__(self, *, quantize: str, top: int = 10) -> None:
+        self.quantize = quantize
+        self.top = top
+        self.models: list[_Model] = []
+        self.by_format: dict[str, Counter[str]] = {}
+        self.by_dtype: dict[str, Counter[str]] = {}
+        self.by_role: dict[str, Counter[str]] = {}
+        self.role_sources: set[str] = set()
+        self.strip_sources: set[str] = set()
+        self.quantize_sources: set[str] = set()
+        self.dedupe: dict[DedupeKey, list[int]] = {}
+        self.findings: list[dict[str, Any]] = []
+        self.skipped: Counter[str] = Counter()
+        self.skipped_bytes: Counter[str] = Counter()
+        self.unrecognized: list[str] = []  # named like a checkpoint, content not recognized
+        self.notes: list[str] = []
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def add_model(self, record: Mapping[str, Any], digest: Digest, size: int) -> None:
+        """One model's record (at least its ``worker.FACTS``); ``size`` is what its unit occupies on
+        disk (for failed reads)."""
+        index = len(self.models)
+        error = record.get("error")
+        code = error.get("code") if isinstance(error, Mapping) else None
+        status = "ok" if error is None else "incomplete" if code in INCOMPLETE_CODES else "failed"
+        totals = record.get("totals") or {}
+        file_bytes = record.get("file_bytes")
+        model = _Model(
+            path=str(record.get("path")),
+            folder=str(record.get("folder")),
+            format=record.get("format"),
+            status=status,
+            file_bytes=file_bytes if isinstance(file_bytes, int) else size,
+            files=max(1, len(record.get("files") or ())),
+            tensors=int(totals.get("tensors", 0)),
+            parameters=digest.parameters,
+            strip_bytes=digest.strip_bytes,
+            strip_source=digest.strip_source,
+            quantize_saving=digest.quantize_saving,
+            error=error if isinstance(error, Mapping) else None,
+        )
+        self.models.append(model)
+
+        fmt = self.by_format.setdefault(model.format or "unrecognized", Counter())
+        fmt.update(
+            models=1, files=model.files, file_bytes=model.file_bytes, tensors=model.tensors, parameters=model.parameters
+        )
+        for name, c in (record.get("by_dtype") or {}).items():
+            self.by_dtype.setdefault(name, Counter()).update(
+                tensors=c.get("tensors", 0), elements=c.get("elements", 0), bytes=c.get("bytes", 0)
+            )
+        if record.get("totals") is not None:
+            self.role_sources.add(digest.roles_source)
+            self.quantize_sources.add(digest.quantize_source)
+            if digest.strip_bytes:
+                self.strip_sources.add(digest.strip_source)
+        for role, (tensors, elements, nbytes) in digest.by_role.items():
+            self.by_role.setdefault(role, Counter()).update(tensors=tensors, elements=elements, bytes=nbytes)
+        for key in digest.dedupe_keys:
+            holders = self.dedupe.setdefault(key, [])
+            if not holders or holders[-1] != index:
+                holders.append(index)
+        for f in record.get("findings") or ():
+            self.findings.append({"path": model.path, **f})
+
+    def add_skipped(self, path: str, size: int, reason: str, *, named_like_checkpoint: bool) -> None:
+        self.skipped[reason] += 1
+        self.skipped_bytes[reason] += size
+        if named_like_checkpoint:
+            self.unrecognized.append(path)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    # -- the summary -----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        order = sorted(range(len(self.models)), key=lambda i: self.models[i].path)
+        rank = {model_index: position for position, model_index in enumerate(order)}
+        dedupe = self._dedupe(rank)
+        strip = sum(m.strip_bytes for m in self.models)
+        models = [self.models[i] for i in order]
+        return {
+            "totals": self._totals(models),
+            "by_format": {k: dict(v) for k, v in sorted(self.by_format.items())},
+            "by_dtype": _sorted_counts(self.by_dtype),
+            "by_role": _sorted_counts(self.by_role),
+            "by_role_source": _source(self.role_sources),
+            "recoverable": {
+                "strip": {
+                    "bytes": strip,
+                    "models": sum(1 for m in models if m.strip_bytes),
+                    "source": _source(self.strip_sources),
+                    "by_source": _by_source(models),
+                },
+                "dedupe": dedupe,
+                "quantize": {
+                    "target": self.quantize,
+                    "saving_bytes": sum(m.quantize_saving for m in models),
+                    "models": sum(1 for m in models if m.quantize_saving),
+                    "source": _source(self.quantize_sources),
+                },
+                "total_bytes": strip + dedupe["bytes"],
+            },
+            "top_offenders": self._top(models),
+            "incomplete": [_problem(m) for m in models if m.status == "incomplete"],
+            "failed": [_problem(m) for m in models if m.status == "failed"],
+            "findings": self._findings(),
+            "skipped": {
+                "files": dict(sorted(self.skipped.items())),
+                "bytes": dict(sorted(self.skipped_bytes.items())),
+                "unrecognized_checkpoint_names": sorted(self.unrecognized),
+            },
+            "notes": list(self.notes),
+        }
+
+    def recoverable_bytes(self) -> int:
+        summary = self.summary()
+        total: int = summary["recoverable"]["total_bytes"]
+        return total
+
+    def _totals(self, models: list[_Model]) -> dict[str, int]:
+        by_dtype = self.by_dtype.values()
+        return {
+            "models": len(models),
+            "ok": sum(1 for m in models if m.status == "ok"),
+            "incomplete": sum(1 for m in models if m.status == "incomplete"),
+            "failed": sum(1 for m in models if m.status == "failed"),
+            "files": sum(m.files for m in models),
+            "file_bytes": sum(m.file_bytes for m in models),
+            "tensors": sum(m.tensors for m in models),
+            "elements": sum(c["elements"] for c in by_dtype),
+            "tensor_bytes": sum(c["bytes"] for c in by_dtype),
+            "parameters": sum(m.parameters for m in models),
+        }
+
+    def _dedupe(self, rank: Mapping[int, int]) -> dict[str, Any]:
+        for m in self.models:
+            m.duplicate_bytes = 0
+        total = tensors = groups = 0
+        hashed = unhashed = 0
+        largest: list[tuple[int, DedupeKey, list[int]]] = []
+        for key, holders in self.dedupe.items():
+            if key[4] is None:
+                unhashed += 1
+            else:
+                hashed += 1
+            if len(holders) < 2:
+                continue
+            ordered = sorted(holders, key=rank.__getitem__)
+            nbytes = key[3]
+            for holder in ordered[1:]:
+                self.models[holder].duplicate_bytes += nbytes
+            saving = nbytes * (len(ordered) - 1)
+            total += saving
+            tensors += len(ordered) - 1
+            groups += 1
+            largest.append((saving, key, ordered))
+        largest.sort(key=lambda item: (-item[0], item[1][0]))
+        method = "content-hash" if hashed and not unhashed else "metadata" if not hashed else "mixed"
+        return {
+            "bytes": total,
+            "tensors": tensors,
+            "groups": groups,
+            "method": method,
+            "metadata_only_keys": unhashed if hashed else 0,
+            "largest_groups": [
+                {
+                    "name": key[0],
+                    "shape": list(key[1]),
+                    "dtype": key[2],
+                    "bytes": key[3],
+                    "copies": len(ordered),
+                    "saving_bytes": saving,
+                    "models": [self.models[i].path for i in ordered[:MAX_GROUP_PATHS]],
+                }
+                for saving, key, ordered in largest[:MAX_LISTED_GROUPS]
+            ],
+        }
+
+    def _top(self, models: list[_Model]) -> list[dict[str, Any]]:
+        def recoverable(m: _Model) -> int:
+            return m.strip_bytes + m.duplicate_bytes
+
+        ranked = sorted(models, key=lambda m: (-recoverable(m), -m.file_bytes, m.path))
+        return [
+            {
+                "path": m.path,
+                "folder": m.folder,
+                "format": m.format,
+                "file_bytes": m.file_bytes,
+                "recoverable_bytes": recoverable(m),
+                "strip_bytes": m.strip_bytes,
+                "duplicate_bytes": m.duplicate_bytes,
+                "quantize_saving_bytes": m.quantize_saving,
+            }
+            for m in ranked[: self.top]
+        ]
+
+    def _findings(self) -> dict[str, Any]:
+        by_severity = Counter(f["severity"] for f in self.findings)
+        by_code = Counter(f["code"] for f in self.findings)
+        notable = [f for f in self.findings if Severity(f["severity"]).rank >= Severity.MEDIUM.rank]
+        notable.sort(key=lambda f: (-Severity(f["severity"]).rank, f["path"], f["code"]))
+        return {
+            "by_severity": {s.value: by_severity[s.value] for s in Severity if by_severity[s.value]},
+            "by_code": dict(sorted(by_code.items())),
+            "listed": notable[:MAX_LISTED_FINDINGS],
+            "not_listed": max(0, len(notable) - MAX_LISTED_FINDINGS),
+        }
+
+    def model_rows(self) -> list[dict[str, Any]]:
+        """One flat row per model, in path order (the CSV and the terminal's model table)."""
+        self.summary()  # settles duplicate_bytes
+        rows = []
+        for m in sorted(self.models, key=lambda m: m.path):
+            rows.append(
+                {
+                    "path": m.path,
+                    "folder": m.folder,
+                    "format": m.format or "",
+                    "status": m.status,
+                    "error_code": (m.error or {}).get("code", ""),
+                    "files": m.files,
+                    "file_bytes": m.file_bytes,
+                    "tensors": m.tensors,
+                    "parameters": m.parameters,
+                    "strip_bytes": m.strip_bytes,
+                    "duplicate_bytes": m.duplicate_bytes,
+                    "quantize_target": self.quantize,
+                    "quantize_saving_bytes": m.quantize_saving,
+                }
+            )
+        return rows
+
+
+def _sorted_counts(groups: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    ordered = sorted(groups.items(), key=lambda item: (-item[1]["bytes"], item[0]))
+    return {k: {"tensors": v["tensors"], "elements": v["elements"], "bytes": v["bytes"]} for k, v in ordered}
+
+
+def _source(sources: set[str]) -> str:
+    if not sources:
+        return "none"
+    return next(iter(sources)) if len(sources) == 1 else "mixed"
+
+
+def _by_source(models: list[_Model]) -> dict[str, int]:
+    by_source: Counter[str] = Counter()
+    for m in models:
+        if m.strip_bytes:
+            by_source[m.strip_source] += m.strip_bytes
+    return dict(sorted(by_source.items()))
+
+
+def _problem(m: _Model) -> dict[str, Any]:
+    error = m.error or {}
+    return {"path": m.path, "format": m.format, "code": error.get("code", ""), "message": error.get("message", "")}

@@ -1,0 +1,321 @@
+"""Walking the folders an audit is given, and planning what to read as one model.
+
+The walk only lists and stats; nothing is opened here. Rules:
+
+- Hidden files and folders (a name starting with ``.``) are skipped unless ``hidden`` is set;
+  version-control folders (``.git``, ``.hg``, ``.svn``, ``.bzr``, ``CVS``, ``_darcs``) always are.
+- ``exclude`` globs prune files and folders; ``include`` globs, when given, keep only the files that
+  match one. A glob with a ``/`` matches the path relative to the audited root, one without matches
+  the base name (``--exclude 'runs/*/logs' --include '*.safetensors'``).
+- Symbolic links to files are followed. Links to folders are followed only with ``follow_links``;
+  every folder is identified by (device, inode), so a loop (a link to an ancestor) or a second way
+  into the same folder is noticed and not walked again. A file reached by two paths (a hard link,
+  a link) is audited once, under the first path in walk order.
+
+Planning groups what was found into units of work. A folder that a folder format claims (a HF
+Trainer ``checkpoint-N/``) is one unit; so is every file whose name says it may pull other files
+into its model (a sharded index, an ONNX graph with external data, a TF checkpoint index). Those
+are read first ("stage A"); the folder's other files ("stage B") wait for them, so that the files a
+stage-A model claims (its ``Inventory.files``) are members of that model and never scanned again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from ckptscan import registry
+
+VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "CVS", "_darcs"})
+
+# A file whose name ends so may read other files of its folder as part of one model.
+CLAIMANT_SUFFIXES = (".index.json", ".onnx", ".index")
+
+# Files beside a model that belong with it in a HF model folder (by name: they hold no tensors).
+COMPANION_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "preprocessor_config.json",
+    "quantize_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer*",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "*.tiktoken",
+    "trainer_state.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WalkOptions:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hidden: bool = False
+    follow_links: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str  # as reached: the audited root joined with the names walked
+    size: int
+    key: str  # absolute and normalized: how claims and aliases compare
+
+
+@dataclass(slots=True)
+class Folder:
+    path: str
+    files: list[FoundFile] = field(default_factory=list)
+    explicit: bool = False  # files named on the command line: no folder-level grouping
+
+
+@dataclass(slots=True)
+class WalkStats:
+    """What the walk passed over, for the summary (nothing here is an error)."""
+
+    folders: int = 0
+    files: int = 0
+    bytes: int = 0
+    hidden_skipped: int = 0  # hidden files and folders
+    vcs_skipped: int = 0  # version-control folders
+    excluded: int = 0  # files and folders matching --exclude, or files matching no --include
+    links_not_followed: int = 0  # links to folders, without --follow-links
+    link_loops: int = 0  # links to a folder on the current path
+    aliases: int = 0  # files or folders already reached by another path
+    broken_links: int = 0
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed, missing roots
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "folders": self.folders,
+            "files": self.files,
+            "bytes": self.bytes,
+            "hidden_skipped": self.hidden_skipped,
+            "vcs_skipped": self.vcs_skipped,
+            "excluded": self.excluded,
+            "links_not_followed": self.links_not_followed,
+            "link_loops": self.link_loops,
+            "aliases": self.aliases,
+            "broken_links": self.broken_links,
+            "unreadable": list(self.unreadable),
+        }
+
+
+def walk(roots: Sequence[str], options: WalkOptions) -> tuple[list[Folder], WalkStats]:
+    """Every folder (with its files) under ``roots``, in a stable order."""
+    walker = _Walker(options)
+    for root in roots:
+        walker.root(root)
+    return walker.folders, walker.stats
+
+
+class _Walker:
+    def __init__(self, options: WalkOptions) -> None:
+        self.options = options
+        self.stats = WalkStats()
+        self.folders: list[Folder] = []
+        self.seen_files: set[tuple[int, int]] = set()
+        self.seen_folders: set[tuple[int, int]] = set()
+        self.root_key = ""
+
+    def root(self, root: str) -> None:
+        try:
+            st = os.stat(root)
+        except OSError as e:
+            self.stats.unreadable.append(f"{root}: {e.strerror or e}")
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._walk_tree(root, st)
+        elif stat.S_ISREG(st.st_mode):
+            # a file named on the command line is audited alone, whatever its siblings
+            if self._first_visit(self.seen_files, st):
+                self._count_file(st)
+                found = FoundFile(root, st.st_size, normalized(root))
+                self.folders.append(Folder(os.path.dirname(root) or ".", [found], explicit=True))
+            else:
+                self.stats.aliases += 1
+        else:
+            self.stats.unreadable.append(f"{root}: not a file or folder")
+
+    def _walk_tree(self, root: str, st: os.stat_result) -> None:
+        # depth-first, children in name order; a stack, not recursion, so depth is no limit
+        self.root_key = normalized(root)
+        stack: list[tuple[str, str, os.stat_result, frozenset[tuple[int, int]]]] = [(root, "", st, frozenset())]
+        while stack:
+            path, rel, folder_st, ancestors = stack.pop()
+            subfolders = self._list_folder(path, rel, folder_st, ancestors)
+            stack.extend(reversed(subfolders))
+
+    def _list_folder(
+        self, path: str, rel: str, st: os.stat_result, ancestors: frozenset[tuple[int, int]]
+    ) -> list[tuple[str, str, os.stat_result, frozenset[tuple[int, int]]]]:
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            self.stats.link_loops += 1
+            return []
+        if not self._first_visit(self.seen_folders, st):
+            self.stats.aliases += 1
+            return []
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            self.stats.unreadable.append(f"{path}: {e.strerror or e}")
+            return []
+        self.stats.folders += 1
+        folder = Folder(path)
+        subfolders = []
+        inside = ancestors | {key}
+        for entry in entries:
+            name = entry.name
+            child_rel = f"{rel}/{name}" if rel else name
+            try:
+                is_link = entry.is_symlink()
+                target = os.stat(entry.path) if is_link else entry.stat(follow_symlinks=False)
+            except OSError:
+                self.stats.broken_links += 1
+                continue
+            if stat.S_ISDIR(target.st_mode):
+                if self._skip_folder(name, child_rel):
+                    continue
+                if is_link and not self.options.follow_links:
+                    self.stats.links_not_followed += 1
+                    continue
+                subfolders.append((entry.path, child_rel, target, inside))
+            elif stat.S_ISREG(target.st_mode):
+                if self._skip_file(name, child_rel):
+                    continue
+                if not self._first_visit(self.seen_files, target):
+                    self.stats.aliases += 1
+                    continue
+                self._count_file(target)
+                found = os.path.join(self.root_key, child_rel) if os.sep == "/" else normalized(entry.path)
+                folder.files.append(FoundFile(entry.path, target.st_size, found))
+        if folder.files:
+            self.folders.append(folder)
+        return subfolders
+
+    def _skip_folder(self, name: str, rel: str) -> bool:
+        if name in VCS_FOLDERS:
+            self.stats.vcs_skipped += 1
+            return True
+        if name.startswith(".") and not self.options.hidden:
+            self.stats.hidden_skipped += 1
+            return True
+        if _matches(self.options.exclude, name, rel):
+            self.stats.excluded += 1
+            return True
+        return False
+
+    def _skip_file(self, name: str, rel: str) -> bool:
+        if name.startswith(".") and not self.options.hidden:
+            self.stats.hidden_skipped += 1
+            return True
+        if _matches(self.options.exclude, name, rel) or (
+            self.options.include and not _matches(self.options.include, name, rel)
+        ):
+            self.stats.excluded += 1
+            return True
+        return False
+
+    def _count_file(self, st: os.stat_result) -> None:
+        self.stats.files += 1
+        self.stats.bytes += st.st_size
+
+    @staticmethod
+    def _first_visit(seen: set[tuple[int, int]], st: os.stat_result) -> bool:
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+
+def _matches(patterns: Iterable[str], name: str, rel: str) -> bool:
+    return any(fnmatchcase(rel if "/" in p else name, p.strip("/")) for p in patterns)
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Companion:
+    key: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One thing a worker reads: a file (sniffed first) or a folder that a folder format claims."""
+
+    id: int
+    kind: str  # "file" or "folder"
+    path: str
+    key: str  # normalized path (see FoundFile.key)
+    folder: str
+    group: int  # index of its folder listing in the walk
+    size: int  # the file's size; for a folder unit, its files' sizes together
+    stage: str  # "A": may claim other files of its folder; "B": read once the folder's A units are done
+    companions: tuple[Companion, ...] = ()  # HF companion files of its folder, by name
+
+
+@dataclass(slots=True)
+class Plan:
+    units: list[Unit]
+    # folder listing (group) -> ids of its stage-B units, released when its stage-A units are done
+    waiting: dict[int, list[int]]
+    pending_a: dict[int, int]
+
+
+def plan(folders: Sequence[Folder]) -> Plan:
+    the_plan = Plan([], {}, {})
+    for group, folder in enumerate(folders):
+        _plan_folder(the_plan, group, folder)
+    return the_plan
+
+
+def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
+    companions = () if folder.explicit else companions_of(folder)
+
+    def add(kind: str, found: FoundFile, stage: str) -> int:
+        unit_id = len(the_plan.units)
+        the_plan.units.append(
+            Unit(unit_id, kind, found.path, found.key, folder.path, group, found.size, stage, companions)
+        )
+        return unit_id
+
+    folder_format = None if folder.explicit else registry.detect_folder(Path(folder.path))
+    if folder_format is not None:
+        whole = FoundFile(folder.path, sum(f.size for f in folder.files), normalized(folder.path))
+        a_ids = [add("folder", whole, "A")]
+        b_files = list(folder.files)
+    else:
+        claimants = [f for f in folder.files if f.path.lower().endswith(CLAIMANT_SUFFIXES)]
+        a_ids = [add("file", f, "A") for f in claimants]
+        claimed_by_name = {f.path for f in claimants}
+        b_files = [f for f in folder.files if f.path not in claimed_by_name]
+    stage = "B" if a_ids else "A"  # without claimants there is nothing to wait for
+    b_ids = [add("file", f, stage) for f in b_files]
+    if a_ids and b_ids:
+        the_plan.waiting[group] = b_ids
+        the_plan.pending_a[group] = len(a_ids)
+
+
+def companions_of(folder: Folder) -> tuple[Companion, ...]:
+    return tuple(
+        Companion(f.key, os.path.basename(f.path), f.size)
+        for f in folder.files
+        if any(fnmatchcase(os.path.basename(f.path), pattern) for pattern in COMPANION_NAMES)
+    )
+
+
+def normalized(path: str) -> str:
+    """One spelling per path, so that claims and walked paths compare."""
+    return os.path.normpath(os.path.abspath(path))

@@ -1,0 +1,287 @@
+"""An audit from start to end: walk, plan, read in worker processes, group, total.
+
+:meth:`Audit.events` yields what happens as it happens (so that the CLI can stream JSONL records
+and drive a progress bar); :meth:`Audit.summary` totals whatever has been done so far, which is
+also what an interrupted audit reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ckptscan.audit import discover, pool
+from ckptscan.audit.aggregate import Aggregate
+from ckptscan.audit.discover import Folder, Plan, Unit, WalkOptions, WalkStats
+from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
+from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions, stats_available
+from ckptscan.errors import UsageError
+
+DEFAULT_TIMEOUT_S = 60.0
+STATS_TIMEOUT_S = 600.0  # with --stats every byte of a model is read
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOptions:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hidden: bool = False
+    follow_links: bool = False
+    workers: int | None = None  # None: one per available CPU; 0: read in this process (no time limit)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    tensors: bool = False
+    stats: bool = False  # the stats pass: content hashes make deduplication exact
+    stats_sample: float | None = None  # with stats: read this fraction of each tensor
+    quantize: str = DEFAULT_QUANTIZE
+    all_targets: bool = False  # every reduction target per model (slower), not only strip/dedupe/quantize
+    top: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    files: int
+    bytes: int
+    units: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDone:
+    text: str  # the per-model JSON record, serialized
+    detail: str = ""  # traceback of an internal error
+
+    @property
+    def record(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class FileSkipped:
+    path: str
+    size: int
+    reason: str
+
+
+Event = Discovered | ModelDone | FileSkipped | pool.Tick
+
+
+@dataclass(slots=True)
+class Progress:
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+    models: int = 0
+    failed: int = 0
+
+
+class Audit:
+    def __init__(self, paths: Sequence[str], options: AuditOptions | None = None) -> None:
+        self.paths = list(paths)
+        self.options = options or AuditOptions()
+        if self.options.quantize not in QUANTIZE_BITS:
+            raise UsageError(
+                f"unknown quantization target {self.options.quantize!r}; one of {', '.join(QUANTIZE_BITS)}"
+            )
+        if self.options.timeout_s <= 0:
+            raise UsageError("the time limit must be positive")
+        if self.options.stats and not stats_available():
+            raise UsageError("--stats needs the stats pass and numpy (pip install 'ckptscan[stats]')")
+        self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)
+        self.texts: list[str] = []  # every model's record as JSON text, in completion order
+        self._paths: list[str] = []
+        self.progress = Progress()
+        self.walk_stats = WalkStats()
+        self.workers = 0
+        self.interrupted = False
+        self._started = 0.0
+        self._finished: float | None = None
+        self._sizes: dict[str, int] = {}  # normalized path -> size, every file found
+        self._settled: set[str] = set()
+        self._emitted: dict[str, str] = {}  # normalized path of a model's own file -> its record path
+        self._folders: list[Folder] = []
+
+    # -- running -------------------------------------------------------------------------------
+
+    def events(self) -> Generator[Event, None, None]:
+        self._started = time.monotonic()
+        walk_options = WalkOptions(
+            self.options.include, self.options.exclude, self.options.hidden, self.options.follow_links
+        )
+        self._folders, self.walk_stats = discover.walk(self.paths, walk_options)
+        for folder in self._folders:
+            for f in folder.files:
+                self._sizes[f.key] = f.size
+        the_plan = discover.plan(self._folders)
+        schedule = _Schedule(the_plan)
+        self.progress.files_total = self.walk_stats.files
+        self.progress.bytes_total = self.walk_stats.bytes
+        self.workers = _worker_count(self.options.workers, len(the_plan.units))
+        yield Discovered(self.walk_stats.files, self.walk_stats.bytes, len(the_plan.units), self.workers)
+        worker_options = WorkerOptions(
+            tensors=self.options.tensors,
+            stats=self.options.stats,
+            stats_sample=self.options.stats_sample,
+            quantize=self.options.quantize,
+            all_targets=self.options.all_targets,
+        )
+        try:
+            outcomes = pool.run(
+                schedule, workers=self.workers, timeout_s=self.options.timeout_s, options=worker_options
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, pool.Tick):
+                    yield outcome
+                    continue
+                unit = the_plan.units[outcome.unit_id]
+                if isinstance(outcome, Skipped):
+                    self._settle(unit.key)
+                    self.aggregate.add_skipped(
+                        unit.path,
+                        unit.size,
+                        outcome.reason,
+                        named_like_checkpoint=outcome.reason == NAMED_LIKE_A_CHECKPOINT,
+                    )
+                    yield FileSkipped(unit.path, unit.size, outcome.reason)
+                else:
+                    done = self._model_done(unit, outcome, schedule)
+                    if done is not None:
+                        yield done
+                for member in schedule.finished(unit):
+                    self._settle(member.key)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+        finally:
+            self._finished = time.monotonic()
+
+    def _model_done(self, unit: Unit, outcome: ModelOutcome, schedule: _Schedule) -> ModelDone | None:
+        own = unit.key
+        if unit.kind == "file" and own in schedule.claimed:
+            self._settle(own)  # read as part of another model that finished first
+            return None
+        path = str(outcome.facts["path"])
+        for member in outcome.members:
+            if member != own and member in self._emitted:
+                self.aggregate.note(f"{self._emitted[member]} was audited as a model and is also part of {path}")
+            schedule.claimed.add(member)
+            self._settle(member)
+        self._settle(own)
+        self._emitted[own] = path
+        self.aggregate.add_model(outcome.facts, outcome.digest, unit.size)
+        self.texts.append(outcome.text)
+        self._paths.append(path)
+        self.progress.models += 1
+        if outcome.facts.get("error") is not None:
+            self.progress.failed += 1
+        return ModelDone(outcome.text, outcome.detail)
+
+    def _settle(self, key: str) -> None:
+        if key in self._settled or key not in self._sizes:
+            return
+        self._settled.add(key)
+        self.progress.files_done += 1
+        self.progress.bytes_done += self._sizes[key]
+
+    # -- results -------------------------------------------------------------------------------
+
+    @property
+    def elapsed_s(self) -> float:
+        if not self._started:
+            return 0.0
+        return (self._finished or time.monotonic()) - self._started
+
+    def summary(self) -> dict[str, Any]:
+        """The ``audit`` section: totals over every model read so far."""
+        aggregated = self.aggregate.summary()
+        return {
+            "roots": list(self.paths),
+            "interrupted": self.interrupted,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "workers": self.workers,
+            "options": {
+                "timeout_s": self.options.timeout_s,
+                "include": list(self.options.include),
+                "exclude": list(self.options.exclude),
+                "hidden": self.options.hidden,
+                "follow_links": self.options.follow_links,
+                "stats": self.options.stats,
+                "stats_sample": self.options.stats_sample,
+                "quantize": self.options.quantize,
+                "all_targets": self.options.all_targets,
+            },
+            "discovery": {
+                **self.walk_stats.as_dict(),
+                "files_done": self.progress.files_done,
+                "bytes_done": self.progress.bytes_done,
+            },
+            **aggregated,
+        }
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every model's record, in completion order (parsed on each call)."""
+        return [json.loads(text) for text in self.texts]
+
+    def sorted_texts(self) -> list[str]:
+        """Every model's record as JSON text, in path order (the --json document's order)."""
+        order = sorted(range(len(self.texts)), key=self._paths.__getitem__)
+        return [self.texts[i] for i in order]
+
+
+class _Schedule:
+    """Units ready to read; a folder's stage-B units wait until its stage-A units are done."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        waiting = {i for ids in plan.waiting.values() for i in ids}
+        self.ready: deque[Unit] = deque(u for u in plan.units if u.id not in waiting)
+        self.claimed: set[str] = set()  # normalized paths of files some model has read
+
+    def ready_count(self) -> int:
+        return len(self.ready)
+
+    def take(self, n: int) -> list[Unit]:
+        taken: list[Unit] = []
+        while self.ready and len(taken) < n:
+            taken.append(self.ready.popleft())
+        return taken
+
+    def requeue(self, units: list[Unit]) -> None:
+        self.ready.extendleft(reversed(units))
+
+    def finished(self, unit: Unit) -> list[Unit]:
+        """Release the folder's waiting units once ``unit`` was its last stage-A unit; return the
+        released units that a model already claimed (members, not models)."""
+        pending = self.plan.pending_a
+        if unit.stage != "A" or unit.group not in pending:
+            return []
+        pending[unit.group] -= 1
+        if pending[unit.group]:
+            return []
+        del pending[unit.group]
+        members = []
+        for unit_id in self.plan.waiting.pop(unit.group, []):
+            waiting = self.plan.units[unit_id]
+            if waiting.key in self.claimed:
+                members.append(waiting)
+            else:
+                self.ready.append(waiting)
+        return members
+
+
+def _worker_count(requested: int | None, units: int) -> int:
+    if requested is not None and requested <= 0:
+        return 0
+    if requested is None:
+        try:
+            requested = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            requested = os.cpu_count() or 1
+    return max(1, min(requested, units)) if units else 0

@@ -1,0 +1,167 @@
+"""What a worker process does with a unit: recognize the file by content, scan it, render it.
+
+Everything here runs in a worker process (or in the parent with ``--workers 0``). A unit never
+raises: a file that cannot be read becomes a record with ``error`` set, exactly as ``ckptscan
+scan`` would report it; a file whose first bytes match no format is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ckptscan import registry
+from ckptscan.analyze.analysis import AnalysisOptions
+from ckptscan.audit.discover import Unit, normalized
+from ckptscan.audit.model import EMPTY_DIGEST, Digest, digest, recoverable_section
+from ckptscan.errors import CkptscanError, UnrecognizedFormat
+from ckptscan.report.json import result_dict
+from ckptscan.scan import ScanError, ScanResult, scan
+
+if TYPE_CHECKING:
+    from ckptscan.stats import StatsResult
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    tensors: bool = False  # keep every tensor record in the output
+    stats: bool = False  # run the stats pass (content hashes for exact deduplication)
+    stats_sample: float | None = None  # with ``stats``: the fraction of each tensor read
+    quantize: str = "int8"
+    all_targets: bool = False  # every reduction target per model, not only strip, dedupe and ``quantize``
+
+    def analysis(self) -> AnalysisOptions:
+        """The analyzer computes only the reduction targets the audit reports (it is most of the
+        analysis time on small files), unless every target was asked for."""
+        return AnalysisOptions() if self.all_targets else AnalysisOptions(targets=("strip", "dedupe", self.quantize))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutcome:
+    """A model, as the parent needs it: the record already serialized (JSON text is cheaper to
+    send, keep and print than the dict it comes from), the few fields the totals read, its members."""
+
+    unit_id: int
+    text: str  # the per-model JSON record, compact
+    facts: dict[str, Any]  # the record's fields that the cross-model totals read (FACTS)
+    members: tuple[str, ...]  # normalized paths of every file the model read
+    digest: Digest
+    detail: str = ""  # traceback of an internal error, for --debug
+
+
+FACTS = ("path", "folder", "format", "files", "file_bytes", "totals", "by_dtype", "findings", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    unit_id: int
+    reason: str  # NOT_A_CHECKPOINT or NAMED_LIKE_A_CHECKPOINT
+
+
+Outcome = ModelOutcome | Skipped
+
+NOT_A_CHECKPOINT = "not-a-checkpoint"
+NAMED_LIKE_A_CHECKPOINT = "unrecognized-content"  # a checkpoint's extension, content unrecognized
+
+
+def process(unit: Unit, options: WorkerOptions) -> Outcome:
+    """Read one unit; never raises."""
+    result = scan(unit.path)
+    if unit.kind == "file" and _unrecognized(result):
+        reason = NAMED_LIKE_A_CHECKPOINT if _has_checkpoint_extension(unit.path) else NOT_A_CHECKPOINT
+        return Skipped(unit.id, reason)
+    try:
+        return model_outcome(unit, result, options)
+    except Exception as e:  # a bug in rendering must not lose the unit
+        message = f"{unit.path}: internal error while reporting ({type(e).__name__}: {e}); please report it"
+        return error_outcome(unit, ScanError("internal-error", message, traceback.format_exc()), options)
+
+
+def _stats(result: ScanResult, options: WorkerOptions, analysis: AnalysisOptions) -> tuple[StatsResult | None, str]:
+    """The value statistics of one model (one thread: the audit's workers are the parallelism),
+    or why there are none; the inventory stands either way."""
+    inventory = result.inventory
+    if inventory is None:
+        return None, ""
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.stats import StatsOptions, compute
+
+    decisions = analyze(inventory, analysis).decisions
+    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
+    stats_options = StatsOptions(workers=1, sample=options.stats_sample, executor="thread")
+    try:
+        return compute(inventory, stats_options, roles=roles), ""
+    except CkptscanError as e:
+        return None, f"--stats: {e}"
+
+
+def _unrecognized(result: ScanResult) -> bool:
+    """No format's sniff accepted the file's first bytes (a reader failing inside a recognized
+    file has its format set by ``registry.read_source``, so it is not mistaken for this)."""
+    return result.error is not None and result.error.code == UnrecognizedFormat.code and result.format is None
+
+
+def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> ModelOutcome:
+    analysis = options.analysis()
+    stats, stats_problem = _stats(result, options, analysis) if options.stats else (None, "")
+    record = result_dict(result, options=analysis, stats=stats)
+    if stats_problem:
+        record["warnings"].append(stats_problem)
+    record["folder"] = unit.folder
+    d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
+    record["recoverable"] = recoverable_section(d, options.quantize)
+    if not options.tensors:
+        record["tensors"] = []
+    inventory = result.inventory
+    if inventory is not None:
+        members = tuple(normalized(os.path.join(inventory.root, f.path)) for f in inventory.files)
+    else:
+        members = (unit.key,)
+    claimed = set(members)
+    companions = [{"path": c.name, "size": c.size} for c in unit.companions if c.key not in claimed]
+    if companions:
+        record["companions"] = companions
+    detail = result.error.detail if result.error is not None else ""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return ModelOutcome(unit.id, text, {k: record[k] for k in FACTS}, members, d, detail)
+
+
+def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> ModelOutcome:
+    """A unit that produced no scan result of its own: timed out, crashed its worker, unopenable."""
+    result = ScanResult(unit.path, None, None, error)
+    return model_outcome(unit, result, options)
+
+
+def stats_available() -> bool:
+    """Whether the stats pass (per-tensor content hashes) can run: in the build, numpy installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("ckptscan.stats", "numpy"))
+
+
+def _has_checkpoint_extension(path: str) -> bool:
+    name = Path(path).name.lower()
+    return any(name.endswith(ext) for spec in registry.FORMATS for ext in spec.extensions)
+
+
+# -- the worker process --------------------------------------------------------------------------
+
+
+def worker_main(conn: Connection, options: WorkerOptions) -> None:
+    """Receive batches of units, send one outcome per unit, until told to stop (None) or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            batch: list[Unit] | None = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for unit in batch:
+            conn.send(process(unit, options))
