@@ -7,6 +7,7 @@ when there is none; so every layer of a transformer lands in one row, as do GGUF
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class ModuleGroup:
     bytes: int
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names repeat across the tensors and files of an audit
 def module_key(name: str) -> tuple[str, int | None]:
     """The rollup key of a tensor name, and its block index when it sits in a repeated block."""
     parts = _SEPARATORS.split(name.split(":", 1)[0].strip("./"))

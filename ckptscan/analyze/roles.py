@@ -23,6 +23,7 @@ no rule recognizes is ``other``: never a guess presented as fact.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -78,6 +79,7 @@ MODEL_SECTIONS = frozenset({"state_dict", "model", "model_state_dict", "model_we
                             "function_constant"})  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names repeat across the tensors and files of an audit
 def name_parts(name: str) -> tuple[str, ...]:
     """Lower-cased components of a tensor name: ``a.b/c:0`` -> (a, b, c); TF suffixes dropped."""
     if name.endswith(_TF_VALUE_SUFFIX):
@@ -108,14 +110,11 @@ class Facts:
     slot: str
     consumers: tuple[tuple[str, int], ...]  # (op type, input index) of ONNX nodes reading it
     context: Context
-
-    @property
-    def leaf(self) -> str:
-        return self.parts[-1] if self.parts else ""
-
-    @property
-    def module(self) -> str:
-        return self.parts[-2] if len(self.parts) > 1 else ""
+    leaf: str = ""  # the last component of ``parts``
+    section: str = ""  # the tensor's section, lower-cased
+    tree_set: frozenset[str] = frozenset()  # the components ``in_tree`` looks at
+    module: str = ""  # the component before the leaf
+    top: tuple[str, ...] = ()  # the module path without wrapper components (see top_module)
 
     @property
     def siblings(self) -> frozenset[str]:
@@ -129,11 +128,15 @@ class Facts:
 
     def top_module(self) -> tuple[str, ...]:
         """The module path without wrapper components (``state_dict.model.head`` -> ``head``)."""
-        path = self.parts[:-1]
-        i = 0
-        while i < len(path) - 1 and path[i] in WRAPPERS:
-            i += 1
-        return path[i:]
+        return self.top
+
+
+def _top_module(parts: tuple[str, ...]) -> tuple[str, ...]:
+    path = parts[:-1]
+    i = 0
+    while i < len(path) - 1 and path[i] in WRAPPERS:
+        i += 1
+    return path[i:]
 
 
 def facts_of(tensor: Tensor, context: Context) -> Facts:
@@ -160,6 +163,11 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         slot=str(slot),
         consumers=tuple(consumers),
         context=context,
+        leaf=parts[-1] if parts else "",
+        section=tensor.section.lower(),
+        tree_set=frozenset(tree[:-1] or tree),
+        module=parts[-2] if len(parts) > 1 else "",
+        top=_top_module(parts),
     )
 
 
@@ -191,6 +199,17 @@ Captures = dict[str, str]
 Matcher = Callable[[Facts], "Captures | None"]
 
 
+def _gated(match: Matcher, field: str, allowed: frozenset[str]) -> Matcher:
+    """Record a necessary condition of ``match`` (a Facts field's value, or for ``tree_set`` one of
+    its members, is in ``allowed``) so that ``decide`` can skip the rule with one set lookup."""
+    match.gates = ((field, allowed),)  # type: ignore[attr-defined]
+    return match
+
+
+def gates_of(match: Matcher) -> tuple[tuple[str, frozenset[str]], ...]:
+    return getattr(match, "gates", ())
+
+
 def in_tree(components: Iterable[str]) -> Matcher:
     """Some component of the entry's path is one of ``components``."""
     wanted = frozenset(components)
@@ -201,7 +220,7 @@ def in_tree(components: Iterable[str]) -> Matcher:
                 return {"part": part}
         return None
 
-    return match
+    return _gated(match, "tree_set", wanted)
 
 
 def file_named(pattern: str) -> Matcher:
@@ -228,7 +247,7 @@ def attr_matches(key: str, pattern: str) -> Matcher:
 
 def structure_in(values: Iterable[str]) -> Matcher:
     wanted = frozenset(values)
-    return lambda f: {"structure": f.structure} if f.structure in wanted else None
+    return _gated(lambda f: {"structure": f.structure} if f.structure in wanted else None, "structure", wanted)
 
 
 def other_structure() -> Matcher:
@@ -239,7 +258,7 @@ def other_structure() -> Matcher:
 
 def section_in(values: Iterable[str]) -> Matcher:
     wanted = frozenset(values)
-    return lambda f: {"section": f.tensor.section} if f.tensor.section.lower() in wanted else None
+    return _gated(lambda f: {"section": f.tensor.section} if f.section in wanted else None, "section", wanted)
 
 
 def has_slot() -> Matcher:
@@ -248,7 +267,7 @@ def has_slot() -> Matcher:
 
 def leaf_in(values: Iterable[str]) -> Matcher:
     wanted = frozenset(values)
-    return lambda f: {"match": f.leaf} if f.leaf in wanted else None
+    return _gated(lambda f: {"match": f.leaf} if f.leaf in wanted else None, "leaf", wanted)
 
 
 def leaf_matches(pattern: str) -> Matcher:
@@ -259,7 +278,7 @@ def leaf_matches(pattern: str) -> Matcher:
 def module_in(values: Iterable[str]) -> Matcher:
     """The tensor's own module (the component before the leaf) is one of ``values``."""
     wanted = frozenset(values)
-    return lambda f: {"match": f.module} if f.module in wanted else None
+    return _gated(lambda f: {"match": f.module} if f.module in wanted else None, "module", wanted)
 
 
 def module_matches(pattern: str) -> Matcher:
@@ -353,6 +372,8 @@ def gguf() -> Matcher:
 
 
 def all_of(*matchers: Matcher) -> Matcher:
+    gates = tuple(g for m in matchers for g in gates_of(m))
+
     def match(f: Facts) -> Captures | None:
         captured: Captures = {}
         for m in matchers:
@@ -363,6 +384,7 @@ def all_of(*matchers: Matcher) -> Matcher:
                 captured.setdefault(key, value)  # the first matcher's captures name the rule
         return captured
 
+    match.gates = gates  # type: ignore[attr-defined]
     return match
 
 
@@ -711,13 +733,35 @@ def _mirrored_parameter(f: Facts) -> str:
 
 
 def decide(f: Facts) -> RoleDecision:
-    for rule in RULES:
+    for rule in _candidates(f.leaf, f.module, f.structure, f.section, f.tree_set & _TREE_WORDS):
         captured = rule.match(f)
         if captured is None:
             continue
         values = _extra_captures(rule, f, captured)
         return RoleDecision(rule.role, rule.detail.format(**values), rule.reason.format(**values), rule.id)
     return RoleDecision(Role.OTHER, "", "no rule recognizes its name or place in the file", "none")
+
+
+_GATED_RULES = tuple((rule, gates_of(rule.match)) for rule in RULES)
+_TREE_WORDS = frozenset(
+    word for _, gates in _GATED_RULES for field, allowed in gates if field == "tree_set" for word in allowed
+)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _candidates(leaf: str, module: str, structure: str, section: str, tree: frozenset[str]) -> tuple[Rule, ...]:
+    """The rules, in order, whose gates (necessary conditions on these facts) all hold: the only
+    ones whose matchers can succeed. These facts repeat across layers and files, so the answer
+    is computed once per combination and every tensor runs only a handful of matchers."""
+    values: dict[str, Any] = {"leaf": leaf, "module": module, "structure": structure, "section": section}
+    admitted = []
+    for rule, gates in _GATED_RULES:
+        if all(
+            not allowed.isdisjoint(tree) if field == "tree_set" else values[field] in allowed
+            for field, allowed in gates
+        ):
+            admitted.append(rule)
+    return tuple(admitted)
 
 
 def classify(inventory: Inventory) -> list[RoleDecision]:
