@@ -177,12 +177,12 @@ class DeflateStream:
             if isinstance(attrs.get("data_offset"), int) and isinstance(attrs.get("compressed_size"), int):
                 self._start, self._compressed = attrs["data_offset"], attrs["compressed_size"]
             else:
-                member = _zip.read_layout(self._source).get(str(attrs.get("zip_entry", "")))
-                if member is None:
+                entry = _zip.read_directory(self._source).get(str(attrs.get("zip_entry", "")))
+                if entry is None:
                     raise MalformedFile(f"{ref.label}: zip member {attrs.get('zip_entry')!r} is not in the archive")
-                if member.method != _zip.DEFLATED:
-                    raise UnsupportedFeature(f"{ref.label}: zip member uses compression method {member.method}")
-                self._start, self._compressed = member.data_offset, member.compress_size
+                if entry.method != _zip.DEFLATED:
+                    raise UnsupportedFeature(f"{ref.label}: zip member uses compression method {entry.method}")
+                self._start, self._compressed = entry.data_offset, entry.compressed_size
             if self._start < 0 or self._start + self._compressed > self._source.size:
                 raise TruncatedFile(f"{ref.label}: the compressed member runs past the end of the file")
         except BaseException:
@@ -283,10 +283,10 @@ class Hdf5Stream:
             source = self._stack.enter_context(Source(resolve_inside(root, ref.file, referrer=ref.file), root=root))
             window = None
             if "zip_entry" in attrs:  # an HDF5 image stored in a zip (.keras)
-                member = _zip.read_layout(source).get(str(attrs["zip_entry"]))
-                if member is None or not member.stored:
+                entry = _zip.read_directory(source).get(str(attrs["zip_entry"]))
+                if entry is None or not entry.stored:
                     raise UnsupportedFeature(f"{ref.label}: zip member {attrs['zip_entry']!r} is not stored")
-                window = (member.data_offset, member.file_size)
+                window = (entry.data_offset, entry.uncompressed_size)
             h5 = self._stack.enter_context(hdf5.open_file(source, window))
             h5py = hdf5.import_h5py()
             access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
