@@ -24,6 +24,7 @@ from ckptscan.formats import _zip
 from ckptscan.inventory import RegionKind
 from ckptscan.source import Source
 from tests.conftest import TESTDATA
+from tests.helpers import assert_only_one_line_errors
 
 LOCAL = struct.Struct("<4sHHHHHIIIHH")
 CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
@@ -452,27 +453,15 @@ def _mutations(data: bytes, seed: str, count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: str(p.relative_to(TESTDATA)))
 def test_fuzzed_directories_give_one_line_errors(path: Path, tmp_path: Path) -> None:
-    target = tmp_path / path.name
-    for index, mutated in enumerate(_mutations(path.read_bytes(), path.name, 40)):
-        target.write_bytes(mutated)
-        try:
-            with Source(target) as source:
-                for entry in _zip.read_directory(source).entries:
-                    _zip.read_entry(source, entry, 1 << 24)
-        except CkptscanError as e:
-            assert "\n" not in str(e), index
-        except Exception as e:  # pragma: no cover - the assertion names what escaped
-            raise AssertionError(f"mutation {index} of {path.name} raised {type(e).__name__}: {e}") from e
+    def read_every_entry(target: Path) -> None:
+        with Source(target) as source:
+            for entry in _zip.read_directory(source).entries:
+                _zip.read_entry(source, entry, 1 << 24)
+
+    assert_only_one_line_errors(tmp_path / path.name, _mutations(path.read_bytes(), path.name, 40), read_every_entry)
 
 
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix in (".npz", ".keras")], ids=lambda p: p.name)
 def test_fuzzed_archives_give_one_line_errors(path: Path, tmp_path: Path) -> None:
-    target = tmp_path / path.name
-    for index, mutated in enumerate(_mutations(path.read_bytes(), path.name, 60)):
-        target.write_bytes(mutated)
-        try:
-            ckptscan.read_inventory(target)
-        except CkptscanError as e:
-            assert "\n" not in str(e), index
-        except Exception as e:  # pragma: no cover - the assertion names what escaped
-            raise AssertionError(f"mutation {index} of {path.name} raised {type(e).__name__}: {e}") from e
+    mutations = _mutations(path.read_bytes(), path.name, 60)
+    assert_only_one_line_errors(tmp_path / path.name, mutations, ckptscan.read_inventory)
