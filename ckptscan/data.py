@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +152,7 @@ def value_width(dtype: DType) -> int:
 
 # -- compressed zip members -----------------------------------------------------------------------------
 
-INFLATE_INPUT = 1 << 20
+INFLATE_PIECE = 1 << 20
 
 
 class DeflateStream:
@@ -196,28 +195,20 @@ class DeflateStream:
         self._restart()
 
     def _restart(self) -> None:
-        self._inflater = zlib.decompressobj(-15)
-        self._read = 0  # compressed bytes consumed
-        self._position = 0  # inflated bytes produced
+        from ckptscan.formats import _zip
 
-    def _inflate(self, limit: int) -> bytes:
-        """Up to ``limit`` more inflated bytes; b"" at the end of the member."""
-        inflater = self._inflater
-        try:
-            while True:
-                pending = inflater.unconsumed_tail
-                if not pending:
-                    if inflater.eof or self._read >= self._compressed:
-                        return b""
-                    length = min(INFLATE_INPUT, self._compressed - self._read)
-                    pending = self._source.read_at(self._start + self._read, length, "compressed tensor data")
-                    self._read += length
-                piece = inflater.decompress(pending, limit)
-                if piece:
-                    self._position += len(piece)
-                    return piece
-        except zlib.error as e:
-            raise MalformedFile(f"{self._label}: not valid deflate data ({e})") from e
+        need = self._skip + self.size  # inflating stops soon past it, whatever the member declares
+        self._pieces = _zip.inflate(self._source, self._start, self._compressed, need, self._label, INFLATE_PIECE)
+        self._pending = memoryview(b"")
+        self._position = 0  # inflated bytes handed out
+
+    def _inflate(self, limit: int) -> memoryview:
+        """Up to ``limit`` more inflated bytes; empty at the end of the member."""
+        if not self._pending:
+            self._pending = memoryview(next(self._pieces, b""))
+        piece, self._pending = self._pending[:limit], self._pending[limit:]
+        self._position += len(piece)
+        return piece
 
     def read_into(self, offset: int, out: memoryview) -> None:
         if offset < 0 or offset + len(out) > self.size:
@@ -226,7 +217,7 @@ class DeflateStream:
         if target < self._position:
             self._restart()
         while self._position < target:
-            if not self._inflate(min(INFLATE_INPUT, target - self._position)):
+            if not self._inflate(target - self._position):
                 raise TruncatedFile(f"{self._label}: the compressed member ends before its declared size")
         done = 0
         while done < len(out):

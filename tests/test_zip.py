@@ -268,6 +268,37 @@ def test_content_helpers(tmp_path: Path) -> None:
             _zip.extract_entry(source, big, io.BytesIO(), 100)
 
 
+def test_output_zlib_holds_after_the_last_input_is_read(tmp_path: Path) -> None:
+    """Around 64 KiB of zeros, the 64 KiB output cap is reached with all input taken and output pending."""
+    members = [Member(f"zeros{n}", bytes(n), deflate=True) for n in range(65530, 65560)]
+    path = tmp_path / "zeros.zip"
+    path.write_bytes(build(members))
+    with Source(path) as source:
+        for member, entry in zip(members, _zip.read_directory(source).entries, strict=True):
+            assert _zip.read_entry(source, entry, 1 << 20) == member.data
+            assert _zip.extract_entry(source, entry, io.BytesIO(), 1 << 20) == len(member.data)
+
+
+@pytest.mark.parametrize("block", [7, 4096, 1 << 20])
+def test_data_pass_reads_every_deflated_size(tmp_path: Path, block: int) -> None:
+    from ckptscan.data import DataRef, open_stream
+
+    np = pytest.importorskip("numpy")
+    for count in [*range(16380, 16400), 262_140, 262_150]:
+        path = tmp_path / "zeros.npz"
+        np.savez_compressed(path, zeros=np.zeros(count, np.float32))
+        [tensor] = ckptscan.read_inventory(path).tensors
+        assert tensor.encoding == "zip-deflated"
+        stream = open_stream(tmp_path, DataRef.of_tensor(tensor))
+        try:
+            out = memoryview(bytearray(tensor.nbytes))
+            for offset in range(0, tensor.nbytes, block):
+                stream.read_into(offset, out[offset : offset + block])
+        finally:
+            stream.close()
+        assert out == bytes(tensor.nbytes)
+
+
 def test_source_window_stays_inside(tmp_path: Path) -> None:
     path = tmp_path / "window.bin"
     path.write_bytes(bytes(range(100)))

@@ -20,7 +20,8 @@ another entry.
 
 Nothing is inflated unless asked, and then never more than declared: :func:`read_entry` returns a
 small entry whole under a cap (CRC-checked), :func:`read_entry_prefix` stops after the bytes asked
-for, and :func:`extract_entry` streams into a file under a cap. :class:`SourceWindow` hands a
+for, :func:`extract_entry` streams into a file under a cap, and :func:`inflate` (which the data pass
+reads deflated tensors with) stops past a given output size. :class:`SourceWindow` hands a
 library (h5py) one entry's bytes and nothing outside them.
 """
 
@@ -386,23 +387,34 @@ def _content(source: Source, entry: ZipEntry, what: str) -> Iterator[bytes]:
     if entry.stored:
         for start in range(entry.data_offset, entry.data_end, _CHUNK):
             yield source.read_at(start, min(_CHUNK, entry.data_end - start), what)
-        return
+    else:
+        yield from inflate(source, entry.data_offset, entry.compressed_size, entry.uncompressed_size, what)
+
+
+def inflate(source: Source, start: int, length: int, limit: int, what: str, piece: int = _CHUNK) -> Iterator[bytes]:
+    """The raw deflate stream in ``[start, start + length)`` inflated in pieces of at most ``piece`` bytes.
+
+    Stops at the end of the stream, or after the piece that passes ``limit`` bytes, so no more than
+    ``limit + piece`` bytes are ever produced whatever the stream holds. Input running out before the
+    stream ends is ``TruncatedFile``.
+    """
     inflater = zlib.decompressobj(-15)
-    position, produced = entry.data_offset, 0
+    position, end, produced = start, start + length, 0
     try:
-        while not inflater.eof and produced <= entry.uncompressed_size:
+        while not inflater.eof and produced <= limit:
             pending = inflater.unconsumed_tail
-            if not pending:
-                if position >= entry.data_end:
-                    raise TruncatedFile(f"{what}: the deflate stream ends early", where=entry.name)
-                pending = source.read_at(position, min(_CHUNK, entry.data_end - position), what)
+            if not pending and position < end:
+                pending = source.read_at(position, min(piece, end - position), what)
                 position += len(pending)
-            piece = inflater.decompress(pending, _CHUNK)
-            produced += len(piece)
-            if piece:
-                yield piece
+            # with the input all taken, zlib may still hold output (the rest of a match): ask again
+            output = inflater.decompress(pending, piece)
+            if not output and not pending and not inflater.eof:
+                raise TruncatedFile(f"{what}: the deflate stream ends early")
+            produced += len(output)
+            if output:
+                yield output
     except zlib.error as e:
-        raise MalformedFile(f"{what} is not valid deflate data ({e})", where=entry.name) from e
+        raise MalformedFile(f"{what} is not valid deflate data ({e})") from e
 
 
 # -- a window for libraries -------------------------------------------------------------------------
