@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +152,7 @@ def value_width(dtype: DType) -> int:
 
 # -- compressed zip members -----------------------------------------------------------------------------
 
-INFLATE_INPUT = 1 << 20
+INFLATE_PIECE = 1 << 20
 
 
 class DeflateStream:
@@ -177,12 +176,12 @@ class DeflateStream:
             if isinstance(attrs.get("data_offset"), int) and isinstance(attrs.get("compressed_size"), int):
                 self._start, self._compressed = attrs["data_offset"], attrs["compressed_size"]
             else:
-                member = _zip.read_layout(self._source).get(str(attrs.get("zip_entry", "")))
-                if member is None:
+                entry = _zip.read_directory(self._source).get(str(attrs.get("zip_entry", "")))
+                if entry is None:
                     raise MalformedFile(f"{ref.label}: zip member {attrs.get('zip_entry')!r} is not in the archive")
-                if member.method != _zip.DEFLATED:
-                    raise UnsupportedFeature(f"{ref.label}: zip member uses compression method {member.method}")
-                self._start, self._compressed = member.data_offset, member.compress_size
+                if entry.method != _zip.DEFLATED:
+                    raise UnsupportedFeature(f"{ref.label}: zip member uses compression method {entry.method}")
+                self._start, self._compressed = entry.data_offset, entry.compressed_size
             if self._start < 0 or self._start + self._compressed > self._source.size:
                 raise TruncatedFile(f"{ref.label}: the compressed member runs past the end of the file")
         except BaseException:
@@ -196,28 +195,20 @@ class DeflateStream:
         self._restart()
 
     def _restart(self) -> None:
-        self._inflater = zlib.decompressobj(-15)
-        self._read = 0  # compressed bytes consumed
-        self._position = 0  # inflated bytes produced
+        from ckptscan.formats import _zip
 
-    def _inflate(self, limit: int) -> bytes:
-        """Up to ``limit`` more inflated bytes; b"" at the end of the member."""
-        inflater = self._inflater
-        try:
-            while True:
-                pending = inflater.unconsumed_tail
-                if not pending:
-                    if inflater.eof or self._read >= self._compressed:
-                        return b""
-                    length = min(INFLATE_INPUT, self._compressed - self._read)
-                    pending = self._source.read_at(self._start + self._read, length, "compressed tensor data")
-                    self._read += length
-                piece = inflater.decompress(pending, limit)
-                if piece:
-                    self._position += len(piece)
-                    return piece
-        except zlib.error as e:
-            raise MalformedFile(f"{self._label}: not valid deflate data ({e})") from e
+        need = self._skip + self.size  # inflating stops soon past it, whatever the member declares
+        self._pieces = _zip.inflate(self._source, self._start, self._compressed, need, self._label, INFLATE_PIECE)
+        self._pending = memoryview(b"")
+        self._position = 0  # inflated bytes handed out
+
+    def _inflate(self, limit: int) -> memoryview:
+        """Up to ``limit`` more inflated bytes; empty at the end of the member."""
+        if not self._pending:
+            self._pending = memoryview(next(self._pieces, b""))
+        piece, self._pending = self._pending[:limit], self._pending[limit:]
+        self._position += len(piece)
+        return piece
 
     def read_into(self, offset: int, out: memoryview) -> None:
         if offset < 0 or offset + len(out) > self.size:
@@ -226,7 +217,7 @@ class DeflateStream:
         if target < self._position:
             self._restart()
         while self._position < target:
-            if not self._inflate(min(INFLATE_INPUT, target - self._position)):
+            if not self._inflate(target - self._position):
                 raise TruncatedFile(f"{self._label}: the compressed member ends before its declared size")
         done = 0
         while done < len(out):
@@ -283,10 +274,10 @@ class Hdf5Stream:
             source = self._stack.enter_context(Source(resolve_inside(root, ref.file, referrer=ref.file), root=root))
             window = None
             if "zip_entry" in attrs:  # an HDF5 image stored in a zip (.keras)
-                member = _zip.read_layout(source).get(str(attrs["zip_entry"]))
-                if member is None or not member.stored:
+                entry = _zip.read_directory(source).get(str(attrs["zip_entry"]))
+                if entry is None or not entry.stored:
                     raise UnsupportedFeature(f"{ref.label}: zip member {attrs['zip_entry']!r} is not stored")
-                window = (member.data_offset, member.file_size)
+                window = (entry.data_offset, entry.uncompressed_size)
             h5 = self._stack.enter_context(hdf5.open_file(source, window))
             h5py = hdf5.import_h5py()
             access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)

@@ -147,7 +147,7 @@ class Head:
                 try:
                     with zipfile.ZipFile(self.source.path) as archive:
                         names = tuple(archive.namelist())
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+                except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
                     names = ()
             self._zip_names = names
         return self._zip_names

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptscan.cli import main
+from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Inventory, Tensor
 
 
@@ -45,6 +46,18 @@ def assert_one_line_error(path: Path, *expected: str) -> dict[str, Any]:
     error: dict[str, Any] = run.json()["results"][0]["error"]
     assert error["message"] in lines[0]
     return error
+
+
+def assert_only_one_line_errors(path: Path, mutations: list[bytes], read: Callable[[Path], object]) -> None:
+    """Write each damaged version of a file to ``path`` and ``read`` it: a one-line CkptscanError or success."""
+    for index, mutated in enumerate(mutations):
+        path.write_bytes(mutated)
+        try:
+            read(path)
+        except CkptscanError as e:
+            assert "\n" not in str(e), index
+        except Exception as e:  # pragma: no cover - the assertion names what escaped
+            raise AssertionError(f"mutation {index} of {path.name} raised {type(e).__name__}: {e}") from e
 
 
 def assert_matches_truth(

@@ -24,6 +24,7 @@ from ckptscan.formats.torch.safety import classify
 from ckptscan.formats.torch.unpickler import Unpickler
 from ckptscan.inventory import Severity
 from tests.conftest import TESTDATA
+from tests.helpers import assert_only_one_line_errors
 
 FIXTURES = TESTDATA / "torch"
 
@@ -282,15 +283,7 @@ def _mutations(data: bytes, seed: int, count: int) -> list[bytes]:
 @pytest.mark.parametrize("name", ["tied.bin", "legacy.pt", "legacy.tar", "torchscript.pt", "lightning.ckpt"])
 def test_fuzzed_fixtures_give_one_line_errors(name: str, tmp_path: Path) -> None:
     data = (FIXTURES / name).read_bytes()
-    path = tmp_path / name
-    for index, mutated in enumerate(_mutations(data, seed=len(name), count=60)):
-        path.write_bytes(mutated)
-        try:
-            ckptscan.read_inventory(path)
-        except CkptscanError as e:
-            assert "\n" not in str(e), index
-        except Exception as e:  # pragma: no cover - the assertion names what escaped
-            raise AssertionError(f"mutation {index} of {name} raised {type(e).__name__}: {e}") from e
+    assert_only_one_line_errors(tmp_path / name, _mutations(data, seed=len(name), count=60), ckptscan.read_inventory)
 
 
 def test_truncated_legacy_is_one_error(tmp_path: Path) -> None:

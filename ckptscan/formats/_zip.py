@@ -1,15 +1,28 @@
-"""Zip containers read in place: where each member's bytes start, and what the framing costs.
+"""Zip archives read in place: every entry's exact data offset, the framing bytes, capped inflation.
 
-Used by the formats that are zip archives of other files (NumPy ``.npz``, Keras 3 ``.keras``). The
-central directory is read with :mod:`zipfile` through a bounded window on the :class:`Source`;
-each member's *local* header is then read and checked against the central directory (name,
-method, sizes), because the data offset is only known from the local header and a file whose two
-directories disagree is lying about something. Members must not overlap and must end before the
-central directory starts.
+Every zip-based format reads its archive here: PyTorch's ``torch.save`` zips (also ``.bin`` and
+``.ckpt``), NumPy ``.npz``, Keras 3 ``.keras``, and the data pass (:mod:`ckptscan.data`) when it
+finds a compressed member again. A tensor stored uncompressed is pointed at, not read, so each
+entry's absolute data offset is needed, and only the entry's own local header gives it (30 bytes +
+its name + its extra field, which torch uses to pad data to 64-byte alignment and which differs from
+the central directory's).
 
-Nothing here inflates a whole member into memory: :func:`read_small_member` caps what it returns,
-:func:`inflate_prefix` stops after the bytes asked for, and :func:`inflate_to_file` streams into
-a file up to a cap.
+The directory is parsed here, not by :mod:`zipfile`, so that every size is checked before anything
+is allocated: the end record must end the file (with its comment); ZIP64 end records and extra
+fields are followed; the entry count (at most ``MAX_ENTRIES``) must fit in the central directory (at
+most ``MAX_CENTRAL_DIRECTORY_BYTES``), which must end where the end records start. Each entry is
+refused when it is encrypted, compressed other than stored or deflated, named twice, stored with
+two different sizes, or declares more than deflate can produce from its compressed size
+(``MAX_DEFLATE_RATIO``: a zip bomb, refused without inflating anything). Each local header is read
+and checked against the central directory (signature, the same name bytes, the same method); the
+data (and its data descriptor, bit 3) must lie before the central directory without overlapping
+another entry.
+
+Nothing is inflated unless asked, and then never more than declared: :func:`read_entry` returns a
+small entry whole under a cap (CRC-checked), :func:`read_entry_prefix` stops after the bytes asked
+for, :func:`extract_entry` streams into a file under a cap, and :func:`inflate` (which the data pass
+reads deflated tensors with) stops past a given output size. :class:`SourceWindow` hands a
+library (h5py) one entry's bytes and nothing outside them.
 """
 
 from __future__ import annotations
@@ -17,64 +30,401 @@ from __future__ import annotations
 import io
 import itertools
 import struct
-import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from ckptscan.errors import LimitExceeded, MalformedFile, UnsupportedFeature
+from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
 from ckptscan.inventory import Region, RegionKind
 from ckptscan.source import Source
 
-LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
-LOCAL_SIGNATURE = 0x04034B50
-STORED, DEFLATED = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
-MAX_MEMBERS = 1_000_000
+MAX_ENTRIES = 1_000_000
+MAX_CENTRAL_DIRECTORY_BYTES = 256 << 20
+MAX_DEFLATE_RATIO = 1032  # deflate cannot expand by more (258-byte matches in ~2 bits)
+STORED, DEFLATED = 0, 8
+
+_EOCD = struct.Struct("<4sHHHHIIH")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_MAX_COMMENT = 0xFFFF
 _CHUNK = 1 << 16
+_ENCRYPTED, _DESCRIPTOR, _UTF8 = 0x1, 0x8, 0x800
 
 
 @dataclass(frozen=True, slots=True)
-class ZipMember:
+class ZipEntry:
+    """One archive entry, where its bytes are and what the central directory declares for it."""
+
     name: str
-    header_offset: int  # the local header
-    data_offset: int  # first byte of the (possibly compressed) member data
-    compress_size: int
-    file_size: int
-    method: int
-    flag_bits: int
+    header_offset: int  # local file header
+    data_offset: int  # first byte of the (possibly compressed) data
+    compressed_size: int
+    uncompressed_size: int
+    method: int  # STORED or DEFLATED
+    crc: int
+    descriptor_size: int  # data descriptor after the data (0 when none)
 
     @property
     def stored(self) -> bool:
         return self.method == STORED
 
     @property
-    def data_end(self) -> int:
-        return self.data_offset + self.compress_size
+    def header_size(self) -> int:
+        return self.data_offset - self.header_offset
 
     @property
-    def descriptor_size(self) -> int:
-        """Bytes of the data descriptor after the data (bit 3); 0 when absent. Bounded by the next header."""
-        return 16 if self.flag_bits & 0x08 else 0
+    def data_end(self) -> int:
+        return self.data_offset + self.compressed_size
+
+    @property
+    def end(self) -> int:
+        return self.data_end + self.descriptor_size
 
 
 @dataclass(frozen=True, slots=True)
-class ZipLayout:
-    members: tuple[ZipMember, ...]
-    directory_offset: int  # where the central directory starts; it runs to the end of the file
+class ZipDirectory:
+    """Every entry of an archive (in central directory order) and where its directory and end records lie."""
 
-    def get(self, name: str) -> ZipMember | None:
-        for member in self.members:
-            if member.name == name:
-                return member
-        return None
+    entries: tuple[ZipEntry, ...]
+    central_offset: int
+    central_size: int
+    end_offset: int  # ZIP64 end record if any, else the end-of-central-directory record; runs to the end
+    size: int  # file size
+
+    def get(self, name: str) -> ZipEntry | None:
+        return next((entry for entry in self.entries if entry.name == name), None)
+
+    def by_name(self) -> dict[str, ZipEntry]:
+        return {entry.name: entry for entry in self.entries}
+
+
+# -- the directory ----------------------------------------------------------------------------------
+
+
+def read_directory(source: Source) -> ZipDirectory:
+    """Every entry with its data offset, checked against its local header and its neighbours."""
+    eocd_offset, eocd = _find_end_record(source)
+    _sig, disk, cd_disk, _n_disk, n_entries, cd_size, cd_offset, _comment = eocd
+    end_offset = eocd_offset
+    needs_zip64 = 0xFFFF in (n_entries, disk, cd_disk) or 0xFFFFFFFF in (cd_size, cd_offset)
+    # writers (PyTorch's among them) may add ZIP64 records even when the sizes fit
+    if needs_zip64 or _has_zip64_locator(source, eocd_offset):
+        end_offset, n_entries, cd_size, cd_offset = _zip64_end(source, eocd_offset)
+    elif disk != 0 or cd_disk != 0:
+        raise UnsupportedFeature("multi-disk zip archives are not supported", where=f"offset {eocd_offset}")
+    if n_entries > MAX_ENTRIES:
+        raise LimitExceeded(f"zip declares {n_entries:,} entries; the limit is {MAX_ENTRIES:,}")
+    if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise LimitExceeded(f"zip central directory of {cd_size:,} bytes exceeds {MAX_CENTRAL_DIRECTORY_BYTES:,}")
+    if cd_offset + cd_size != end_offset:
+        raise MalformedFile(
+            f"zip central directory [{cd_offset}, {cd_offset + cd_size}) does not end at the end record ({end_offset})",
+            where=f"offset {eocd_offset}",
+        )
+    if n_entries * _CENTRAL.size > cd_size:
+        raise MalformedFile(
+            f"zip declares {n_entries:,} entries but its central directory of {cd_size:,} bytes holds at most "
+            f"{cd_size // _CENTRAL.size:,}",
+            where=f"offset {eocd_offset}",
+        )
+    central = source.read_at(cd_offset, cd_size, "zip central directory")
+    entries = _parse_central(source, central, cd_offset, n_entries)
+    _check_layout(entries, cd_offset)
+    return ZipDirectory(tuple(entries), cd_offset, cd_size, end_offset, source.size)
+
+
+def _find_end_record(source: Source) -> tuple[int, tuple[int, ...]]:
+    """The end-of-central-directory record whose comment ends exactly at the end of the file."""
+    tail_len = min(source.size, _EOCD.size + _MAX_COMMENT)
+    tail_start = source.size - tail_len
+    tail = source.read_at(tail_start, tail_len, "zip end record")
+    position = tail.rfind(b"PK\x05\x06")
+    while position >= 0:
+        if position + _EOCD.size <= len(tail):
+            record = _EOCD.unpack_from(tail, position)
+            if position + _EOCD.size + record[7] == len(tail):
+                return tail_start + position, record
+        position = tail.rfind(b"PK\x05\x06", 0, position)
+    raise MalformedFile(
+        "no zip end-of-central-directory record ending the file (truncated, trailing bytes, or not a zip)",
+        where="end of file",
+    )
+
+
+def _has_zip64_locator(source: Source, eocd_offset: int) -> bool:
+    at = eocd_offset - _ZIP64_LOCATOR.size
+    return at >= 0 and source.read_at(at, 4) == b"PK\x06\x07"
+
+
+def _zip64_end(source: Source, eocd_offset: int) -> tuple[int, int, int, int]:
+    locator_offset = eocd_offset - _ZIP64_LOCATOR.size
+    if locator_offset < 0:
+        raise MalformedFile(
+            "zip needs a ZIP64 end record but has no room for its locator", where=f"offset {eocd_offset}"
+        )
+    sig, _disk, z64_offset, _disks = _ZIP64_LOCATOR.unpack(source.read_at(locator_offset, _ZIP64_LOCATOR.size))
+    if sig != b"PK\x06\x07":
+        raise MalformedFile("zip has no ZIP64 end-of-central-directory locator", where=f"offset {locator_offset}")
+    if z64_offset + _ZIP64_EOCD.size > locator_offset:
+        raise MalformedFile("ZIP64 end record lies past its locator", where=f"offset {locator_offset}")
+    record = _ZIP64_EOCD.unpack(source.read_at(z64_offset, _ZIP64_EOCD.size, "ZIP64 end record"))
+    if record[0] != b"PK\x06\x06":
+        raise MalformedFile("bad ZIP64 end-of-central-directory signature", where=f"offset {z64_offset}")
+    n_entries, cd_size, cd_offset = record[7], record[8], record[9]
+    return z64_offset, n_entries, cd_size, cd_offset
+
+
+def _parse_central(source: Source, central: bytes, cd_offset: int, n_entries: int) -> list[ZipEntry]:
+    entries: list[ZipEntry] = []
+    seen: set[str] = set()
+    pos = 0
+    for index in range(n_entries):
+        where = f"zip central directory entry {index} (offset {cd_offset + pos})"
+        if pos + _CENTRAL.size > len(central):
+            raise TruncatedFile(f"zip central directory ends inside entry {index} of {n_entries}", where=where)
+        (sig, _made, _need, flags, method, _time, _date, crc, csize, usize, name_len, extra_len, comment_len,
+         _disk, _internal, _external, header_offset) = _CENTRAL.unpack_from(central, pos)  # fmt: skip
+        if sig != b"PK\x01\x02":
+            raise MalformedFile("bad zip central directory signature", where=where)
+        end = pos + _CENTRAL.size + name_len + extra_len + comment_len
+        if end > len(central):
+            raise TruncatedFile("zip central directory entry runs past the directory", where=where)
+        raw_name = central[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len]
+        name = raw_name.decode("utf-8" if flags & _UTF8 else "cp437", "replace")
+        extra = central[pos + _CENTRAL.size + name_len : pos + _CENTRAL.size + name_len + extra_len]
+        usize, csize, header_offset = _apply_zip64(extra, usize, csize, header_offset, where)
+        _check_declaration(name, flags, method, csize, usize, seen, where)
+        seen.add(name)
+        entries.append(_local_entry(source, name, raw_name, header_offset, csize, usize, method, crc, flags, cd_offset))
+        pos = end
+    return entries
+
+
+def _check_declaration(name: str, flags: int, method: int, csize: int, usize: int, seen: set[str], where: str) -> None:
+    """What the central directory says about one entry, before its local header is read."""
+    if flags & _ENCRYPTED:
+        raise UnsupportedFeature(f"zip entry {name} is encrypted", where=where)
+    if name in seen:
+        raise MalformedFile(f"zip entry name {name!r} appears twice", where=where)
+    if method not in (STORED, DEFLATED):
+        raise UnsupportedFeature(
+            f"zip entry {name} uses compression method {method}; only stored and deflated are read", where=where
+        )
+    if method == STORED and csize != usize:
+        raise MalformedFile(f"stored zip entry {name} declares {csize:,} != {usize:,} bytes", where=where)
+    if method == DEFLATED and usize > max(csize, 1) * MAX_DEFLATE_RATIO:
+        raise MalformedFile(
+            f"zip entry {name} declares {usize:,} bytes from {csize:,} compressed: more than deflate can "
+            "produce (zip bomb?)",
+            where=where,
+        )
+
+
+def _apply_zip64(extra: bytes, usize: int, csize: int, offset: int, where: str) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + length]
+        if tag == 0x0001:
+            values = [v for (v,) in struct.iter_unpack("<Q", body[: len(body) // 8 * 8])]
+            try:
+                if usize == 0xFFFFFFFF:
+                    usize = values.pop(0)
+                if csize == 0xFFFFFFFF:
+                    csize = values.pop(0)
+                if offset == 0xFFFFFFFF:
+                    offset = values.pop(0)
+            except IndexError:
+                raise MalformedFile("ZIP64 extra field is too short", where=where) from None
+        pos += 4 + length
+    return usize, csize, offset
+
+
+def _local_entry(
+    source: Source,
+    name: str,
+    raw_name: bytes,
+    offset: int,
+    csize: int,
+    usize: int,
+    method: int,
+    crc: int,
+    flags: int,
+    cd_offset: int,
+) -> ZipEntry:
+    where = f"zip local header of {name} (offset {offset})"
+    if offset + _LOCAL.size > cd_offset:
+        raise MalformedFile(f"zip entry {name} starts past the central directory", where=where)
+    header = _LOCAL.unpack(source.read_at(offset, _LOCAL.size, "zip local header"))
+    if header[0] != b"PK\x03\x04":
+        raise MalformedFile(f"zip entry {name} has no local header at its offset", where=where)
+    local_method, name_len, extra_len = header[3], header[9], header[10]
+    if local_method != method:
+        raise MalformedFile(
+            f"zip entry {name}: local header says method {local_method}, central directory {method}", where=where
+        )
+    data_offset = offset + _LOCAL.size + name_len + extra_len
+    if source.read_at(offset + _LOCAL.size, name_len, "zip local name") != raw_name:
+        raise MalformedFile(f"zip entry {name}: local header names a different file", where=where)
+    if data_offset + csize > cd_offset:
+        raise MalformedFile(
+            f"zip entry {name} data [{data_offset}, {data_offset + csize}) runs into the central directory", where=where
+        )
+    descriptor = 0
+    if flags & _DESCRIPTOR:
+        descriptor = _descriptor_size(source, data_offset + csize, csize, usize, cd_offset)
+    return ZipEntry(name, offset, data_offset, csize, usize, method, crc, descriptor)
+
+
+def _descriptor_size(source: Source, at: int, csize: int, usize: int, limit: int) -> int:
+    """Bytes of the data descriptor at ``at`` (optional signature, CRC, two 4- or 8-byte sizes); 0 if it cannot fit."""
+    wide = csize >= 0xFFFFFFFF or usize >= 0xFFFFFFFF
+    body = 20 if wide else 12
+    signed = source.read_up_to(at, 4) == b"PK\x07\x08"
+    size = body + (4 if signed else 0)
+    return size if at + size <= limit else 0
+
+
+def _check_layout(entries: list[ZipEntry], cd_offset: int) -> None:
+    ordered = sorted(entries, key=lambda e: e.header_offset)
+    for before, after in itertools.pairwise(ordered):
+        if before.end > after.header_offset:
+            raise MalformedFile(
+                f"zip entries {before.name} and {after.name} overlap (zip bomb or corrupt archive)",
+                where=f"offset {after.header_offset}",
+            )
+    if ordered and ordered[-1].end > cd_offset:
+        raise MalformedFile(f"zip entry {ordered[-1].name} overlaps the central directory")
+
+
+# -- regions ----------------------------------------------------------------------------------------
+
+
+def framing_regions(source: Source, directory: ZipDirectory) -> list[Region]:
+    """Local headers, data descriptors, the central directory and end records (FRAMING), and the
+    bytes outside every entry (UNREFERENCED). With a region for each entry's data, the file is covered."""
+    regions: list[Region] = []
+    position = 0
+    for entry in sorted(directory.entries, key=lambda e: e.header_offset):
+        regions += _gap(source, position, entry.header_offset)
+        regions.append(_frame(source, entry.header_offset, entry.header_size, f"zip local header {entry.name}"))
+        if entry.descriptor_size:
+            regions.append(_frame(source, entry.data_end, entry.descriptor_size, f"zip data descriptor {entry.name}"))
+        position = entry.end
+    regions += _gap(source, position, directory.central_offset)
+    if directory.central_size:
+        regions.append(_frame(source, directory.central_offset, directory.central_size, "zip central directory"))
+    regions.append(_frame(source, directory.end_offset, directory.size - directory.end_offset, "zip end records"))
+    return regions
+
+
+def _frame(source: Source, offset: int, length: int, label: str) -> Region:
+    return Region(source.name, RegionKind.FRAMING, offset, length, label)
+
+
+def _gap(source: Source, start: int, end: int) -> list[Region]:
+    if end <= start:
+        return []
+    return [Region(source.name, RegionKind.UNREFERENCED, start, end - start, "bytes outside any zip entry")]
+
+
+# -- content ----------------------------------------------------------------------------------------
+
+
+def read_entry(source: Source, entry: ZipEntry, cap: int, what: str | None = None) -> bytes:
+    """The entry's whole content (a pickle, a JSON config), refusing one larger than ``cap``; CRC-checked."""
+    what = what or f"zip entry {entry.name!r}"
+    if entry.uncompressed_size > cap:
+        raise LimitExceeded(f"{what} is {entry.uncompressed_size:,} bytes; the limit is {cap:,}", where=entry.name)
+    if entry.stored:
+        data = source.read_at(entry.data_offset, entry.compressed_size, what)
+    else:
+        data = b"".join(_content(source, entry, what))
+    _check_content(entry, len(data), zlib.crc32(data), what)
+    return data
+
+
+def read_entry_prefix(source: Source, entry: ZipEntry, length: int) -> bytes:
+    """The first ``length`` bytes of an entry's content (fewer if it is shorter), inflating no more."""
+    out = bytearray()
+    for piece in _content(source, entry, f"zip entry {entry.name!r}"):
+        out += piece[: length - len(out)]
+        if len(out) >= length:
+            break
+    return bytes(out)
+
+
+def extract_entry(source: Source, entry: ZipEntry, target: IO[bytes], cap: int) -> int:
+    """Stream an entry's content into ``target``, refusing more than ``cap`` bytes; CRC-checked; returns the size."""
+    what = f"zip entry {entry.name!r}"
+    if entry.uncompressed_size > cap:
+        raise LimitExceeded(
+            f"{what} would inflate to {entry.uncompressed_size:,} bytes; the limit is {cap:,}", where=entry.name
+        )
+    written, crc = 0, 0
+    for piece in _content(source, entry, what):
+        written += len(piece)
+        crc = zlib.crc32(piece, crc)
+        target.write(piece)
+    _check_content(entry, written, crc, what)
+    return written
+
+
+def _check_content(entry: ZipEntry, size: int, crc: int, what: str) -> None:
+    if size != entry.uncompressed_size:
+        raise MalformedFile(
+            f"{what} inflates to {size:,} bytes, not the declared {entry.uncompressed_size:,}", where=entry.name
+        )
+    if crc != entry.crc:
+        raise MalformedFile(f"{what} fails its CRC-32 check (corrupt)", where=entry.name)
+
+
+def _content(source: Source, entry: ZipEntry, what: str) -> Iterator[bytes]:
+    """The entry's content in pieces of at most 64 KiB, stopping one piece past what it declares."""
+    if entry.stored:
+        for start in range(entry.data_offset, entry.data_end, _CHUNK):
+            yield source.read_at(start, min(_CHUNK, entry.data_end - start), what)
+    else:
+        yield from inflate(source, entry.data_offset, entry.compressed_size, entry.uncompressed_size, what)
+
+
+def inflate(source: Source, start: int, length: int, limit: int, what: str, piece: int = _CHUNK) -> Iterator[bytes]:
+    """The raw deflate stream in ``[start, start + length)`` inflated in pieces of at most ``piece`` bytes.
+
+    Stops at the end of the stream, or after the piece that passes ``limit`` bytes, so no more than
+    ``limit + piece`` bytes are ever produced whatever the stream holds. Input running out before the
+    stream ends is ``TruncatedFile``.
+    """
+    inflater = zlib.decompressobj(-15)
+    position, end, produced = start, start + length, 0
+    try:
+        while not inflater.eof and produced <= limit:
+            pending = inflater.unconsumed_tail
+            if not pending and position < end:
+                pending = source.read_at(position, min(piece, end - position), what)
+                position += len(pending)
+            # with the input all taken, zlib may still hold output (the rest of a match): ask again
+            output = inflater.decompress(pending, piece)
+            if not output and not pending and not inflater.eof:
+                raise TruncatedFile(f"{what}: the deflate stream ends early")
+            produced += len(output)
+            if output:
+                yield output
+    except zlib.error as e:
+        raise MalformedFile(f"{what} is not valid deflate data ({e})") from e
+
+
+# -- a window for libraries -------------------------------------------------------------------------
 
 
 class SourceWindow(io.RawIOBase):
     """A read-only, seekable file object over ``[start, start + length)`` of a Source.
 
-    Reads never leave the window, so a library handed this object (zipfile, h5py) cannot be talked
-    into reading bytes outside the member it was given.
+    Reads never leave the window, so a library handed this object (h5py) cannot be talked into
+    reading bytes outside the entry it was given.
     """
 
     def __init__(self, source: Source, start: int, length: int) -> None:
@@ -108,180 +458,3 @@ class SourceWindow(io.RawIOBase):
         buffer[:wanted] = data
         self._position += wanted
         return wanted
-
-
-def read_layout(source: Source) -> ZipLayout:
-    """Every member with its data offset, checked against its local header and its neighbours."""
-    try:
-        with zipfile.ZipFile(SourceWindow(source, 0, source.size)) as archive:
-            infos = archive.infolist()
-            directory_offset = archive.start_dir
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
-        raise MalformedFile(f"not a readable zip archive ({e})", where="central directory") from e
-    if len(infos) > MAX_MEMBERS:
-        raise LimitExceeded(f"{len(infos):,} zip members exceed the limit of {MAX_MEMBERS:,}")
-    members = [_member(source, info, directory_offset) for info in infos]
-    ordered = sorted(members, key=lambda m: m.header_offset)
-    for member, following in itertools.pairwise(ordered):
-        if member.data_end > following.header_offset:
-            raise MalformedFile(
-                f"zip member {member.name!r} runs into member {following.name!r} (overlapping members)",
-                where=f"offset {following.header_offset}",
-            )
-    return ZipLayout(tuple(members), directory_offset)
-
-
-def _member(source: Source, info: zipfile.ZipInfo, directory_offset: int) -> ZipMember:
-    where = f"zip member {info.filename!r}"
-    if info.flag_bits & 0x01:
-        raise UnsupportedFeature(f"zip member {info.filename!r} is encrypted", where=where)
-    if info.header_offset + LOCAL_HEADER.size > directory_offset:
-        raise MalformedFile(
-            f"zip member {info.filename!r} has its local header past the central directory", where=where
-        )
-    fields = LOCAL_HEADER.unpack(source.read_at(info.header_offset, LOCAL_HEADER.size, "zip local header"))
-    signature, method, name_len, extra_len = fields[0], fields[3], fields[9], fields[10]
-    if signature != LOCAL_SIGNATURE:
-        raise MalformedFile(f"zip member {info.filename!r}: no local header signature", where=where)
-    if method != info.compress_type:
-        raise MalformedFile(
-            f"zip member {info.filename!r}: local header says method {method}, central directory {info.compress_type}",
-            where=where,
-        )
-    name_start = info.header_offset + LOCAL_HEADER.size
-    raw_name = source.read_at(name_start, name_len, "zip local file name")
-    if raw_name.decode("utf-8", "replace") != info.filename and raw_name.decode("cp437") != info.filename:
-        raise MalformedFile(f"zip member {info.filename!r}: local header names {raw_name!r}", where=where)
-    data_offset = name_start + name_len + extra_len
-    if info.compress_type == STORED and info.compress_size != info.file_size:
-        raise MalformedFile(
-            f"zip member {info.filename!r} is stored but its sizes differ "
-            f"({info.compress_size:,} vs {info.file_size:,})",
-            where=where,
-        )
-    if data_offset + info.compress_size > directory_offset:
-        raise MalformedFile(
-            f"zip member {info.filename!r} claims {info.compress_size:,} bytes from offset {data_offset:,}, "
-            f"past the central directory at {directory_offset:,}",
-            where=where,
-        )
-    return ZipMember(
-        name=info.filename,
-        header_offset=info.header_offset,
-        data_offset=data_offset,
-        compress_size=info.compress_size,
-        file_size=info.file_size,
-        method=info.compress_type,
-        flag_bits=info.flag_bits,
-    )
-
-
-def framing_regions(source: Source, layout: ZipLayout) -> list[Region]:
-    """Local headers, data descriptors, the central directory, and any bytes no member accounts for."""
-    regions: list[Region] = []
-    position = 0
-    for member in sorted(layout.members, key=lambda m: m.header_offset):
-        if member.header_offset > position:
-            regions.append(_gap(source, position, member.header_offset))
-        header_bytes = member.data_offset - member.header_offset
-        regions.append(_frame(source, member.header_offset, header_bytes, f"zip local header {member.name}"))
-        position = member.data_end
-        descriptor = min(member.descriptor_size, layout.directory_offset - position)
-        if descriptor:
-            regions.append(_frame(source, position, descriptor, "zip data descriptor"))
-            position += descriptor
-    if layout.directory_offset > position:
-        regions.append(_gap(source, position, layout.directory_offset))
-    directory_bytes = source.size - layout.directory_offset
-    regions.append(_frame(source, layout.directory_offset, directory_bytes, "zip central directory"))
-    return regions
-
-
-def _frame(source: Source, offset: int, length: int, label: str) -> Region:
-    return Region(source.name, RegionKind.FRAMING, offset, length, label)
-
-
-def _gap(source: Source, start: int, end: int) -> Region:
-    return Region(source.name, RegionKind.UNREFERENCED, start, end - start, "bytes between zip members")
-
-
-def read_small_member(source: Source, member: ZipMember, cap: int) -> bytes:
-    """The whole content of a small member (a JSON config), refusing one larger than ``cap``."""
-    if member.file_size > cap:
-        raise LimitExceeded(
-            f"zip member {member.name!r} is {member.file_size:,} bytes; the limit is {cap:,}",
-            where=f"zip member {member.name!r}",
-        )
-    if member.stored:
-        return source.read_at(member.data_offset, member.compress_size, f"zip member {member.name}")
-    data = inflate_prefix(source, member, member.file_size)
-    if len(data) != member.file_size:
-        raise MalformedFile(
-            f"zip member {member.name!r} inflates to {len(data):,} bytes, not the {member.file_size:,} it declares",
-            where=f"zip member {member.name!r}",
-        )
-    return data
-
-
-def inflate_prefix(source: Source, member: ZipMember, length: int) -> bytes:
-    """The first ``length`` bytes of a member's content (fewer if it is shorter), inflating no more."""
-    if member.stored:
-        return source.read_at(member.data_offset, min(length, member.compress_size), f"zip member {member.name}")
-    out = bytearray()
-    for piece in _inflate(source, member):
-        out += piece[: length - len(out)]
-        if len(out) >= length:
-            break
-    return bytes(out)
-
-
-def inflate_to_file(source: Source, member: ZipMember, target: IO[bytes], cap: int) -> int:
-    """Stream a member's content into ``target``, refusing more than ``cap`` bytes; returns the size."""
-    if member.file_size > cap:
-        raise LimitExceeded(
-            f"zip member {member.name!r} would inflate to {member.file_size:,} bytes; the limit is {cap:,}",
-            where=f"zip member {member.name!r}",
-        )
-    written = 0
-    for piece in _inflate(source, member):
-        written += len(piece)
-        if written > member.file_size:
-            raise MalformedFile(
-                f"zip member {member.name!r} inflates past the {member.file_size:,} bytes it declares",
-                where=f"zip member {member.name!r}",
-            )
-        target.write(piece)
-    if written != member.file_size:
-        raise MalformedFile(
-            f"zip member {member.name!r} inflates to {written:,} bytes, not the {member.file_size:,} it declares",
-            where=f"zip member {member.name!r}",
-        )
-    return written
-
-
-def _inflate(source: Source, member: ZipMember) -> Iterable[bytes]:
-    """The member's content in pieces of at most 64 KiB each, never more than it declares (+1 byte)."""
-    if member.method != DEFLATED:
-        raise UnsupportedFeature(
-            f"zip member {member.name!r} uses compression method {member.method}; only stored and deflated are read",
-            where=f"zip member {member.name!r}",
-        )
-    inflater = zlib.decompressobj(-15)
-    position, end = member.data_offset, member.data_end
-    produced = 0
-    try:
-        while True:
-            pending = inflater.unconsumed_tail
-            if not pending:
-                if position >= end:
-                    break
-                pending = source.read_at(position, min(_CHUNK, end - position), f"zip member {member.name}")
-                position += len(pending)
-            piece = inflater.decompress(pending, _CHUNK)
-            produced += len(piece)
-            if piece:
-                yield piece
-            if inflater.eof or produced > member.file_size:
-                break
-    except zlib.error as e:
-        raise MalformedFile(f"zip member {member.name!r} is not valid deflate data ({e})") from e

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ckptscan.errors import CkptscanError, MalformedFile, TruncatedFile
+from ckptscan.errors import CkptscanError, TruncatedFile
 from ckptscan.formats import _zip
 from ckptscan.formats.numpy import NpyHeader, describe, parse_header
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Tensor
@@ -29,27 +29,22 @@ def sniff(head: Head) -> bool:
 
 
 def read(source: Source) -> Inventory:
-    layout = _zip.read_layout(source)
+    directory = _zip.read_directory(source)  # refuses duplicate names
     tensors: list[Tensor] = []
-    regions: list[Region] = _zip.framing_regions(source, layout)
+    regions: list[Region] = _zip.framing_regions(source, directory)
     findings: list[Finding] = []
     warnings: list[str] = []
-    names: set[str] = set()
-    for member in layout.members:
-        if member.name.endswith("/"):
+    for entry in directory.entries:
+        if entry.name.endswith("/"):
             continue
-        if not member.name.endswith(SUFFIX):
-            warnings.append(f"member {member.name!r} is not a .npy array; skipped")
-            if member.stored:
+        if not entry.name.endswith(SUFFIX):
+            warnings.append(f"member {entry.name!r} is not a .npy array; skipped")
+            if entry.stored:
                 regions.append(
-                    Region(source.name, RegionKind.OTHER, member.data_offset, member.compress_size, member.name)
+                    Region(source.name, RegionKind.OTHER, entry.data_offset, entry.compressed_size, entry.name)
                 )
             continue
-        name = member.name[: -len(SUFFIX)]
-        if name in names:
-            raise MalformedFile(f"member {member.name!r} appears twice", where=f"zip member {member.name!r}")
-        names.add(name)
-        tensor, member_regions, member_findings = _read_member(source, member, name)
+        tensor, member_regions, member_findings = _read_member(source, entry, entry.name[: -len(SUFFIX)])
         tensors.append(tensor)
         regions.extend(member_regions)
         findings.extend(member_findings)
@@ -65,40 +60,42 @@ def read(source: Source) -> Inventory:
     )
 
 
-def _read_member(source: Source, member: _zip.ZipMember, name: str) -> tuple[Tensor, list[Region], list[Finding]]:
-    where = f"zip member {member.name!r}"
-    attrs: dict[str, Any] = {"zip_entry": member.name}
+def _read_member(source: Source, entry: _zip.ZipEntry, name: str) -> tuple[Tensor, list[Region], list[Finding]]:
+    where = f"zip member {entry.name!r}"
+    attrs: dict[str, Any] = {"zip_entry": entry.name}
     try:
-        header = _member_header(source, member)
+        header = _member_header(source, entry)
     except CkptscanError as e:
-        e.what = f"{member.name}: {e.what}"
+        e.what = f"{entry.name}: {e.what}"
         e.where = e.where or where
         raise
-    if member.stored:
+    if entry.stored:
         return describe(
             header,
             source.name,
-            data_start=member.data_offset,
-            available=member.file_size,
+            data_start=entry.data_offset,
+            available=entry.uncompressed_size,
             name=name,
             attrs=attrs,
             where=where,
         )
-    attrs.update(entry_data_offset=header.data_offset, stored_bytes=member.compress_size, compression="deflate")
+    attrs.update(entry_data_offset=header.data_offset, stored_bytes=entry.compressed_size, compression="deflate")
     return describe(
-        header, source.name, data_start=None, available=member.file_size, name=name, attrs=attrs, where=where
+        header, source.name, data_start=None, available=entry.uncompressed_size, name=name, attrs=attrs, where=where
     )
 
 
-def _member_header(source: Source, member: _zip.ZipMember) -> NpyHeader:
-    prefix = _zip.inflate_prefix(source, member, 12)
+def _member_header(source: Source, entry: _zip.ZipEntry) -> NpyHeader:
+    prefix = _zip.read_entry_prefix(source, entry, 12)
 
     def read_at(offset: int, length: int) -> bytes:
-        if offset + length > member.file_size:
-            raise TruncatedFile(f".npy header needs {offset + length:,} bytes; the member has {member.file_size:,}")
-        if member.stored:
-            return source.read_at(member.data_offset + offset, length, ".npy header")
-        data = _zip.inflate_prefix(source, member, offset + length)
+        if offset + length > entry.uncompressed_size:
+            raise TruncatedFile(
+                f".npy header needs {offset + length:,} bytes; the member has {entry.uncompressed_size:,}"
+            )
+        if entry.stored:
+            return source.read_at(entry.data_offset + offset, length, ".npy header")
+        data = _zip.read_entry_prefix(source, entry, offset + length)
         if len(data) < offset + length:
             raise TruncatedFile(f"the deflated member ends inside its .npy header ({len(data):,} bytes)")
         return data[offset:]

@@ -40,23 +40,23 @@ def sniff(head: Head) -> bool:
 
 
 def read(source: Source) -> Inventory:
-    layout = _zip.read_layout(source)
-    config_member, weights = layout.get(CONFIG), layout.get(WEIGHTS)
-    if config_member is None:
+    directory = _zip.read_directory(source)
+    config_entry, weights = directory.get(CONFIG), directory.get(WEIGHTS)
+    if config_entry is None:
         raise MalformedFile(f"a .keras archive needs {CONFIG}", where="zip directory")
     if weights is None:
-        other = [m.name for m in layout.members if m.name.startswith("model.weights")]
+        other = [e.name for e in directory.entries if e.name.startswith("model.weights")]
         if other:
             raise UnsupportedFeature(f"weights stored as {other[0]!r} (sharded or non-HDF5) are not read yet")
         raise MalformedFile(f"a .keras archive needs {WEIGHTS}", where="zip directory")
-    config = parse_json(_zip.read_small_member(source, config_member, MAX_CONFIG_BYTES), CONFIG)
-    meta_member = layout.get(METADATA)
-    saved = parse_json(_zip.read_small_member(source, meta_member, MAX_METADATA_BYTES), METADATA) if meta_member else {}
+    config = parse_json(_zip.read_entry(source, config_entry, MAX_CONFIG_BYTES), CONFIG)
+    meta_entry = directory.get(METADATA)
+    saved = parse_json(_zip.read_entry(source, meta_entry, MAX_METADATA_BYTES), METADATA) if meta_entry else {}
     optimizer = _compile_optimizer(config)
 
     tensors, walk, mapping = _read_weights(source, weights, config, optimizer)
-    regions = _zip.framing_regions(source, layout)
-    regions += _member_regions(source, layout, walk, weights)
+    regions = _zip.framing_regions(source, directory)
+    regions += _entry_regions(source, directory, walk, weights)
     keras_info: dict[str, Any] = {"model": model_summary(config), **mapping.metadata()}
     if isinstance(saved, dict):
         keras_info.update({k: saved[k] for k in ("keras_version", "date_saved") if isinstance(saved.get(k), str)})
@@ -73,7 +73,7 @@ def read(source: Source) -> Inventory:
         metadata={
             "keras": keras_info,
             "hdf5": hdf5.summary(walk),
-            "zip_members": [m.name for m in layout.members][:1000],
+            "zip_members": [e.name for e in directory.entries][:1000],
         },
         findings=tuple(dict.fromkeys([*walk.findings, *config_findings(config, CONFIG)])),
         warnings=tuple(walk.warnings + mapping.warnings),
@@ -86,18 +86,18 @@ def _compile_optimizer(config: Any) -> Any:
 
 
 def _read_weights(
-    source: Source, member: _zip.ZipMember, config: Any, optimizer: Any
+    source: Source, entry: _zip.ZipEntry, config: Any, optimizer: Any
 ) -> tuple[list[Tensor], hdf5.Walk, Keras3Mapping]:
-    extra = {"zip_entry": member.name}
-    if member.stored:
-        with hdf5.open_file(source, window=(member.data_offset, member.file_size)) as h5:
+    extra = {"zip_entry": entry.name}
+    if entry.stored:
+        with hdf5.open_file(source, window=(entry.data_offset, entry.uncompressed_size)) as h5:
             walk = hdf5.walk_file(h5)
             names = vars_names(walk)
-        hdf5.check_extents(walk, member.file_size)
+        hdf5.check_extents(walk, entry.uncompressed_size)
         mapping = Keras3Mapping(walk, names, model_config=config, optimizer_config=optimizer)
-        return mapping.tensors(source.name, base=member.data_offset, extra=extra), walk, mapping
+        return mapping.tensors(source.name, base=entry.data_offset, extra=extra), walk, mapping
     with tempfile.TemporaryFile(prefix="ckptscan-") as inflated:
-        size = _zip.inflate_to_file(source, member, inflated, MAX_INFLATED_BYTES)
+        size = _zip.extract_entry(source, entry, inflated, MAX_INFLATED_BYTES)
         inflated.seek(0)
         with hdf5.open_fileobj(inflated) as h5:
             walk = hdf5.walk_file(h5)
@@ -108,19 +108,21 @@ def _read_weights(
     return [replace(t, encoding="zip-deflated") if t.encoding.startswith("raw") else t for t in tensors], walk, mapping
 
 
-def _member_regions(source: Source, layout: _zip.ZipLayout, walk: hdf5.Walk, weights: _zip.ZipMember) -> list[Region]:
+def _entry_regions(
+    source: Source, directory: _zip.ZipDirectory, walk: hdf5.Walk, weights: _zip.ZipEntry
+) -> list[Region]:
     regions: list[Region] = []
-    for member in layout.members:
-        if member is weights and member.stored:
-            image = hdf5.structure_regions(walk, source.name, member.file_size, base=member.data_offset)
+    for entry in directory.entries:
+        if entry is weights and entry.stored:
+            image = hdf5.structure_regions(walk, source.name, entry.uncompressed_size, base=entry.data_offset)
             regions.extend(image)
             continue
         kind, label = {
             CONFIG: (RegionKind.GRAPH, "Keras config.json"),
             METADATA: (RegionKind.METADATA, "Keras metadata.json"),
-        }.get(member.name, (RegionKind.OTHER, member.name))
-        if member is weights:
+        }.get(entry.name, (RegionKind.OTHER, entry.name))
+        if entry is weights:
             label = f"{WEIGHTS} (deflated; tensors are not addressable in place)"
-        if member.compress_size:
-            regions.append(Region(source.name, kind, member.data_offset, member.compress_size, label))
+        if entry.compressed_size:
+            regions.append(Region(source.name, kind, entry.data_offset, entry.compressed_size, label))
     return regions

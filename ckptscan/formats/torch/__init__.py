@@ -6,9 +6,9 @@ keys), ``torchscript`` (``torch.jit.save`` archives), ``pytorch-legacy``
 (``_use_new_zipfile_serialization=False``) and ``pytorch-legacy-tar`` (torch < 0.4).
 
 The pickles are interpreted by our own restricted unpickler (``unpickler.py``), which imports and
-calls nothing; the containers (``containers.py``, ``ziparchive.py``) locate storage bytes without
-reading them; ``assemble.py`` names tensors by their path and records findings. See
-docs/pytorch.md.
+calls nothing; the containers (``containers.py``, zips through :mod:`ckptscan.formats._zip`) locate
+storage bytes without reading them; ``assemble.py`` names tensors by their path and records
+findings. See docs/pytorch.md.
 """
 
 from __future__ import annotations

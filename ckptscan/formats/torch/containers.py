@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile
-from ckptscan.formats.torch import ziparchive
+from ckptscan.formats import _zip
 from ckptscan.formats.torch.objects import Global, Opaque, StorageRef, TensorRef
 from ckptscan.formats.torch.rebuild import storage_dtype
 from ckptscan.formats.torch.unpickler import MAX_PICKLE_BYTES, Unpickler
@@ -154,13 +154,13 @@ def pickle_at(source: Source, offset: int, end: int, label: str, persistent: Any
 
 
 def load_zip(source: Source) -> Loaded:
-    directory = ziparchive.read_directory(source)
+    directory = _zip.read_directory(source)
     by_name = directory.by_name()
     root = _archive_root(by_name)
     prefix = f"{root}/" if root else ""
     is_torchscript = f"{prefix}constants.pkl" in by_name or any(n.startswith(f"{prefix}code/") for n in by_name)
     loaded = Loaded("torchscript" if is_torchscript else "pytorch")
-    loaded.regions.extend(directory.framing_regions(source.name))
+    loaded.regions.extend(_zip.framing_regions(source, directory))  # with the bytes outside every entry
     byteorder = _small_text(source, by_name.get(f"{prefix}byteorder"))
     encoding = "raw-big-endian" if byteorder == "big" else "raw"
     pickle_names = [f"{prefix}data.pkl"]
@@ -178,7 +178,7 @@ def load_zip(source: Source) -> Loaded:
             return _storage_pid(pid, table, where, legacy=False)
 
         entry = by_name[name]
-        data = ziparchive.read_entry(source, entry, MAX_PICKLE_BYTES, name)
+        data = _zip.read_entry(source, entry, MAX_PICKLE_BYTES, name)
         root_value, unpickler = read_pickle(data, name, persistent)
         # TorchScript saves traced example inputs with empty storages: their globals are checked,
         # their tensors are not part of the model
@@ -193,7 +193,7 @@ def load_zip(source: Source) -> Loaded:
             loaded.storages[f"{source.name}:{entry_name}"] = _zip_storage(source, by_name, entry_name, ref, encoding)
             used.add(entry_name)
             storage_entry = by_name[entry_name]
-            if storage_entry.method == ziparchive.STORED and storage_entry.compressed_size > ref.nbytes:
+            if storage_entry.stored and storage_entry.compressed_size > ref.nbytes:
                 loaded.regions.append(
                     Region(
                         source.name,
@@ -209,7 +209,6 @@ def load_zip(source: Source) -> Loaded:
             if kind is RegionKind.CODE:
                 loaded.code_files.append(entry.name[len(prefix) :])
             loaded.regions.append(Region(source.name, kind, entry.data_offset, entry.compressed_size, label))
-    loaded.regions.extend(_gaps(source, loaded.regions, loaded.storages.values()))
     loaded.metadata["zip"] = {
         "root": root,
         "entries": len(directory.entries),
@@ -219,7 +218,7 @@ def load_zip(source: Source) -> Loaded:
     return loaded
 
 
-def _archive_root(by_name: dict[str, ziparchive.ZipEntry]) -> str:
+def _archive_root(by_name: dict[str, _zip.ZipEntry]) -> str:
     roots = sorted(n[: -len("/data.pkl")] for n in by_name if n.endswith("/data.pkl") and n.count("/") == 1)
     if roots:
         return roots[0]
@@ -228,14 +227,14 @@ def _archive_root(by_name: dict[str, ziparchive.ZipEntry]) -> str:
     raise MalformedFile("zip archive has no <folder>/data.pkl entry (not a PyTorch checkpoint)")
 
 
-def _small_text(source: Source, entry: ziparchive.ZipEntry | None) -> str:
+def _small_text(source: Source, entry: _zip.ZipEntry | None) -> str:
     if entry is None or entry.uncompressed_size > 64:
         return ""
-    return ziparchive.read_entry(source, entry, 64, entry.name).decode("ascii", "replace").strip()
+    return _zip.read_entry(source, entry, 64, entry.name).decode("ascii", "replace").strip()
 
 
 def _zip_storage(
-    source: Source, by_name: dict[str, ziparchive.ZipEntry], name: str, ref: StorageRef, encoding: str
+    source: Source, by_name: dict[str, _zip.ZipEntry], name: str, ref: StorageRef, encoding: str
 ) -> StorageData:
     entry = by_name.get(name)
     if entry is None:
@@ -247,7 +246,7 @@ def _zip_storage(
             where=name,
         )
     attrs: dict[str, Any] = {"zip_entry": name, "torch_key": ref.key, "location": ref.location}
-    if entry.method == ziparchive.STORED:
+    if entry.stored:
         return StorageData(ref, source.name, entry.data_offset, entry.compressed_size, encoding, attrs)
     attrs["compressed_size"] = entry.compressed_size
     attrs["data_offset"] = entry.data_offset
@@ -267,35 +266,21 @@ def _entry_kind(name: str, prefix: str) -> tuple[RegionKind, str]:
     return RegionKind.OTHER, name
 
 
-def _gaps(
-    source: Source,
-    regions: list[Region],
-    storages: Any,
-    kind: RegionKind = RegionKind.UNREFERENCED,
-    label: str = "bytes outside any zip entry",
-) -> list[Region]:
-    """Bytes that neither a region nor a stored storage covers (between or after archive members).
-
-    In a zip they are unexplained (``UNREFERENCED``); a tar pads every member to 512-byte blocks
-    and ends with zero blocks, so there they are ``PADDING``.
-    """
+def _tar_padding(source: Source, regions: list[Region], storages: Any) -> list[Region]:
+    """Bytes that neither a region nor a storage covers: a tar pads every member to 512-byte blocks
+    and ends with zero blocks. (A zip's bytes outside its entries come with its framing regions.)"""
     spans = sorted(
         [(r.offset, r.offset + r.nbytes) for r in regions if r.file == source.name]
         + [(s.offset, s.offset + s.ref.nbytes) for s in storages if s.offset is not None and s.file == source.name]
-        + [
-            (s.attrs.get("data_offset", 0), s.attrs.get("data_offset", 0) + s.attrs["compressed_size"])
-            for s in storages
-            if s.offset is None and "compressed_size" in s.attrs and "data_offset" in s.attrs
-        ]
     )
     gaps = []
     position = 0
     for start, end in spans:
         if start > position:
-            gaps.append(Region(source.name, kind, position, start - position, label))
+            gaps.append(Region(source.name, RegionKind.PADDING, position, start - position, "tar block padding"))
         position = max(position, end)
     if position < source.size:
-        gaps.append(Region(source.name, kind, position, source.size - position, "trailing bytes"))
+        gaps.append(Region(source.name, RegionKind.PADDING, position, source.size - position, "trailing bytes"))
     return gaps
 
 
@@ -455,8 +440,7 @@ def load_legacy_tar(source: Source) -> Loaded:
     if "sys_info" in members:
         info = members["sys_info"]
         loaded.regions.append(Region(source.name, RegionKind.METADATA, info.data_offset, info.size, "sys_info"))
-    padding = _gaps(source, loaded.regions, loaded.storages.values(), RegionKind.PADDING, "tar block padding")
-    loaded.regions.extend(padding)
+    loaded.regions.extend(_tar_padding(source, loaded.regions, loaded.storages.values()))
     return loaded
 
 
