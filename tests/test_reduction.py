@@ -60,6 +60,19 @@ def test_strip_drops_optimizer_state() -> None:
     assert strip.saving_bytes == trained.file_bytes - plain.file_bytes
 
 
+def test_bytes_the_reader_did_not_describe_are_kept_not_saved() -> None:
+    """Format internals a reader cannot place (or files of a model never downloaded) stay."""
+    from dataclasses import replace
+
+    plain = _model()
+    undescribed = 1000
+    bigger = replace(plain, files=tuple(replace(f, size=f.size + undescribed) for f in plain.files))
+    assert _target(bigger, "strip").saving_bytes == 0
+    assert _target(bigger, "strip").bytes == bigger.file_bytes
+    assert "1,000 of them not described by the reader" in _target(bigger, "strip").assumptions[-1]
+    assert _target(bigger, "fp16").saving_bytes == _target(plain, "fp16").saving_bytes
+
+
 def test_fp16_and_bf16_halve_every_float() -> None:
     for name in ("fp16", "bf16"):
         t = _target(_model(), name)

@@ -188,7 +188,12 @@ def reduce(
     deduped = [item for item in kept if item.tensor.name not in copies]
     has_output = any(item.role is Role.OUTPUT_HEAD and len(item.tensor.shape) >= 2 for item in deduped)
     half = BF16 if any(item.tensor.dtype.name == "BF16" for item in deduped) else F16
-    fixed = overhead.bytes_of("format_overhead")
+    # what the reader could not describe (HDF5 internals, the files of a model not downloaded) is
+    # no saving: it stays, like the format's own overhead
+    undescribed = max(0, overhead.bytes_of("unaccounted"))
+    fixed = overhead.bytes_of("format_overhead") + undescribed
+    kept_note = f"format overhead kept as in the source ({fixed:,} bytes"
+    kept_note += f", {undescribed:,} of them not described by the reader)" if undescribed else ")"
     out = []
     for name in targets:
         if name == "strip":
@@ -203,7 +208,7 @@ def reduce(
         else:
             plans = _gguf_plans(RECIPES[name], deduped, has_output, options)
             assumptions = list(_gguf_assumptions(RECIPES[name], options))
-        assumptions.append(f"format overhead kept as in the source ({fixed:,} bytes)")
+        assumptions.append(kept_note)
         tensor_bytes = sum(p.bytes for p in plans)
         total = tensor_bytes + fixed
         out.append(
