@@ -195,6 +195,7 @@ def reduce(
     kept_note = f"format overhead kept as in the source ({fixed:,} bytes"
     kept_note += f", {undescribed:,} of them not described by the reader)" if undescribed else ")"
     out = []
+    layout: _GgufLayout | None = None
     for name in targets:
         if name == "strip":
             plans = [_keep(item, "kept: needed for inference") for item in kept]
@@ -206,7 +207,9 @@ def reduce(
             plans = [_cast_plan(name, item, half, options) for item in deduped]
             assumptions = list(_cast_assumptions(name, half, options))
         else:
-            plans = _gguf_plans(RECIPES[name], deduped, has_output, options)
+            if layout is None:
+                layout = _GgufLayout.of(deduped)
+            plans = _gguf_plans(RECIPES[name], deduped, layout, has_output, options)
             assumptions = list(_gguf_assumptions(RECIPES[name], options))
         assumptions.append(kept_note)
         tensor_bytes = sum(p.bytes for p in plans)
@@ -340,16 +343,30 @@ def _layer(t: Tensor) -> int | None:
     return next((int(p) for p in name_parts(t.name) if _NUMBER.match(p)), None)
 
 
-def _gguf_plans(recipe: Recipe, items: Sequence[_Item], has_output: bool, options: Options) -> list[TensorPlan]:
-    kinds = [gguf_kind(item.tensor, item.role) for item in items]
-    layers = sorted(
-        {n for item, k in zip(items, kinds, strict=True) if k == "ffn_down" and (n := _layer(item.tensor)) is not None}
-    )
-    n_layers = len(layers) or 1
-    layer_rank = {n: i for i, n in enumerate(layers)}
+@dataclass(frozen=True, slots=True)
+class _GgufLayout:
+    """What every GGUF recipe looks at, computed once per reduction: each tensor's llama.cpp kind
+    and the rank of its layer among the layers that have an ffn_down."""
+
+    kinds: list[str]
+    layer_ranks: list[int]
+    n_layers: int
+
+    @classmethod
+    def of(cls, items: Sequence[_Item]) -> _GgufLayout:
+        kinds = [gguf_kind(item.tensor, item.role) for item in items]
+        numbers = [_layer(item.tensor) for item in items]
+        layers = sorted({n for n, k in zip(numbers, kinds, strict=True) if k == "ffn_down" and n is not None})
+        rank = {n: i for i, n in enumerate(layers)}
+        return cls(kinds, [rank.get(n or 0, 0) for n in numbers], len(layers) or 1)
+
+
+def _gguf_plans(
+    recipe: Recipe, items: Sequence[_Item], layout: _GgufLayout, has_output: bool, options: Options
+) -> list[TensorPlan]:
     plans = []
     i_v = 0
-    for item, kind in zip(items, kinds, strict=True):
+    for item, kind, i_layer in zip(items, layout.kinds, layout.layer_ranks, strict=True):
         t = item.tensor
         if not _floating(t) and t.dtype.kind is not DTypeKind.QUANTIZED:
             plans.append(_keep(item, "kept: not floating point"))
@@ -369,8 +386,7 @@ def _gguf_plans(recipe: Recipe, items: Sequence[_Item], has_output: bool, option
         if item.role not in (Role.WEIGHT, Role.EMBEDDING) or (item.role is Role.EMBEDDING and not token):
             plans.append(_as_gguf(item, "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"))
             continue
-        i_layer = layer_rank.get(_layer(t) or 0, 0)
-        special = recipe.rule(kind, i_layer, n_layers, i_v, options) if recipe.rule else None
+        special = recipe.rule(kind, i_layer, layout.n_layers, i_v, options) if recipe.rule else None
         if kind == "attn_v":
             i_v += 1
         wanted = special or recipe.base
@@ -406,8 +422,11 @@ def _gguf_assumptions(recipe: Recipe, options: Options) -> list[str]:
 
 
 def _by_result(plans: Sequence[TensorPlan], tensors: Sequence[Tensor]) -> dict[str, Count]:
-    out: dict[str, Count] = {}
+    sums: dict[str, list[int]] = {}
     for p in plans:
-        c = out.get(p.result, Count())
-        out[p.result] = Count(c.tensors + 1, c.elements + tensors[p.index].elements, c.bytes + p.bytes)
-    return dict(sorted(out.items(), key=lambda kv: -kv[1].bytes))
+        acc = sums.setdefault(p.result, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += tensors[p.index].elements
+        acc[2] += p.bytes
+    counts = {result: Count(*acc) for result, acc in sums.items()}
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1].bytes))

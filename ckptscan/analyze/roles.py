@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -733,7 +734,7 @@ def _mirrored_parameter(f: Facts) -> str:
 
 
 def decide(f: Facts) -> RoleDecision:
-    for rule in _candidates(f.leaf, f.module, f.structure, f.section, f.tree_set & _TREE_WORDS):
+    for rule in _candidates(_admitted_mask(f)):
         captured = rule.match(f)
         if captured is None:
             continue
@@ -742,26 +743,48 @@ def decide(f: Facts) -> RoleDecision:
     return RoleDecision(Role.OTHER, "", "no rule recognizes its name or place in the file", "none")
 
 
-_GATED_RULES = tuple((rule, gates_of(rule.match)) for rule in RULES)
-_TREE_WORDS = frozenset(
-    word for _, gates in _GATED_RULES for field, allowed in gates if field == "tree_set" for word in allowed
-)
+# Rules skip by bitmask: bit i stands for RULES[i]. For each gated fact, the rules without a gate on
+# it are always admitted; a gated rule is admitted by the values its gate allows (for tree_set: by
+# any of its words). A tensor's candidates are the AND of one mask per fact, so names never seen
+# before (unique leaves) share one mask and one cached rule list.
+_GATED_FIELDS = ("leaf", "module", "structure", "section", "tree_set")
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def _candidates(leaf: str, module: str, structure: str, section: str, tree: frozenset[str]) -> tuple[Rule, ...]:
-    """The rules, in order, whose gates (necessary conditions on these facts) all hold: the only
-    ones whose matchers can succeed. These facts repeat across layers and files, so the answer
-    is computed once per combination and every tensor runs only a handful of matchers."""
-    values: dict[str, Any] = {"leaf": leaf, "module": module, "structure": structure, "section": section}
-    admitted = []
-    for rule, gates in _GATED_RULES:
-        if all(
-            not allowed.isdisjoint(tree) if field == "tree_set" else values[field] in allowed
-            for field, allowed in gates
-        ):
-            admitted.append(rule)
-    return tuple(admitted)
+def _field_masks(field: str) -> tuple[int, dict[str, int]]:
+    always, by_value = 0, defaultdict[str, int](int)
+    for i, rule in enumerate(RULES):
+        allowed_sets = [allowed for name, allowed in gates_of(rule.match) if name == field]
+        if not allowed_sets:
+            always |= 1 << i
+            continue
+        allowed = allowed_sets[0]
+        if field != "tree_set":  # several gates on one scalar fact: all must hold
+            for more in allowed_sets[1:]:
+                allowed = allowed & more
+        for value in allowed:
+            by_value[value] |= 1 << i
+    return always, dict(by_value)
+
+
+_MASKS = {field: _field_masks(field) for field in _GATED_FIELDS}
+
+
+def _admitted_mask(f: Facts) -> int:
+    mask = -1
+    for field in ("leaf", "module", "structure", "section"):
+        always, by_value = _MASKS[field]
+        mask &= always | by_value.get(getattr(f, field), 0)
+    always, by_word = _MASKS["tree_set"]
+    tree = always
+    for word in f.tree_set:
+        tree |= by_word.get(word, 0)
+    return mask & tree
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _candidates(mask: int) -> tuple[Rule, ...]:
+    """The rules, in order, whose gates admit the facts: the only ones whose matchers can succeed."""
+    return tuple(rule for i, rule in enumerate(RULES) if mask >> i & 1)
 
 
 def classify(inventory: Inventory) -> list[RoleDecision]:

@@ -18,14 +18,12 @@ is in the child's rusage): above 1.0 means more than one core was busy.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import REPO, Context, Row, ckptscan, python
+from bench import REPO, Context, Row, ckptscan, measure_full, python
 
 N_FOLDERS = 40
 PER_FOLDER = 50
@@ -73,24 +71,9 @@ def _row(
 
 
 def measure_tree(argv: list[str], ctx: Context) -> tuple[float, float, float]:
-    """Best-of-N wall seconds, peak RSS (MiB) and the CPU seconds of that best run (children included)."""
-    best: tuple[float, float, float] | None = None
-    env = {**os.environ, "PYTHONPATH": str(REPO), **ctx.env}
-    for _ in range(ctx.repeats):
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{' '.join(argv[:4])}... failed: {err[-2000:]}")
-        measured = (wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
-        if best is None or wall < best[0]:
-            best = measured
-    assert best is not None
-    return best
+    """Best-of-N wall seconds, peak RSS (MiB) and CPU seconds of a process and the workers it waited for."""
+    m = measure_full(argv, ctx)
+    return m.wall_s, m.peak_rss_mb, m.cpu_s
 
 
 # -- the tree ------------------------------------------------------------------------------------

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import Context, Row, measure, python, speedup
+from bench import Context, Row, ckptscan, measure, python, speedup
 
 VOCAB, HIDDEN, INTERMEDIATE, KV = 32000, 2048, 5632, 256
-CKPTSCAN = "import ckptscan, sys; ckptscan.read_inventory(sys.argv[1])"
 TORCH = "import torch, sys; torch.load(sys.argv[1], mmap=True, weights_only=True, map_location='meta')"
 
 
@@ -53,10 +52,10 @@ def run(ctx: Context) -> list[Row]:
         _make(path, layers)
         size = path.stat().st_size / 1e9
         case = f"Llama-shaped pytorch_model.bin, {layers} layers fp16 ({size:.1f} GB)"
-        wall, rss = measure([*python(CKPTSCAN), str(path)], ctx)
-        ours = Row(case, "ckptscan", wall, rss)
+        wall, rss = measure(ckptscan("--json", str(path)), ctx)
+        ours = Row(case, "ckptscan --json", wall, rss)
         wall, rss = measure([*python(TORCH), str(path)], ctx)
         reference = Row(case, "torch.load(mmap, meta)", wall, rss)
-        rows += [Row(case, "ckptscan", ours.wall_s, ours.peak_rss_mb, speedup(reference, ours)), reference]
+        rows += [Row(case, ours.tool, ours.wall_s, ours.peak_rss_mb, speedup(reference, ours)), reference]
         path.unlink()
     return rows
