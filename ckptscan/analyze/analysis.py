@@ -23,6 +23,8 @@ class AnalysisOptions:
     inference: memory.InferenceOptions = field(default_factory=memory.InferenceOptions)
     # reduction targets to compute, in this order (None: every target); an audit asks for a few
     targets: tuple[str, ...] | None = None
+    # inference and training memory estimates (an audit leaves them to `ckptscan memory`)
+    memory: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,8 @@ class Analysis:
     overhead: overhead.Overhead
     targets: list[reduction.Target]
     architecture: architecture.Architecture | None
-    inference: dict[str, Any]
-    training: dict[str, Any]
+    inference: dict[str, Any] | None  # None when not asked for (AnalysisOptions.memory)
+    training: dict[str, Any] | None
 
 
 _last: list[tuple[Inventory, AnalysisOptions, Analysis]] = []
@@ -71,8 +73,8 @@ def _analyze(inventory: Inventory, options: AnalysisOptions) -> Analysis:
         overhead=split,
         targets=targets,
         architecture=arch,
-        inference=memory.inference(arch, targets, options.inference),
-        training=memory.training(inventory, params, arch, options.training, embeddings),
+        inference=memory.inference(arch, targets, options.inference) if options.memory else None,
+        training=memory.training(inventory, params, arch, options.training, embeddings) if options.memory else None,
     )
 
 

@@ -114,6 +114,9 @@ class Facts:
     leaf: str = ""  # the last component of ``parts``
     section: str = ""  # the tensor's section, lower-cased
     tree_set: frozenset[str] = frozenset()  # the components ``in_tree`` looks at
+    ops: frozenset[str] = frozenset()  # op types of the ONNX nodes reading it
+    enclosing: frozenset[str] = frozenset()  # every module component (``parts`` without the leaf)
+    top0: str = ""  # the first component of ``top``
     module: str = ""  # the component before the leaf
     top: tuple[str, ...] = ()  # the module path without wrapper components (see top_module)
 
@@ -156,6 +159,7 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         for c in raw:
             if isinstance(c, Mapping) and isinstance(c.get("op"), str) and isinstance(c.get("input"), int):
                 consumers.append((c["op"], c["input"]))
+    top = _top_module(parts)
     return Facts(
         tensor=tensor,
         parts=parts,
@@ -167,8 +171,11 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         leaf=parts[-1] if parts else "",
         section=tensor.section.lower(),
         tree_set=frozenset(tree[:-1] or tree),
+        ops=frozenset(op for op, _ in consumers),
+        enclosing=frozenset(parts[:-1]),
+        top0=top[0] if top else "",
         module=parts[-2] if len(parts) > 1 else "",
-        top=_top_module(parts),
+        top=top,
     )
 
 
@@ -297,7 +304,7 @@ def any_module_in(values: Iterable[str]) -> Matcher:
                 return {"match": part}
         return None
 
-    return match
+    return _gated(match, "enclosing", wanted)
 
 
 def top_module_in(values: Iterable[str]) -> Matcher:
@@ -308,7 +315,7 @@ def top_module_in(values: Iterable[str]) -> Matcher:
         top = f.top_module()
         return {"match": top[0]} if top and top[0] in wanted else None
 
-    return match
+    return _gated(match, "top0", wanted)
 
 
 def consumed_as(op_inputs: Mapping[str, Iterable[int]]) -> Matcher:
@@ -321,7 +328,7 @@ def consumed_as(op_inputs: Mapping[str, Iterable[int]]) -> Matcher:
                 return {"op": op, "input": str(index)}
         return None
 
-    return match
+    return _gated(match, "ops", frozenset(wanted))
 
 
 def stats_sibling() -> Matcher:
@@ -747,7 +754,8 @@ def decide(f: Facts) -> RoleDecision:
 # it are always admitted; a gated rule is admitted by the values its gate allows (for tree_set: by
 # any of its words). A tensor's candidates are the AND of one mask per fact, so names never seen
 # before (unique leaves) share one mask and one cached rule list.
-_GATED_FIELDS = ("leaf", "module", "structure", "section", "tree_set")
+_SCALAR_FACTS = ("leaf", "module", "structure", "section", "top0")  # gate: the value is allowed
+_SET_FACTS = ("tree_set", "ops", "enclosing")  # gate: one of the members is allowed
 
 
 def _field_masks(field: str) -> tuple[int, dict[str, int]]:
@@ -758,7 +766,7 @@ def _field_masks(field: str) -> tuple[int, dict[str, int]]:
             always |= 1 << i
             continue
         allowed = allowed_sets[0]
-        if field != "tree_set":  # several gates on one scalar fact: all must hold
+        if field in _SCALAR_FACTS:  # several gates on one scalar fact: all must hold
             for more in allowed_sets[1:]:
                 allowed = allowed & more
         for value in allowed:
@@ -766,19 +774,21 @@ def _field_masks(field: str) -> tuple[int, dict[str, int]]:
     return always, dict(by_value)
 
 
-_MASKS = {field: _field_masks(field) for field in _GATED_FIELDS}
+_MASKS = {field: _field_masks(field) for field in (*_SCALAR_FACTS, *_SET_FACTS)}
 
 
 def _admitted_mask(f: Facts) -> int:
     mask = -1
-    for field in ("leaf", "module", "structure", "section"):
+    for field in _SCALAR_FACTS:
         always, by_value = _MASKS[field]
         mask &= always | by_value.get(getattr(f, field), 0)
-    always, by_word = _MASKS["tree_set"]
-    tree = always
-    for word in f.tree_set:
-        tree |= by_word.get(word, 0)
-    return mask & tree
+    for field in _SET_FACTS:
+        always, by_member = _MASKS[field]
+        admitted = always
+        for member in getattr(f, field):
+            admitted |= by_member.get(member, 0)
+        mask &= admitted
+    return mask
 
 
 @functools.lru_cache(maxsize=1 << 12)

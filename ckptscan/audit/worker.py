@@ -38,8 +38,11 @@ class WorkerOptions:
 
     def analysis(self) -> AnalysisOptions:
         """The analyzer computes only the reduction targets the audit reports (it is most of the
-        analysis time on small files), unless every target was asked for."""
-        return AnalysisOptions() if self.all_targets else AnalysisOptions(targets=("strip", "dedupe", self.quantize))
+        analysis time on small files), unless every target was asked for; memory estimates are
+        `ckptscan memory`'s (the record's `memory` is null)."""
+        if self.all_targets:
+            return AnalysisOptions(memory=False)
+        return AnalysisOptions(targets=("strip", "dedupe", self.quantize), memory=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,7 +292,9 @@ def reduction_dict(analysis: Analysis, *, tensor_plans: bool = False) -> dict[st
     return {"base_bytes": analysis.overhead.file_bytes, "targets": targets}
 
 
-def memory_dict(analysis: Analysis) -> dict[str, Any]:
+def memory_dict(analysis: Analysis) -> dict[str, Any] | None:
+    if analysis.inference is None or analysis.training is None:
+        return None
     arch = analysis.architecture
     return {
         "architecture": arch.as_dict() if arch else None,

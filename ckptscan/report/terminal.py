@@ -363,6 +363,7 @@ def memory(inventory: Inventory, options: Options) -> RenderableType | None:
 def memory_lines(analysis: Analysis) -> list[tuple[str, str]]:
     """Short lines: inference memory as stored and at a few targets, and one training estimate."""
     inf, train = analysis.inference, analysis.training
+    assert inf is not None and train is not None, "the terminal report analyzes with memory estimates"
     rows: list[tuple[str, str]] = []
     kv = inf["kv_cache"]
     weights = inf["weights_bytes"] or 0
@@ -410,7 +411,8 @@ def memory_report(results: Iterable[ScanResult], options: Options | None = None)
                 f"{arch.kv_heads} KV heads x {arch.head_dim}, FFN {arch.ffn}{' gated' if arch.gated_mlp else ''}, "
                 f"vocab {arch.vocab:,}, context {arch.context or 'unknown'}"
             ))  # fmt: skip
-        inf = analysis.inference
+        inf, train = analysis.inference, analysis.training
+        assert inf is not None and train is not None, "the memory command analyzes with memory estimates"
         kv = inf["kv_cache"]
         table = Table(title="Inference", title_justify="left", title_style="bold", show_edge=False)
         table.add_column("weights at")
@@ -427,7 +429,6 @@ def memory_report(results: Iterable[ScanResult], options: Options | None = None)
         out.append(table)
         if kv:
             out.append(Text(f"KV cache: {kv['formula']}", style="dim"))
-        train = analysis.training
         table = Table(title=f"Training: {train['optimizer']}, {train['precision']}, batch {train['batch']}"
                       + (f" x {train['seq']:,} tokens" if train["seq"] else "")
                       + (", gradient checkpointing" if train["checkpointing"] else ""),
