@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ckptscan import registry
+from ckptscan import pipeline, registry
 from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
 from ckptscan.audit.model import digest as model_digest
@@ -250,7 +250,7 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
 
 
 def analyzer_target(result: ScanResult, name: str) -> int:
-    targets = result_dict(result)["reduction"]["targets"]
+    targets = result_dict(pipeline.build(result))["reduction"]["targets"]
     saving: int = next(t["saving_bytes"] for t in targets if t["name"] == name)
     return saving
 
@@ -531,7 +531,7 @@ def test_reduction_targets_per_model(tree: Path) -> None:
     names = {tuple(t["name"] for t in r["reduction"]["targets"]) for r in default.records}
     assert names == {("strip", "dedupe", "Q4_K_M")}
     every = run_audit([folder], workers=0, all_targets=True)
-    full = result_dict(scan(folder / "step-100" / "model.safetensors"))["reduction"]["targets"]
+    full = result_dict(pipeline.build(scan(folder / "step-100" / "model.safetensors")))["reduction"]["targets"]
     assert {len(r["reduction"]["targets"]) for r in every.records} == {len(full)}
 
 
