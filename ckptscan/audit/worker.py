@@ -14,12 +14,11 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from ckptscan import pipeline, registry
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
-from ckptscan.audit.model import EMPTY_DIGEST, Digest, digest, recoverable_section
+from ckptscan.audit.model import Digest, Facts, digest, facts, recoverable_section
 from ckptscan.errors import UnrecognizedFormat
 from ckptscan.report.json import result_dict
 from ckptscan.scan import ScanError, ScanResult, scan
@@ -54,17 +53,15 @@ class WorkerOptions:
 @dataclass(frozen=True, slots=True)
 class ModelOutcome:
     """A model, as the parent needs it: the record already serialized (JSON text is cheaper to
-    send, keep and print than the dict it comes from), the few fields the totals read, its members."""
+    send, keep and print than the dict it comes from), the typed facts and digest the totals read
+    (taken from the model's ``ModelReport``, never parsed back from the record), its members."""
 
     unit_id: int
     text: str  # the per-model JSON record, compact
-    facts: dict[str, Any]  # the record's fields that the cross-model totals read (FACTS)
+    facts: Facts
     members: tuple[str, ...]  # normalized paths of every file the model read
     digest: Digest
     detail: str = ""  # traceback of an internal error, for --debug
-
-
-FACTS = ("path", "folder", "format", "files", "file_bytes", "totals", "by_dtype", "findings", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +101,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
     if model.stats_problem:
         record["warnings"].append(model.stats_problem)
     record["folder"] = unit.folder
-    d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
+    d = digest(model, options.quantize)
     record["recoverable"] = recoverable_section(d, options.quantize)
     if not options.tensors:
         record["tensors"] = []
@@ -119,7 +116,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
         record["companions"] = companions
     detail = result.error.detail if result.error is not None else ""
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    return ModelOutcome(unit.id, text, {k: record[k] for k in FACTS}, members, d, detail)
+    return ModelOutcome(unit.id, text, facts(model, unit.folder), members, d, detail)
 
 
 def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> ModelOutcome:
