@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ckptscan import pipeline
 from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
+from ckptscan.errors import UsageError
 from ckptscan.inventory import Finding, Severity
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]
     try:
         return COMMANDS[command](args)
+    except UsageError as e:  # a bad option value found past argparse (e.g. by an options' validated())
+        print(f"ckptscan: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("ckptscan: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -427,7 +431,6 @@ def audit_parser() -> argparse.ArgumentParser:
 def run_audit(argv: list[str]) -> int:
     from ckptscan.audit import Audit, AuditOptions, Discovered, ModelDone
     from ckptscan.audit.run import DEFAULT_TIMEOUT_S, STATS_TIMEOUT_S
-    from ckptscan.errors import UsageError
     from ckptscan.report import audit as audit_report
 
     parser = audit_parser()

@@ -183,3 +183,45 @@ def test_scan_and_audit_agree_on_which_files_are_models(tmp_path: Path) -> None:
 def test_head_zip_names_use_the_one_zip_parser() -> None:
     source_text = (REPO / "ckptscan" / "source.py").read_text(encoding="utf-8")
     assert "import zipfile" not in source_text and "zipfile." not in source_text
+
+
+# -- bad option values ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "adamax"},
+        {"precision": "fp64"},
+        {"attention": "linear"},
+        {"optimizer_impl": "cuda"},
+        {"batch": 0},
+    ],
+)
+def test_bad_memory_options_are_usage_errors(options: dict[str, object]) -> None:
+    from ckptscan.analyze.memory import TrainingOptions
+    from ckptscan.errors import UsageError
+
+    with pytest.raises(UsageError):
+        TrainingOptions(**options).validated()  # type: ignore[arg-type]
+
+
+def test_usage_error_past_argparse_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptscan.analyze import memory
+
+    monkeypatch.setattr(memory.TrainingOptions, "validated", lambda self: memory.resolve_optimizer("nope"))
+    run = run_cli("memory", A)
+    assert run.code == 2 and "unknown optimizer 'nope'" in run.err and "Traceback" not in run.err
+
+
+def test_optimizer_table_sizes_state() -> None:
+    from ckptscan.analyze.memory import OPTIMIZER_TABLE, OPTIMIZERS, optimizer_state_bytes
+    from tests._analysis_helpers import tensor
+
+    w = tensor("w", (64, 128))
+    assert set(OPTIMIZERS) == set(OPTIMIZER_TABLE)
+    assert optimizer_state_bytes("adamw", w, 4) == 2 * 64 * 128 * 4 + 4
+    assert optimizer_state_bytes("sgd", w, 4) == 0
+    assert optimizer_state_bytes("lion", w, 4) == 64 * 128 * 4
+    assert optimizer_state_bytes("adafactor", w, 4) == (64 + 128) * 4 + 4
+    assert optimizer_state_bytes("adam-8bit", w, 4) == 2 * 8192 + 2 * 4 * 4
