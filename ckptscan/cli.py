@@ -24,6 +24,7 @@ from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Finding, Severity
+from ckptscan.safe_text import clean, json_text
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def run_scan(argv: list[str]) -> int:
     else:
         from ckptscan.report.terminal import Options, report
 
-        console = make_console(args.no_color)
+        console = make_console(args.no_color, wide=piped_width(results) if args.tensors else None)
         view = Options(tensors=args.tensors, explain=args.explain, analysis=options)
         for renderable in report(results, view, stats):
             console.print(renderable)
@@ -208,7 +209,7 @@ def stats_for(
     try:
         return compute(inventory, options, progress=bar.update if bar is not None else None, roles=roles)
     except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
-        print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
+        print(clean(f"ckptscan: {result.path}: --stats: {e}"), file=sys.stderr)
         return None
     finally:
         if bar is not None:
@@ -258,7 +259,7 @@ def make_progress(label: str) -> Any:
 def report_errors(results: list[ScanResult]) -> None:
     for r in results:
         if r.error is not None:
-            print(f"ckptscan: {r.error.message}", file=sys.stderr)
+            print(f"ckptscan: {clean(r.error.message)}", file=sys.stderr)
 
 
 def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
@@ -515,7 +516,7 @@ def run_audit(argv: list[str]) -> int:
             console.print(renderable)
     if machine:
         for problem in summary["incomplete"] + summary["failed"]:
-            print(f"ckptscan: {problem['message']}", file=sys.stderr)
+            print(f"ckptscan: {clean(problem['message'])}", file=sys.stderr)
     return audit_exit_code(summary, FAIL_ON_LEVELS[args.fail_on], args.fail_on_recoverable)
 
 
@@ -554,7 +555,7 @@ class _AuditProgress:
             TextColumn("{task.fields[covered]}"),
             TextColumn("{task.fields[models]}"),
             TimeElapsedColumn(),
-            console=Console(stderr=True, no_color=no_color),
+            console=Console(stderr=True, no_color=no_color or None),
             auto_refresh=False,
             transient=True,
         )
@@ -707,7 +708,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def emit_json(doc: object) -> None:
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(doc, indent=indent, ensure_ascii=False))
+    sys.stdout.write(json_text(doc, indent=indent))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -720,7 +721,25 @@ def emit_line(text: str) -> None:
     sys.stdout.flush()
 
 
-def make_console(no_color: bool):  # type: ignore[no-untyped-def]
+def make_console(no_color: bool, wide: int | None = None):  # type: ignore[no-untyped-def]
+    """The report's console. ``--no-color`` means plain text (no styles at all); without it the
+    ``NO_COLOR`` environment variable is honoured (rich drops colours, keeps bold). ``wide``: the
+    width to lay out at when stdout is not a terminal, so that piped tables keep every column and
+    whole names (a pipe has no width; rich would assume 80 columns)."""
     from rich.console import Console
 
-    return Console(no_color=no_color, highlight=False, soft_wrap=False)
+    width = wide if wide is not None and not sys.stdout.isatty() else None
+    if no_color:
+        return Console(color_system=None, no_color=True, highlight=False, soft_wrap=False, width=width)
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def piped_width(results: Sequence[ScanResult]) -> int:
+    """A width at which the ``--tensors`` table needs no wrapping: the longest name and file name
+    plus the fixed columns (shape, dtype, counts, offset, role)."""
+    longest = 0
+    for r in results:
+        if r.inventory is not None:
+            for t in r.inventory.tensors:
+                longest = max(longest, len(clean(t.name)) + len(clean(t.file)) + 3 * len(t.shape))
+    return max(80, longest + 24 * 8)
