@@ -20,6 +20,7 @@ Benign text passes through unchanged (the common case costs one regex search).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -71,8 +72,21 @@ def json_text(value: Any, **dumps: Any) -> str:
     encoder cannot take escaped as ``\\uXXXX`` (valid JSON; a parser gets the same string back).
 
     They can only occur inside JSON strings, where a ``\\uXXXX`` escape means the same character."""
-    text = json.dumps(value, ensure_ascii=False, **dumps)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, **dumps)
+    except ValueError:  # NaN or Infinity somewhere: not JSON; write them as strings, as jsonable does
+        text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, **dumps)
     return escape_json(text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def escape_json(text: str) -> str:
