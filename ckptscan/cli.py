@@ -713,12 +713,20 @@ def emit_json(doc: object) -> None:
     sys.stdout.flush()
 
 
+_line_open = False  # a line was cut short (Ctrl-C while a slow reader blocked the write)
+
+
 def emit_line(text: str) -> None:
     """One line (a JSON Lines record, a compact document), flushed at once so that a reader
-    downstream gets it now."""
-    sys.stdout.write(text)
-    sys.stdout.write("\n")
+    downstream gets it now. A line cut short by Ctrl-C is ended before the next one, so that the
+    summary record never shares a line with half a model record."""
+    global _line_open
+    if _line_open:
+        sys.stdout.write("\n")
+    _line_open = True
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    _line_open = False
 
 
 def make_console(no_color: bool, wide: int | None = None):  # type: ignore[no-untyped-def]

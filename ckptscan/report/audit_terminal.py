@@ -266,6 +266,7 @@ def skipped(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | 
         ("vcs_skipped", "version-control folders"),
         ("excluded", "excluded"),
         ("links_not_followed", "folder links not followed"),
+        ("links_outside", "links out of the audited folders (never followed)"),
         ("link_loops", "link loops"),
         ("aliases", "reached twice (links)"),
         ("broken_links", "broken links"),
