@@ -32,6 +32,8 @@ SEVERITY_STYLE = {
 }
 MAX_MODULE_ROWS = 30
 MAX_METADATA_ROWS = 14
+MAX_FINDING_ROWS = 50
+MAX_SUBJECTS = 40  # subjects named in one collapsed findings row
 HIDDEN_METADATA = frozenset({"kv_types"})  # detail for --json; noise on a terminal
 
 
@@ -134,13 +136,19 @@ def findings(inventory: Inventory, options: Options) -> RenderableType | None:
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    for severity, code, group in _grouped(inventory.findings):
+    rows = _grouped(inventory.findings)
+    for severity, code, group in rows[:MAX_FINDING_ROWS]:
         label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
         if len(group) == 1:
             table.add_row(label, safe(code), safe(group[0].message))
         else:  # many low findings of one kind (e.g. unknown pickle globals): one row naming their subjects
-            subjects = ", ".join(f.subject for f in group)
+            subjects = ", ".join(f.subject for f in group[:MAX_SUBJECTS])
+            if len(group) > MAX_SUBJECTS:
+                subjects += f" and {len(group) - MAX_SUBJECTS:,} more"
             table.add_row(label, f"{safe(code)} x{len(group)}", safe(subjects))
+    if len(rows) > MAX_FINDING_ROWS:  # e.g. a header declaring 100,000 missing shards
+        hidden = sum(len(group) for _, _, group in rows[MAX_FINDING_ROWS:])
+        table.add_row("", f"[dim]... {hidden:,} more[/dim]", "[dim](--json lists all)[/dim]")
     return table
 
 
