@@ -24,7 +24,7 @@ from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Finding, Severity
-from ckptscan.safe_text import clean, json_text
+from ckptscan.safe_text import clean, json_text, markup
 from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def run_scan(argv: list[str]) -> int:
     results = [result for path in args.paths for result in scan_path(path)]
     options = analysis_options(args)
     stats = stats_for_results(results, args, options)
+    failed_reports = 0
     if args.json:
         from ckptscan.report.json import document
 
@@ -159,13 +160,23 @@ def run_scan(argv: list[str]) -> int:
 
         console = make_console(args.no_color, wide=piped_width(results) if args.tensors else None)
         view = Options(tensors=args.tensors, explain=args.explain, analysis=options)
-        for renderable in report(results, view, stats):
-            console.print(renderable)
+        per_result = stats if stats is not None else [None] * len(results)
+        for result, result_stats in zip(results, per_result, strict=True):
+            try:  # one report at a time: a renderer's bug on one model must not lose the others
+                renderables = report([result], view, [result_stats])
+            except Exception as e:
+                print(clean(f"ckptscan: {result.path}: internal error in the report ({type(e).__name__}: {e}); "
+                            "please report it"), file=sys.stderr)  # fmt: skip
+                failed_reports += 1
+                continue
+            for renderable in renderables:
+                console.print(renderable)
     if args.debug:
         for r in results:
             if r.error is not None and r.error.detail:
-                print(r.error.detail, file=sys.stderr)
-    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+                print(clean_lines(r.error.detail), file=sys.stderr)
+    code = exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+    return EXIT_INPUT_FAILED if failed_reports and code == EXIT_OK else code
 
 
 # -- the stats pass ------------------------------------------------------------------------------
@@ -246,7 +257,7 @@ def make_progress(label: str) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     return Progress(
-        TextColumn(f"[bold]{label}[/bold] values"),
+        TextColumn(f"[bold]{markup(label)}[/bold] values"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -484,7 +495,7 @@ def run_audit(argv: list[str]) -> int:
                 if args.jsonl:
                     emit_line(audit_report.model_line(event.text))
                 if args.debug and event.detail:
-                    print(event.detail, file=sys.stderr)
+                    print(clean_lines(event.detail), file=sys.stderr)
             elif isinstance(event, Discovered) and progress is not None:
                 progress.start(event.files, event.bytes)
             if progress is not None:
@@ -704,6 +715,11 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 # -- output --------------------------------------------------------------------------------------
+
+
+def clean_lines(text: str) -> str:
+    """A multi-line text (a --debug traceback quoting file content), each line cleaned."""
+    return "\n".join(clean(line) for line in text.splitlines())
 
 
 def emit_json(doc: object) -> None:

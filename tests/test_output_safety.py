@@ -219,3 +219,19 @@ def test_no_color_and_NO_COLOR(tmp_path: Path) -> None:
     assert "\x1b[" not in plain.out  # ... --no-color none at all
     no_color = run_strict(path, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
     assert re.search(r"\x1b\[[0-9;]*3[0-7]m", no_color.out) is None  # NO_COLOR: no colours
+
+
+def test_a_renderer_bug_loses_only_its_own_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptscan.report import terminal
+
+    good = safetensors(tmp_path / "good.safetensors", ["w"])
+    bad = safetensors(tmp_path / "bad.safetensors", ["w"])
+
+    def broken(inventory: object, options: object) -> None:
+        if str(getattr(inventory, "path", "")).endswith("bad.safetensors"):
+            raise IndexError("a renderer bug")
+
+    monkeypatch.setattr(terminal, "SECTIONS", [broken, *terminal.SECTIONS])
+    run = run_strict(bad, good)
+    assert run.code == 1 and "good.safetensors" in run.out
+    assert "internal error in the report (IndexError: a renderer bug)" in run.err
