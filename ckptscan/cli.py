@@ -24,6 +24,7 @@ from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.errors import UsageError
 from ckptscan.inventory import Finding, Severity
+from ckptscan.safe_text import clean, json_text, markup
 
 if TYPE_CHECKING:
     from ckptscan.pipeline import ModelReport
@@ -164,6 +165,7 @@ def run_scan(argv: list[str]) -> int:
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
     reports = build_reports(args.paths, pipeline_options(args), show_progress=not args.json)
+    failed_reports = 0
     if args.json:
         from ckptscan.report.json import document
 
@@ -172,14 +174,24 @@ def run_scan(argv: list[str]) -> int:
     else:
         from ckptscan.report.terminal import Options, report
 
-        console = make_console(args.no_color)
-        for renderable in report(reports, Options(tensors=args.tensors, explain=args.explain)):
-            console.print(renderable)
+        console = make_console(args.no_color, wide=piped_width(reports) if args.tensors else None)
+        view = Options(tensors=args.tensors, explain=args.explain)
+        for model in reports:
+            try:  # one report at a time: a renderer's bug on one model must not lose the others
+                renderables = report([model], view)
+            except Exception as e:
+                print(clean(f"ckptscan: {model.path}: internal error in the report ({type(e).__name__}: {e}); "
+                            "please report it"), file=sys.stderr)  # fmt: skip
+                failed_reports += 1
+                continue
+            for renderable in renderables:
+                console.print(renderable)
     if args.debug:
         for r in reports:
             if r.error is not None and r.error.detail:
-                print(r.error.detail, file=sys.stderr)
-    return exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
+                print(clean_lines(r.error.detail), file=sys.stderr)
+    code = exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
+    return EXIT_INPUT_FAILED if failed_reports and code == EXIT_OK else code
 
 
 def build_reports(paths: Sequence[str], options: pipeline.Options, *, show_progress: bool = False) -> list[ModelReport]:
@@ -188,7 +200,7 @@ def build_reports(paths: Sequence[str], options: pipeline.Options, *, show_progr
     reports = []
     for model in pipeline.run(paths, options, progress):
         if model.stats_problem:
-            print(f"ckptscan: {model.path}: {model.stats_problem}", file=sys.stderr)
+            print(clean(f"ckptscan: {model.path}: {model.stats_problem}"), file=sys.stderr)
         reports.append(model)
     return reports
 
@@ -251,7 +263,7 @@ def make_progress(label: str) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     return Progress(
-        TextColumn(f"[bold]{label}[/bold] values"),
+        TextColumn(f"[bold]{markup(label)}[/bold] values"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -264,7 +276,7 @@ def make_progress(label: str) -> Any:
 def report_errors(reports: Sequence[ModelReport]) -> None:
     for r in reports:
         if r.error is not None:
-            print(f"ckptscan: {r.error.message}", file=sys.stderr)
+            print(f"ckptscan: {clean(r.error.message)}", file=sys.stderr)
 
 
 def pipeline_options(args: argparse.Namespace) -> pipeline.Options:
@@ -478,7 +490,7 @@ def run_audit(argv: list[str]) -> int:
                 if args.jsonl:
                     emit_line(audit_report.model_line(event.text))
                 if args.debug and event.detail:
-                    print(event.detail, file=sys.stderr)
+                    print(clean_lines(event.detail), file=sys.stderr)
             elif isinstance(event, Discovered) and progress is not None:
                 progress.start(event.files, event.bytes)
             if progress is not None:
@@ -510,7 +522,7 @@ def run_audit(argv: list[str]) -> int:
             console.print(renderable)
     if machine:
         for problem in summary["incomplete"] + summary["failed"]:
-            print(f"ckptscan: {problem['message']}", file=sys.stderr)
+            print(f"ckptscan: {clean(problem['message'])}", file=sys.stderr)
     return audit_exit_code(summary, FAIL_ON_LEVELS[args.fail_on], args.fail_on_recoverable)
 
 
@@ -549,7 +561,7 @@ class _AuditProgress:
             TextColumn("{task.fields[covered]}"),
             TextColumn("{task.fields[models]}"),
             TimeElapsedColumn(),
-            console=Console(stderr=True, no_color=no_color),
+            console=Console(stderr=True, no_color=no_color or None),
             auto_refresh=False,
             transient=True,
         )
@@ -699,22 +711,53 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 # -- output --------------------------------------------------------------------------------------
 
 
+def clean_lines(text: str) -> str:
+    """A multi-line text (a --debug traceback quoting file content), each line cleaned."""
+    return "\n".join(clean(line) for line in text.splitlines())
+
+
 def emit_json(doc: object) -> None:
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(doc, indent=indent, ensure_ascii=False))
+    sys.stdout.write(json_text(doc, indent=indent))
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+_line_open = False  # a line was cut short (Ctrl-C while a slow reader blocked the write)
 
 
 def emit_line(text: str) -> None:
     """One line (a JSON Lines record, a compact document), flushed at once so that a reader
-    downstream gets it now."""
-    sys.stdout.write(text)
-    sys.stdout.write("\n")
+    downstream gets it now. A line cut short by Ctrl-C is ended before the next one, so that the
+    summary record never shares a line with half a model record."""
+    global _line_open
+    if _line_open:
+        sys.stdout.write("\n")
+    _line_open = True
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    _line_open = False
 
 
-def make_console(no_color: bool):  # type: ignore[no-untyped-def]
+def make_console(no_color: bool, wide: int | None = None):  # type: ignore[no-untyped-def]
+    """The report's console. ``--no-color`` means plain text (no styles at all); without it the
+    ``NO_COLOR`` environment variable is honoured (rich drops colours, keeps bold). ``wide``: the
+    width to lay out at when stdout is not a terminal, so that piped tables keep every column and
+    whole names (a pipe has no width; rich would assume 80 columns)."""
     from rich.console import Console
 
-    return Console(no_color=no_color, highlight=False, soft_wrap=False)
+    width = wide if wide is not None and not sys.stdout.isatty() else None
+    if no_color:
+        return Console(color_system=None, no_color=True, highlight=False, soft_wrap=False, width=width)
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def piped_width(results: Sequence[ModelReport]) -> int:
+    """A width at which the ``--tensors`` table needs no wrapping: the longest name and file name
+    plus the fixed columns (shape, dtype, counts, offset, role)."""
+    longest = 0
+    for r in results:
+        if r.inventory is not None:
+            for t in r.inventory.tensors:
+                longest = max(longest, len(clean(t.name)) + len(clean(t.file)) + 3 * len(t.shape))
+    return max(80, longest + 24 * 8)

@@ -18,6 +18,7 @@ from typing import Any
 from ckptscan import registry
 from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
 from ckptscan.inventory import Inventory
+from ckptscan.safe_text import capped, depth_exceeds
 from ckptscan.source import Source
 
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
@@ -89,6 +90,8 @@ def read_inventory(path: str | os.PathLike[str]) -> Inventory:
         sidecars = _read_sidecars(source)
     if sidecars:
         inventory = replace(inventory, sidecars={**sidecars, **inventory.sidecars})
+    if depth_exceeds(inventory.metadata):  # e.g. an index's free-form metadata: renderers recurse
+        inventory = replace(inventory, metadata=capped(inventory.metadata))
     return inventory
 
 
@@ -120,12 +123,20 @@ def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:
         by_code: dict[str, list[str]] = {}
         for f in reasons:
             by_code.setdefault(f.code, []).append(f.where)
-        why = "; ".join(f"{len(where)} {_INCOMPLETE_CODES[c]}: {', '.join(where)}" for c, where in by_code.items())
+        why = "; ".join(f"{len(where)} {_INCOMPLETE_CODES[c]}: {_listed(where)}" for c, where in by_code.items())
         pointers = inventory.metadata.get("lfs_pointers")
         if isinstance(pointers, dict):
             declared = sum(p.get("size", 0) for p in pointers.values() if isinstance(p, dict))
             why += f" ({declared:,} bytes never downloaded; run `git lfs pull`)"
     return ScanError(code, f"{shown}: {inventory.format}: " + (why or "model is incomplete"))
+
+
+MAX_LISTED = 10  # an error line names this many missing parts, then counts the rest
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" and {len(names) - MAX_LISTED:,} more" if len(names) > MAX_LISTED else "")
 
 
 _INCOMPLETE_CODES = {
@@ -146,7 +157,7 @@ def _read_sidecars(source: Source) -> Mapping[str, Any]:
             path = source.resolve(name)
             if path.stat().st_size > SIDECAR_MAX_BYTES:
                 continue
-            found[name] = json.loads(path.read_text(encoding="utf-8"))
-        except (CkptscanError, OSError, ValueError):
+            found[name] = capped(json.loads(path.read_text(encoding="utf-8")))
+        except (CkptscanError, OSError, ValueError, RecursionError):
             continue  # context only: a broken sidecar never fails the scan of the weights
     return found

@@ -8,6 +8,7 @@ The walk only lists and stats; nothing is opened here. Rules:
   match one. A glob with a ``/`` matches the path relative to the audited root, one without matches
   the base name (``--exclude 'runs/*/logs' --include '*.safetensors'``).
 - Symbolic links to files are followed. Links to folders are followed only with ``follow_links``;
+  a link (to a file or a folder) whose target lies outside every audited folder is never followed;
   every folder is identified by (device, inode), so a loop (a link to an ancestor) or a second way
   into the same folder is noticed and not walked again. A file reached by two paths (a hard link,
   a link) is audited once, under the first path in walk order.
@@ -72,6 +73,7 @@ class WalkStats:
     vcs_skipped: int = 0  # version-control folders
     excluded: int = 0  # files and folders matching --exclude, or files matching no --include
     links_not_followed: int = 0  # links to folders, without --follow-links
+    links_outside: int = 0  # links whose target lies outside every audited folder: never followed
     link_loops: int = 0  # links to a folder on the current path
     aliases: int = 0  # files or folders already reached by another path
     broken_links: int = 0
@@ -86,6 +88,7 @@ class WalkStats:
             "vcs_skipped": self.vcs_skipped,
             "excluded": self.excluded,
             "links_not_followed": self.links_not_followed,
+            "links_outside": self.links_outside,
             "link_loops": self.link_loops,
             "aliases": self.aliases,
             "broken_links": self.broken_links,
@@ -96,6 +99,7 @@ class WalkStats:
 def walk(roots: Sequence[str], options: WalkOptions) -> tuple[list[Folder], WalkStats]:
     """Every folder (with its files) under ``roots``, in a stable order."""
     walker = _Walker(options)
+    walker.trees = [os.path.realpath(r) for r in roots if os.path.isdir(r)]
     for root in roots:
         walker.root(root)
     return walker.folders, walker.stats
@@ -109,6 +113,7 @@ class _Walker:
         self.seen_files: set[tuple[int, int]] = set()
         self.seen_folders: set[tuple[int, int]] = set()
         self.root_key = ""
+        self.trees: list[str] = []  # the audited folders, links resolved: links may not lead out of them
 
     def root(self, root: str) -> None:
         try:
@@ -167,6 +172,9 @@ class _Walker:
             except OSError:
                 self.stats.broken_links += 1
                 continue
+            if is_link and not self._inside(entry.path):
+                self.stats.links_outside += 1
+                continue
             if stat.S_ISDIR(target.st_mode):
                 if self._skip_folder(name, child_rel):
                     continue
@@ -186,6 +194,11 @@ class _Walker:
         if folder.files:
             self.folders.append(folder)
         return subfolders
+
+    def _inside(self, path: str) -> bool:
+        """Whether a link's final target lies inside one of the audited folders."""
+        real = os.path.realpath(path)
+        return any(real == tree or real.startswith(tree.rstrip(os.sep) + os.sep) for tree in self.trees)
 
     def _skip_folder(self, name: str, rel: str) -> bool:
         if name in VCS_FOLDERS:

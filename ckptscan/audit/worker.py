@@ -7,7 +7,6 @@ scan`` would report it; a file whose first bytes match no format is skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import traceback
@@ -21,6 +20,7 @@ from ckptscan.audit.discover import Unit, normalized
 from ckptscan.audit.model import Digest, Facts, digest, facts, recoverable_section
 from ckptscan.errors import UnrecognizedFormat
 from ckptscan.report.json import result_dict
+from ckptscan.safe_text import json_text
 from ckptscan.scan import ScanError, ScanResult, scan
 
 
@@ -117,7 +117,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
     if companions:
         record["companions"] = companions
     detail = result.error.detail if result.error is not None else ""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    text = json_text(record, separators=(",", ":"))
     return ModelOutcome(unit.id, text, facts(model, unit.folder), members, d, detail)
 
 

@@ -16,6 +16,7 @@ original ``ne`` is kept in the tensor's ``attrs``.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import mmap
 import struct
@@ -282,9 +283,11 @@ class _Parser:
                 )
             dtype = info.dtype
             if dtype.known:
-                if info.ne and info.ne[0] % dtype.block_elements:
+                # a scalar (no dims) of a block type is not a whole block either
+                row = info.ne[0] if info.ne else info.elements
+                if row % dtype.block_elements:
                     raise MalformedFile(
-                        f"tensor {name!r}: row of {info.ne[0]} is not a multiple of the {dtype.name} block "
+                        f"tensor {name!r}: row of {row} is not a multiple of the {dtype.name} block "
                         f"({dtype.block_elements})",
                         where=f"tensor {name!r}",
                     )
@@ -306,7 +309,8 @@ class _Parser:
         for info in infos:
             if info.dtype.known:
                 continue
-            following = next((s for s in starts if s > info.offset), info.offset)
+            at = bisect.bisect_right(starts, info.offset)  # the next tensor's start: O(log N), not a scan
+            following = starts[at] if at < len(starts) else info.offset
             info.nbytes = max(0, following - info.offset)
             warnings.append(
                 f"tensor {info.name!r}: unknown ggml type {info.type_id}; its size ({info.nbytes:,} bytes) is "

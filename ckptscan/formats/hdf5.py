@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ckptscan.dtypes import DType, DTypeKind, fixed_width
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, MissingDependency, TruncatedFile
-from ckptscan.formats import _zip
+from ckptscan.formats import _bounded, _zip
 from ckptscan.formats.numpy import OBJECT, STRING, dtype_from_descr
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
@@ -652,6 +652,11 @@ def summary(walk: Walk) -> dict[str, Any]:
 
 
 def read(source: Source) -> Inventory:
+    """libhdf5 runs in a bounded worker (time, memory, files it may open): see ``formats/_bounded.py``."""
+    return _bounded.call(_read, source, what="HDF5")
+
+
+def _read(source: Source) -> Inventory:
     with open_file(source) as h5:
         walk = walk_file(h5)
         root_attrs = _root_attr_summary(walk)

@@ -11,6 +11,7 @@ unique (the Rust reader would silently keep one of two duplicates; we refuse).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ckptscan.dtypes import lookup
@@ -23,6 +24,9 @@ MAX_HEADER_BYTES = 100_000_000  # the Rust reader's MAX_HEADER_SIZE
 LENGTH_PREFIX = 8
 
 
+_TEXT_BYTES = re.compile(rb"[\t\n\r\x20-\x7e]*")
+
+
 def sniff(head: Head) -> bool:
     data = head.data
     if len(data) < LENGTH_PREFIX + 2:
@@ -30,6 +34,10 @@ def sniff(head: Head) -> bool:
     # A JSON object right after the length is the signature; an absurd length is then the file's
     # error to report (read() does), not a reason to call it unrecognized.
     length = int.from_bytes(data[:LENGTH_PREFIX], "little")
+    if _TEXT_BYTES.fullmatch(data[:LENGTH_PREFIX]):
+        # eight printable bytes are text (a Python or JSON file whose ninth byte is '{'), not a
+        # length: any real header length has zero high bytes
+        return False
     return length >= 2 and data[LENGTH_PREFIX:].lstrip(b" \t\r\n")[:1] == b"{"
 
 

@@ -11,6 +11,7 @@ shard content is missing.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -54,11 +55,12 @@ def read(source: Source) -> Inventory:
     lfs_pointers: dict[str, Any] = {}
     complete = True
 
+    per_shard = Counter(weight_map.values())  # one pass: counting per missing shard would be O(N^2)
     for shard in shard_names:
         path = source.resolve(shard)  # raises UnsafePath for names outside the folder
         if not path.is_file():
             files.append(FileRef(shard, 0, role="missing"))
-            listed = sum(1 for v in weight_map.values() if v == shard)
+            listed = per_shard[shard]
             findings.append(
                 Finding("missing-shard", Severity.HIGH, f"shard {shard} is missing ({listed} tensors)", shard)
             )

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,15 @@ MAX_DIMS = 254  # TensorFlow's own limit on tensor rank
 MAX_SHARDS = 100_000
 MAX_OBJECT_GRAPH_BYTES = 64 << 20
 MAX_DATA_ALIGNMENT = 1 << 16
+# Prefix-compressed keys cost their full length when materialized, and an entry can add one byte
+# to a key shared with the previous one: n entries of a few bytes would make n^2/2 key bytes. The
+# keys of one index may total at most this many times the file's size (plus a constant).
+MAX_KEY_BYTES_PER_FILE_BYTE = 64
+MAX_KEY_BYTES_SLACK = 1 << 20
+# the object-graph passes may do this many steps per reference in the graph (plus a constant);
+# shared children would otherwise make them quadratic
+GRAPH_WORK_PER_REFERENCE = 8
+GRAPH_WORK_SLACK = 100_000
 INDEX_SUFFIX = ".index"
 
 
@@ -113,9 +124,8 @@ TF1_SLOT_SUFFIXES = {
 }  # fmt: skip
 TF1_OPTIMIZER_VARIABLES = ("beta1_power", "beta2_power")
 TRAINING_STATE = ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", "global_step")
-_TF2_SLOT = re.compile(
-    r"^(?P<variable>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$"
-)
+_TF2_SLOT_MARK = "/.OPTIMIZER_SLOT/"
+_TF2_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # Keras 3 optimizer children that list variables but are not slots
 _KERAS_NOT_SLOTS = ("_variables", "_trainable_variables", "_trainable_variables_indices")
 
@@ -150,6 +160,7 @@ class _Table:
         self.buf = buf
         self.size = len(buf)
         self.footer = self.size - FOOTER_SIZE
+        self.key_budget = MAX_KEY_BYTES_PER_FILE_BYTE * self.size + MAX_KEY_BYTES_SLACK
 
     def entries(self) -> list[_Entry]:
         if int.from_bytes(self.buf[self.size - 8 :], "little") != TABLE_MAGIC:
@@ -213,6 +224,13 @@ class _Table:
                                     where=f"offset {start}")  # fmt: skip
             if unshared + value_length > entries_end - pos:
                 raise TruncatedFile("an SSTable entry runs past the end of its block", where=f"offset {start}")
+            self.key_budget -= shared + unshared
+            if self.key_budget < 0:
+                raise LimitExceeded(
+                    f"the SSTable keys total more than {MAX_KEY_BYTES_PER_FILE_BYTE} times the file's size "
+                    "(prefix compression abused)",
+                    where=f"offset {start}",
+                )
             key = key[:shared] + self.buf[pos : pos + unshared]
             pos += unshared
             found.append(_Entry(key, pos, value_length))
@@ -412,18 +430,29 @@ class _Bundle:
             extents.extend((start, length))
         return extents
 
+    def _listing(self) -> set[str] | None:
+        """The names in the folder of the data files (None: not listable, resolve each name)."""
+        try:
+            return set(os.listdir((self.source.root / self.prefix).parent))
+        except (OSError, ValueError):
+            return None
+
     def shards(self, num_shards: int, records: list[_Record]) -> dict[int, tuple[str, int | None]]:
         """Every data file the bundle declares: name and size (None when missing)."""
         found: dict[int, tuple[str, int | None]] = {}
+        per_shard = Counter(r.shard for r in records)  # one pass, not one per missing shard
+        listing = self._listing()
         for shard in range(num_shards):
             name = f"{self.prefix}.data-{shard:05d}-of-{num_shards:05d}"
-            path = self.source.resolve(name)
-            if path.is_file():
+            # a name not in the folder's listing is missing: no resolve (stat, realpath) per declared
+            # shard, which made a 123-byte header declaring 100,000 shards cost seconds
+            path = self.source.resolve(name) if listing is None or name.rsplit("/", 1)[-1] in listing else None
+            if path is not None and path.is_file():
                 with self.source.open_related(name) as data:
                     found[shard] = (name, data.size)
             else:
                 found[shard] = (name, None)
-                listed = sum(1 for r in records if r.shard == shard)
+                listed = per_shard[shard]
                 self.findings.append(
                     Finding("missing-shard", Severity.HIGH, f"data file {name} is missing ({listed} tensors)", name)
                 )
@@ -562,16 +591,57 @@ def _classify_from_graph(records: list[_Record], nodes: list[_Node], warnings: l
     for r in records:
         by_key.setdefault(r.slice_of or r.key, []).append(r)
     names = {r.name for r in records}
+    references = sum(len(n.children) + len(n.attributes) + len(n.slot_variables) for n in nodes)
+    budget = _Budget(GRAPH_WORK_PER_REFERENCE * (references + len(records)) + GRAPH_WORK_SLACK)
+    keys: dict[int, str | None] = {}
 
     def key_of(node_id: int) -> str | None:
         if not 0 <= node_id < len(nodes):
             warnings.append(f"the object graph refers to node {node_id} of {len(nodes)}")
             return None
-        return next((key for name, _, key in nodes[node_id].attributes if name == VARIABLE_VALUE), None)
+        if node_id not in keys:  # once per node: many slots may name one variable
+            keys[node_id] = next((key for name, _, key in nodes[node_id].attributes if name == VARIABLE_VALUE), None)
+        return keys[node_id]
 
+    try:
+        _classify_graph_nodes(records, nodes, by_key, names, key_of, budget)
+    except _OverBudget:
+        warnings.append(
+            "the object graph shares children too often to follow within the work limit "
+            f"({budget.limit:,} steps); the rest is classified by name"
+        )
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _Budget:
+    """A count of steps, so that work driven by references in a file stays linear in the file."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, steps: int = 1) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise _OverBudget
+
+
+def _classify_graph_nodes(
+    records: list[_Record],
+    nodes: list[_Node],
+    by_key: dict[str, list[_Record]],
+    names: set[str],
+    key_of: Callable[[int], str | None],
+    budget: _Budget,
+) -> None:
     for node in nodes:
         for name, full_name, key in node.attributes:
-            for record in by_key.get(key, ()):
+            found = by_key.get(key, ())
+            budget.spend(len(found) + 1)
+            for record in found:
                 if name == VARIABLE_VALUE:
                     record.attrs["variable_name"] = full_name
                 elif record.section == "variable":
@@ -584,8 +654,9 @@ def _classify_from_graph(records: list[_Record], nodes: list[_Node], warnings: l
         for variable, slot_name, slot in node.slot_variables:
             slots[slot] = (slot_name, variable)
             optimizers.add(index)
+        budget.spend(len(node.slot_variables) + 1)
         if not node.slot_variables:
-            keras = _keras_slots(node, nodes)
+            keras = _keras_slots(node, nodes, budget)
             slots.update(keras)
             if keras or {"_trainable_variables", "_iterations"} <= {name for _, name in node.children}:
                 optimizers.add(index)
@@ -594,6 +665,7 @@ def _classify_from_graph(records: list[_Record], nodes: list[_Node], warnings: l
         slot_key, variable_key = key_of(slot_node), key_of(variable_node)
         if slot_key is None or variable_key is None:
             continue
+        budget.spend(len(by_key.get(slot_key, ())) + 1)
         for record in by_key.get(slot_key, ()):
             record.section = "optimizer_slot"
             record.attrs["slot"] = slot_name
@@ -602,6 +674,7 @@ def _classify_from_graph(records: list[_Record], nodes: list[_Node], warnings: l
     for index in optimizers:
         for child, _ in nodes[index].children:
             child_key = key_of(child) if child not in slot_nodes else None
+            budget.spend(len(by_key.get(child_key or "", ())) + 1)
             for record in by_key.get(child_key or "", ()):
                 if record.section == "variable":
                     record.section = "optimizer"
@@ -615,14 +688,17 @@ def _slot_target(record: _Record, slot_base: str, variable: str, names: set[str]
     return same_slice if same_slice in names else variable
 
 
-def _keras_slots(node: _Node, nodes: list[_Node]) -> dict[int, tuple[str, int]]:
+def _keras_slots(node: _Node, nodes: list[_Node], budget: _Budget) -> dict[int, tuple[str, int]]:
     """Keras 3 optimizers: ``_momentums[i]`` is the slot of ``_trainable_variables[i]``."""
+    budget.spend(len(node.children) + 1)
     children = {name: child for child, name in node.children if 0 <= child < len(nodes)}
     if "_trainable_variables" not in children:
         return {}
     variables = [child for child, _ in nodes[children["_trainable_variables"]].children]
+    budget.spend(len(variables))
     found: dict[int, tuple[str, int]] = {}
     for name, child in children.items():
+        budget.spend(len(nodes[child].children) + 1)
         listed = [c for c, _ in nodes[child].children]
         if name in _KERAS_NOT_SLOTS or len(listed) != len(variables) or not listed:
             continue
@@ -632,6 +708,20 @@ def _keras_slots(node: _Node, nodes: list[_Node]) -> dict[int, tuple[str, int]]:
         for slot, variable in zip(listed, variables, strict=True):
             found[slot] = (slot_name, variable)
     return found
+
+
+def _tf2_slot(key: str) -> tuple[str, str] | None:
+    """(variable, slot) of ``<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>/.ATTRIBUTES/VARIABLE_VALUE``.
+
+    String operations, linear in the key (a backtracking regex was quadratic on hostile keys); the
+    variable part runs to the last marker, as a greedy match would."""
+    if not key.endswith(_TF2_VALUE_SUFFIX):
+        return None
+    variable, mark, rest = key[: -len(_TF2_VALUE_SUFFIX)].rpartition(_TF2_SLOT_MARK)
+    optimizer, _, slot = rest.rpartition("/")
+    if not (mark and variable and optimizer and slot):
+        return None
+    return variable, slot
 
 
 def _singular(name: str) -> str:
@@ -654,11 +744,11 @@ def _classify_by_name(records: list[_Record], partitioned: set[str]) -> None:
         if base in TF1_OPTIMIZER_VARIABLES:
             record.section = "optimizer"
             continue
-        match = _TF2_SLOT.match(base)
+        match = _tf2_slot(base)
         if match is not None:
             record.section = "optimizer_slot"
-            record.attrs["slot"] = match["slot"]
-            variable = f"{match['variable']}/.ATTRIBUTES/VARIABLE_VALUE"
+            record.attrs["slot"] = match[1]
+            variable = f"{match[0]}/.ATTRIBUTES/VARIABLE_VALUE"
             record.attrs["slot_of"] = _slot_target(record, base, variable, tensor_names)
             continue
         variable, _, suffix = base.rpartition("/")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ckptscan._version import __version__
 from ckptscan.report.json import SCHEMA_VERSION
+from ckptscan.safe_text import clean, json_text
 
 CSV_COLUMNS = (
     "path",
@@ -41,8 +41,8 @@ def tool() -> dict[str, str]:
 def document_text(record_texts: Iterable[str], summary: Mapping[str, Any]) -> str:
     """``audit --json``: the scan document's shape, plus the ``audit`` section. The records come
     serialized already (see ``ModelOutcome.text``), so the document is joined, not re-encoded."""
-    head = json.dumps({"schema_version": SCHEMA_VERSION, "tool": tool()}, ensure_ascii=False)[:-1]
-    audit = json.dumps(dict(summary), ensure_ascii=False, separators=(",", ":"))
+    head = json_text({"schema_version": SCHEMA_VERSION, "tool": tool()})[:-1]
+    audit = json_text(dict(summary), separators=(",", ":"))
     return f'{head},"results":[{",".join(record_texts)}],"audit":{audit}}}'
 
 
@@ -50,14 +50,14 @@ def model_line(record_text: str) -> str:
     """One ``--jsonl`` line for a model, emitted as soon as the model is read: its record, with
     ``record`` and ``schema_version`` first."""
     if record_text == "{}":
-        return json.dumps({"record": "model", "schema_version": SCHEMA_VERSION})
+        return json_text({"record": "model", "schema_version": SCHEMA_VERSION})
     return f'{{"record":"model","schema_version":"{SCHEMA_VERSION}",{record_text[1:]}'
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
     """The last ``--jsonl`` line: the totals."""
     record = {"record": "summary", "schema_version": SCHEMA_VERSION, "tool": tool(), "audit": dict(summary)}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return json_text(record, separators=(",", ":"))
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -65,6 +65,6 @@ def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
+    for row in rows:  # cells from files (paths, formats) cleaned: CSV is read on terminals and in sheets
+        writer.writerow({k: clean(v) if isinstance(v, str) else v for k, v in row.items()})
     return out.getvalue()

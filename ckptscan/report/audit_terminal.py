@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.report.format import SEVERITY_STYLE, human_bytes, human_count
+from ckptscan.safe_text import clean, safe
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -83,7 +84,7 @@ def overview(summary: Mapping[str, Any]) -> RenderableType:
     grid.add_column()
     if summary.get("interrupted"):
         grid.add_row("[bold red]interrupted[/]", "[red]the totals below cover only what was read before Ctrl-C[/red]")
-    grid.add_row("audited", ", ".join(summary["roots"]))
+    grid.add_row("audited", safe(", ".join(summary["roots"])))
     grid.add_row(
         "files",
         f"{discovery['files']:,} found ({human_bytes(discovery['bytes'])}) in {discovery['folders']:,} folders; "
@@ -114,12 +115,12 @@ def model_table(rows: Sequence[Mapping[str, Any]], shorten: Shortener) -> Render
     for column in ("bytes", "tensors", "params", "recoverable"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in rows:
-        name = shorten(r["path"])
+        name = safe(shorten(r["path"]))
         if r["status"] != "ok":
             name += f"  [red]{r['status']}: {r['error_code']}[/red]"
         table.add_row(
             name,
-            r["format"] or "-",
+            safe(r["format"] or "-"),
             human_bytes(r["file_bytes"]),
             f"{r['tensors']:,}",
             human_count(r["parameters"]),
@@ -138,7 +139,7 @@ def by_format(summary: Mapping[str, Any]) -> RenderableType | None:
         table.add_column(column, justify="right")
     for name, c in sorted(groups.items(), key=lambda item: -item[1].get("file_bytes", 0)):
         table.add_row(
-            name,
+            safe(name),
             f"{c.get('models', 0):,}",
             f"{c.get('files', 0):,}",
             human_bytes(c.get("file_bytes", 0)),
@@ -202,7 +203,7 @@ def offenders(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType 
         table.add_column(column, justify="right", no_wrap=True)
     for m in top:
         table.add_row(
-            shorten(m["path"]),
+            safe(shorten(m["path"])),
             human_bytes(m["file_bytes"]),
             human_bytes(m["recoverable_bytes"]),
             _bytes_or_dash(m["strip_bytes"]),
@@ -221,7 +222,8 @@ def problems(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType |
     table.add_column("code")
     table.add_column("message", overflow="fold")
     for status, p in listed[:MAX_PROBLEM_ROWS]:
-        table.add_row(f"[red]{status}[/red]", p["code"], p["message"].replace(p["path"], shorten(p["path"]), 1))
+        message = p["message"].replace(p["path"], shorten(p["path"]), 1)
+        table.add_row(f"[red]{status}[/red]", safe(p["code"]), safe(message))
     if len(listed) > MAX_PROBLEM_ROWS:
         table.add_row("", "", f"[dim]... {len(listed) - MAX_PROBLEM_ROWS} more (--json lists all)[/dim]")
     return table
@@ -240,7 +242,10 @@ def findings(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType |
     for item in f["listed"][:MAX_FINDING_ROWS]:
         severity = Severity(item["severity"])
         table.add_row(
-            f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]", item["code"], shorten(item["path"]), item["message"]
+            f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]",
+            safe(item["code"]),
+            safe(shorten(item["path"])),
+            safe(item["message"]),
         )
     hidden = len(f["listed"]) - MAX_FINDING_ROWS + f["not_listed"]
     if hidden > 0:
@@ -261,6 +266,7 @@ def skipped(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | 
         ("vcs_skipped", "version-control folders"),
         ("excluded", "excluded"),
         ("links_not_followed", "folder links not followed"),
+        ("links_outside", "links out of the audited folders (never followed)"),
         ("link_loops", "link loops"),
         ("aliases", "reached twice (links)"),
         ("broken_links", "broken links"),
@@ -271,9 +277,9 @@ def skipped(summary: Mapping[str, Any], shorten: Shortener) -> RenderableType | 
     if parts:
         lines.append("skipped: " + "; ".join(parts))
     for name in skipped_files["unrecognized_checkpoint_names"][:10]:
-        lines.append(f"named like a checkpoint, content not recognized: {shorten(name)}")
+        lines.append(f"named like a checkpoint, content not recognized: {clean(shorten(name))}")
     for problem in discovery["unreadable"]:
-        lines.append(f"could not list: {problem}")
+        lines.append(f"could not list: {clean(str(problem))}")
     return Text("\n".join(lines), style="dim") if lines else None
 
 
@@ -282,7 +288,7 @@ def notes(summary: Mapping[str, Any]) -> RenderableType | None:
         return None
     from rich.text import Text
 
-    return Text("\n".join(f"note: {n}" for n in summary["notes"]), style="yellow")
+    return Text("\n".join(f"note: {clean(n)}" for n in summary["notes"]), style="yellow")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -304,7 +310,7 @@ def _count_table(title: str, label: str, groups: Mapping[str, Mapping[str, int]]
     total = sum(c["bytes"] for c in groups.values()) or 1
     for name, c in groups.items():
         table.add_row(
-            name, f"{c['tensors']:,}", f"{c['elements']:,}", human_bytes(c["bytes"]), f"{c['bytes'] / total:.1%}"
+            safe(name), f"{c['tensors']:,}", f"{c['elements']:,}", human_bytes(c["bytes"]), f"{c['bytes'] / total:.1%}"
         )
     return table
 

@@ -17,6 +17,7 @@ from ckptscan.analyze.analysis import Analysis
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Finding, Inventory, Tensor
+from ckptscan.safe_text import DEPTH_MARKER, MAX_DEPTH
 
 if TYPE_CHECKING:
     from ckptscan.pipeline import ModelReport
@@ -356,16 +357,19 @@ def memory_dict(analysis: Analysis) -> dict[str, Any] | None:
     }
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON values only: non-finite floats and bytes become descriptive strings."""
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """Plain JSON values only: non-finite floats and bytes become descriptive strings; containers
+    nested deeper than ``safe_text.MAX_DEPTH`` (hostile metadata) become ``safe_text.DEPTH_MARKER``."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)) and depth >= MAX_DEPTH:
+        return DEPTH_MARKER
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes>"
     if hasattr(value, "value") and isinstance(value.value, str):  # enums

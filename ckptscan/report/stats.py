@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ckptscan.inventory import Severity
 from ckptscan.report.format import SEVERITY_STYLE, human_bytes
+from ckptscan.safe_text import safe
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -70,7 +71,9 @@ def integrity(stats: StatsResult) -> RenderableType:
     table.add_column("message", overflow="fold")
     ordered = sorted(stats.findings, key=lambda f: -f.severity.rank)
     for f in ordered[:MAX_FINDING_ROWS]:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity.value}[/]", f.code, f.where, f.message)
+        table.add_row(
+            f"[{SEVERITY_STYLE[f.severity]}]{f.severity.value}[/]", safe(f.code), safe(f.where), safe(f.message)
+        )
     if len(ordered) > MAX_FINDING_ROWS:
         rest = ordered[MAX_FINDING_ROWS:]
         worst = max((f.severity for f in rest), key=lambda s: s.rank, default=Severity.INFO)
@@ -164,12 +167,12 @@ def quantization(stats: StatsResult, measured: Mapping[str, MeasuredError] | Non
     table.add_column("keep in higher precision because", overflow="fold")
     for entry in data.ranking:
         table.add_row(
-            entry.name,
+            safe(entry.name),
             _db(entry.sqnr_int8_db),
             _db(entry.sqnr_int4_g128_db),
             "-" if entry.outlier is None else f"{entry.outlier:.1f}",
             human_bytes(entry.bytes),
-            "; ".join(entry.reasons) or "[dim]-[/dim]",
+            safe("; ".join(entry.reasons)) or "[dim]-[/dim]",
         )
     keep = data.keep_high_precision
     note = Text(
@@ -191,12 +194,12 @@ def tensor_stats(stats: StatsResult) -> RenderableType:
         table.add_column(column, justify="right", no_wrap=True)
     for s in stats.tensors:
         if s.skipped is not None:
-            table.add_row(s.name, f"[dim]{s.skipped}[/dim]", "", "", "", "", "", "", "")
+            table.add_row(safe(s.name), f"[dim]{safe(s.skipped)}[/dim]", "", "", "", "", "", "", "")
             continue
         bad = f"[red]{s.nan}/{s.inf}[/red]" if s.nan or s.inf else "-"
         zeros = f"{s.zeros / s.elements:.1%}" if s.elements else "-"
         table.add_row(
-            s.name, _num(s.min), _num(s.max), _num(s.mean), _num(s.std), zeros, bad,
+            safe(s.name), _num(s.min), _num(s.max), _num(s.mean), _num(s.std), zeros, bad,
             _db(s.sqnr_int8_db, s, "int8"), _db(s.sqnr_int4_g128_db, s, "int4_g128"),
         )  # fmt: skip
     return table

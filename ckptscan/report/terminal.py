@@ -16,6 +16,7 @@ from ckptscan.analyze.analysis import Analysis
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.report.format import SEVERITY_STYLE, human_bytes, human_count
+from ckptscan.safe_text import DEPTH_MARKER, MAX_DEPTH, capped, clean, safe
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -26,6 +27,8 @@ __all__ = ["SEVERITY_STYLE", "Options", "human_bytes", "human_count", "memory_re
 
 MAX_MODULE_ROWS = 30
 MAX_METADATA_ROWS = 14
+MAX_FINDING_ROWS = 50
+MAX_SUBJECTS = 40  # subjects named in one collapsed findings row
 HIDDEN_METADATA = frozenset({"kv_types"})  # detail for --json; noise on a terminal
 
 
@@ -60,10 +63,11 @@ def result_report(model: ModelReport, options: Options) -> list[RenderableType]:
     from rich.text import Text
 
     result = model.scan
-    title = Text.assemble((result.path, "bold"), "  ", (result.format or "unrecognized", "magenta"))
+    title = Text.assemble((clean(result.path), "bold"), "  ", (clean(result.format or "unrecognized"), "magenta"))
     out: list[RenderableType] = [Rule(title, align="left", style="blue")]
     if result.error is not None:
-        out.append(Text.assemble(("error ", "bold red"), (f"[{result.error.code}] ", "red"), result.error.message))
+        error = result.error
+        out.append(Text.assemble(("error ", "bold red"), (f"[{error.code}] ", "red"), clean(error.message)))
     inventory, analysis = result.inventory, model.analysis
     if inventory is not None and analysis is not None:
         for section in SECTIONS:
@@ -122,13 +126,19 @@ def findings(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    for severity, code, group in _grouped(inventory.findings):
+    rows = _grouped(inventory.findings)
+    for severity, code, group in rows[:MAX_FINDING_ROWS]:
         label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
         if len(group) == 1:
-            table.add_row(label, code, group[0].message)
+            table.add_row(label, safe(code), safe(group[0].message))
         else:  # many low findings of one kind (e.g. unknown pickle globals): one row naming their subjects
-            subjects = ", ".join(f.subject for f in group)
-            table.add_row(label, f"{code} x{len(group)}", subjects)
+            subjects = ", ".join(f.subject for f in group[:MAX_SUBJECTS])
+            if len(group) > MAX_SUBJECTS:
+                subjects += f" and {len(group) - MAX_SUBJECTS:,} more"
+            table.add_row(label, f"{safe(code)} x{len(group)}", safe(subjects))
+    if len(rows) > MAX_FINDING_ROWS:  # e.g. a header declaring 100,000 missing shards
+        hidden = sum(len(group) for _, _, group in rows[MAX_FINDING_ROWS:])
+        table.add_row("", f"[dim]... {hidden:,} more[/dim]", "[dim](--json lists all)[/dim]")
     return table
 
 
@@ -166,7 +176,7 @@ def _count_table(title: str, key: str, counts: Mapping[str, summary.Count], inve
     table.add_column("share", justify="right")
     total = sum(t.nbytes for t in inventory.tensors) or 1
     for name, c in counts.items():
-        table.add_row(name, f"{c.tensors:,}", f"{c.elements:,}", human_bytes(c.bytes), f"{c.bytes / total:.1%}")
+        table.add_row(safe(name), f"{c.tensors:,}", f"{c.elements:,}", human_bytes(c.bytes), f"{c.bytes / total:.1%}")
     return table
 
 
@@ -184,7 +194,7 @@ def module_rollup(inventory: Inventory, analysis: Analysis, options: Options) ->
     table.add_column("bytes", justify="right")
     for g in groups[:MAX_MODULE_ROWS]:
         blocks = f"x{g.blocks}" if g.blocks > 1 else ""
-        table.add_row(g.name, blocks, f"{g.tensors:,}", f"{g.elements:,}", human_bytes(g.bytes))
+        table.add_row(safe(g.name), blocks, f"{g.tensors:,}", f"{g.elements:,}", human_bytes(g.bytes))
     if len(groups) > MAX_MODULE_ROWS:
         rest = groups[MAX_MODULE_ROWS:]
         table.add_row(
@@ -211,7 +221,7 @@ def largest_tensors(inventory: Inventory, analysis: Analysis, options: Options) 
     table.add_column("role")
     role = _role_names(inventory, analysis)
     for t in summary.largest(inventory.tensors, options.largest):
-        table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes), role[t.name])
+        table.add_row(safe(t.name), _shape(t.shape), safe(t.dtype.name), human_bytes(t.nbytes), role[t.name])
     return table
 
 
@@ -225,10 +235,10 @@ def tensor_table(inventory: Inventory, analysis: Analysis, options: Options) -> 
     _tensor_columns(table, multi_file=multi_file, longest=max(len(t.name) for t in inventory.tensors))
     decisions = analysis.decisions
     for t, d in zip(inventory.tensors, decisions, strict=True):
-        row = [t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes)]
+        row = [safe(t.name), _shape(t.shape), safe(t.dtype.name), f"{t.elements:,}", human_bytes(t.nbytes)]
         row.append("-" if t.offset is None else f"{t.offset:,}")
         if multi_file:
-            row.append(t.file)
+            row.append(safe(t.file))
         row.append(d.role.value)
         table.add_row(*row)
     return table
@@ -251,10 +261,10 @@ def parameters(inventory: Inventory, analysis: Analysis, options: Options) -> Re
     shared = f", {p.repeated_entries:,} entries repeat bytes counted once" if p.repeated_entries else ""
     grid.add_row("parameters", f"{_with_human(p.total)} in {p.tensors:,} tensors ({human_bytes(p.bytes)}){shared}")
     for tie in p.ties:
-        head = tie.head or "output head (not stored)"
-        grid.add_row("tied", f"{head} = {tie.embedding}  [dim]{tie.evidence}[/dim]")
+        head = safe(tie.head) if tie.head else "output head (not stored)"
+        grid.add_row("tied", f"{head} = {safe(tie.embedding)}  [dim]{safe(tie.evidence)}[/dim]")
     for note in p.notes:
-        grid.add_row("", f"[dim]{note}[/dim]")
+        grid.add_row("", f"[dim]{safe(note)}[/dim]")
     return grid
 
 
@@ -270,7 +280,7 @@ def overhead(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
     from rich.table import Table
 
     o = analysis.overhead
-    note = "parts add up to the file size exactly" if o.exact else "; ".join(o.notes) or "approximate"
+    note = "parts add up to the file size exactly" if o.exact else safe("; ".join(o.notes)) or "approximate"
     table = Table(title="Where the bytes go", title_justify="left", title_style="bold", show_edge=False,
                   caption=note, caption_justify="left", caption_style="dim")  # fmt: skip
     table.add_column("part")
@@ -283,7 +293,9 @@ def overhead(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
             continue
         detail = ""
         if name == "format_overhead" and o.format_overhead:
-            detail = " [dim](" + ", ".join(f"{k} {human_bytes(v)}" for k, v in o.format_overhead.items()) + ")[/dim]"
+            detail = (
+                " [dim](" + ", ".join(f"{safe(k)} {human_bytes(v)}" for k, v in o.format_overhead.items()) + ")[/dim]"
+            )
         share = f"{part.bytes / o.file_bytes:.1%}"
         elements = f"{part.elements:,}" if part.tensors else ""
         tensors = f"{part.tensors:,}" if part.tensors else ""
@@ -326,8 +338,8 @@ def _composition(target: Any) -> str:
     """The result's main dtypes by share of its tensor bytes: ``Q4_K 81%, Q6_K 17%, F32 2%``."""
     total = target.tensor_bytes or 1
     shares = [(name, c.bytes / total) for name, c in target.by_dtype.items()]
-    shown = [f"{name} {share:.0%}" for name, share in shares[:4] if share >= 0.005] or [shares[0][0]]
-    return ", ".join(shown)
+    shown = [f"{name} {share:.0%}" for name, share in shares[:4] if share >= 0.005] or [s[0] for s in shares[:1]]
+    return safe(", ".join(shown) or "no tensor bytes")
 
 
 def memory(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
@@ -381,16 +393,16 @@ def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
     out: list[RenderableType] = []
     for model in reports:
         result, analysis = model.scan, model.analysis
-        title = Text.assemble((result.path, "bold"), "  ", (result.format or "unrecognized", "magenta"))
+        title = Text.assemble((clean(result.path), "bold"), "  ", (clean(result.format or "unrecognized"), "magenta"))
         out.append(Rule(title, align="left", style="blue"))
         if result.error is not None or analysis is None:
             message = result.error.message if result.error else "no inventory"
-            out.append(Text.assemble(("error ", "bold red"), message))
+            out.append(Text.assemble(("error ", "bold red"), clean(message)))
             continue
         arch = analysis.architecture
         if arch is not None:
             out.append(Text(
-                f"architecture ({arch.source}): {arch.layers} layers, hidden {arch.hidden}, {arch.heads} heads, "
+                f"architecture ({clean(arch.source)}): {arch.layers} layers, hidden {arch.hidden}, {arch.heads} heads, "
                 f"{arch.kv_heads} KV heads x {arch.head_dim}, FFN {arch.ffn}{' gated' if arch.gated_mlp else ''}, "
                 f"vocab {arch.vocab:,}, context {arch.context or 'unknown'}"
             ))  # fmt: skip
@@ -411,7 +423,7 @@ def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
             )
         out.append(table)
         if kv:
-            out.append(Text(f"KV cache: {kv['formula']}", style="dim"))
+            out.append(Text(f"KV cache: {clean(kv['formula'])}", style="dim"))
         table = Table(title=f"Training: {train['optimizer']}, {train['precision']}, batch {train['batch']}"
                       + (f" x {train['seq']:,} tokens" if train["seq"] else "")
                       + (", gradient checkpointing" if train["checkpointing"] else ""),
@@ -420,14 +432,14 @@ def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
         table.add_column("bytes", justify="right")
         table.add_column("how", overflow="fold", style="dim")
         for line in train["lines"]:
-            table.add_row(line["name"].replace("_", " "), _bytes_exact(line["bytes"]), line["formula"])
+            table.add_row(line["name"].replace("_", " "), _bytes_exact(line["bytes"]), safe(line["formula"]))
         table.add_row("sum of the lines", _bytes_exact(train["sum_bytes"]), "every line at once: an upper bound")
         table.add_row("[bold]peak[/bold]", f"[bold]{_bytes_exact(train['total_bytes'])}[/bold]", train["peak_formula"])
         out.append(table)
         trainable = train["trainable_parameters"]
         out.append(Text(f"parameters {train['parameters']:,}, trainable {trainable:,}", style="dim"))
         assumptions = list(dict.fromkeys([*inf["assumptions"], *train["assumptions"]]))
-        out.append(Text("assumptions:\n" + "\n".join(f"  - {a}" for a in assumptions), style="dim"))
+        out.append(Text("assumptions:\n" + "\n".join(f"  - {clean(a)}" for a in assumptions), style="dim"))
         out.append(Text(""))
     return out
 
@@ -446,7 +458,7 @@ def explain(inventory: Inventory, analysis: Analysis, options: Options) -> Rende
     table.add_column("detail", overflow="fold")
     table.add_column("why", overflow="fold", style="dim")
     for name, decision in rows[:MAX_EXPLAIN_ROWS]:
-        table.add_row(name, decision.role.value, decision.detail, decision.reason)
+        table.add_row(safe(name), decision.role.value, safe(decision.detail), safe(decision.reason))
     if len(rows) > MAX_EXPLAIN_ROWS:
         table.add_row(f"[dim]... {len(rows) - MAX_EXPLAIN_ROWS} more (--json --explain shows all)[/dim]", "", "", "")
     return table
@@ -458,19 +470,21 @@ _BLOCK_NUMBER = re.compile(r"(?<=[./])\d+(?=[./])")
 def explain_rows(inventory: Inventory, decisions: Sequence[RoleDecision]) -> list[tuple[str, RoleDecision]]:
     """One row per (name pattern, decision): ``layers.[0-31].mlp.up.weight`` for a repeated block."""
     number = _BLOCK_NUMBER
-    groups: dict[tuple[str, str, str, str], list[list[int]]] = {}
-    first: dict[tuple[str, str, str, str], RoleDecision] = {}
+    # the pattern is the name's non-number pieces (a tuple, not a string with a placeholder
+    # character: any character may occur in a name)
+    groups: dict[tuple[tuple[str, ...], str, str, str], list[list[int]]] = {}
+    first: dict[tuple[tuple[str, ...], str, str, str], RoleDecision] = {}
     for t, d in zip(inventory.tensors, decisions, strict=True):
-        pattern = number.sub("#", t.name)
-        key = (pattern, d.role.value, d.detail, d.rule)
+        key = (tuple(number.split(t.name)), d.role.value, d.detail, d.rule)
         groups.setdefault(key, []).append([int(n) for n in number.findall(t.name)])
         first.setdefault(key, d)
     rows = []
     for key, indices in groups.items():
-        name = key[0]
-        for position in range(name.count("#")):
+        pieces = key[0]
+        name = pieces[0]
+        for position, piece in enumerate(pieces[1:]):
             values = sorted({ix[position] for ix in indices})
-            name = name.replace("#", modules.format_indices(values) if len(values) > 1 else str(values[0]), 1)
+            name += (modules.format_indices(values) if len(values) > 1 else str(values[0])) + piece
         rows.append((name, first[key]))
     return rows
 
@@ -486,7 +500,7 @@ def metadata(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
     table.add_column("key", style="dim", no_wrap=True, overflow="ellipsis", min_width=key_width)
     table.add_column("value", overflow="ellipsis", no_wrap=True, ratio=1)
     for key, value in rows[:MAX_METADATA_ROWS]:
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     if len(rows) > MAX_METADATA_ROWS:
         table.add_row(f"... {len(rows) - MAX_METADATA_ROWS} more", "(--json shows all)")
     return table
@@ -497,7 +511,7 @@ def warnings(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
         return None
     from rich.text import Text
 
-    return Text("\n".join(f"warning: {w}" for w in inventory.warnings), style="yellow")
+    return Text("\n".join(f"warning: {clean(w)}" for w in inventory.warnings), style="yellow")
 
 
 SECTIONS: list[Section] = [
@@ -533,7 +547,7 @@ def _missing_note(inventory: Inventory) -> str:
     missing = [f for f in inventory.files if f.role in ("missing", "lfs-pointer", "unreadable")]
     if not missing:
         return ""
-    return f"  [red]{len(missing)} not readable: {', '.join(f'{f.path} ({f.role})' for f in missing[:4])}[/red]"
+    return f"  [red]{len(missing)} not readable: {', '.join(f'{safe(f.path)} ({f.role})' for f in missing[:4])}[/red]"
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -552,16 +566,19 @@ def _tensor_columns(table: Any, *, multi_file: bool, longest: int = 0) -> None:
     table.add_column("role", overflow="ellipsis", no_wrap=True)
 
 
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:
+def _flatten(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterable[tuple[str, str]]:
     for key, item in value.items():
         if key in HIDDEN_METADATA:
             continue
         name = f"{prefix}{key}"
-        if isinstance(item, Mapping) and not ("count" in item and "element_type" in item):
-            yield from _flatten(item, name + ".")
-        elif isinstance(item, Mapping):
-            yield name, f"array of {item['count']:,} {item['element_type']}"
+        if isinstance(item, Mapping) and depth >= MAX_DEPTH:
+            yield name, DEPTH_MARKER
+        elif isinstance(item, Mapping) and not ("count" in item and "element_type" in item):
+            yield from _flatten(item, name + ".", depth + 1)
+        elif isinstance(item, Mapping):  # a reader's array summary (or a file's look-alike: any types)
+            count = item["count"]
+            yield name, f"array of {count:,} {item['element_type']}" if isinstance(count, int) else str(capped(item))
         elif isinstance(item, list) and len(item) > 8:
-            yield name, f"[{', '.join(map(repr, item[:8]))}, ...] ({len(item)} items)"
+            yield name, f"[{', '.join(map(repr, capped(item[:8])))}, ...] ({len(item)} items)"
         else:
-            yield name, str(item) if not isinstance(item, str) else item.replace("\n", "\\n")
+            yield name, str(capped(item)) if not isinstance(item, str) else item.replace("\n", "\\n")

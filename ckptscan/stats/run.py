@@ -348,7 +348,11 @@ def _sqnr(signal: float, error: float, applies: bool, key: str, notes: dict[str,
     if error <= 0:
         notes[key] = "lossless: every value is exactly representable"
         return None
-    return 10 * math.log10(signal / error)
+    ratio = signal / error
+    if not (math.isfinite(ratio) and ratio > 0):  # values near the float limits overflow the sums
+        notes[key] = "not measurable: the sums of squares overflow float64"
+        return None
+    return 10 * math.log10(ratio)
 
 
 def _key(threshold: float) -> str:

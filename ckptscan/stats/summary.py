@@ -285,6 +285,14 @@ def _crushed_share(s: TensorStats) -> float | None:
     return below / nonzero if nonzero > 0 else None
 
 
+def _db(signal: float, error: float) -> float | None:
+    """10 log10(signal / error), or None when either is zero or the ratio overflows (huge values)."""
+    if not (signal > 0 and error > 0):
+        return None
+    ratio = signal / error
+    return 10 * math.log10(ratio) if math.isfinite(ratio) and ratio > 0 else None
+
+
 def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> SqnrTotal:
     measured = [
         (s, s.err_int8 if which == "int8" else s.err_int4)
@@ -296,7 +304,7 @@ def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> SqnrTotal:
     error = sum(e or 0.0 for _, e in measured)
     return SqnrTotal(
         tensors=len(measured),
-        sqnr_db=10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
+        sqnr_db=_db(signal, error),
         min_db=min(values) if values else None,
         median_db=statistics.median(values) if values else None,
     )
@@ -409,7 +417,7 @@ def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> di
             if value is not None:
                 values.append(value)
         out[target.name] = MeasuredError(
-            sqnr_db=10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
+            sqnr_db=_db(signal, error),
             min_db=min(values) if values else None,
             tensors=measured,
             of=len(quantized),

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckptscan.formats import hdf5
+from ckptscan.formats import _bounded, hdf5
 from ckptscan.formats.keras import (
     KERAS2_OPTIMIZER_SLOTS,
     config_findings,
@@ -73,6 +73,11 @@ class _KerasAttrs:
 
 
 def read(source: Source) -> Inventory:
+    """libhdf5 runs in a bounded worker (time, memory, files it may open): see ``formats/_bounded.py``."""
+    return _bounded.call(_read, source, what="HDF5")
+
+
+def _read(source: Source) -> Inventory:
     with hdf5.open_file(source) as h5:
         walk = hdf5.walk_file(h5)
         keras = _read_attrs(walk)

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from ckptscan.errors import MalformedFile, UnsupportedFeature
-from ckptscan.formats import _zip, hdf5
+from ckptscan.formats import _bounded, _zip, hdf5
 from ckptscan.formats.keras import config_findings, model_summary, optimizer_summary, parse_json
 from ckptscan.formats.keras.weights import Keras3Mapping, vars_names
 from ckptscan.inventory import FileRef, Inventory, Region, RegionKind, Tensor
@@ -32,6 +32,11 @@ CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 MAX_CONFIG_BYTES = 16 << 20
 MAX_METADATA_BYTES = 1 << 20
 MAX_INFLATED_BYTES = 8 << 30
+# A deflated weights file is inflated to disk to read its HDF5 metadata: at most this many times
+# its compressed size (plus the slack), so that the work stays linear in the input. Weights
+# compress about 1.1:1; only a bomb (or all-zero weights) inflates 64-fold.
+MAX_INFLATE_RATIO = 64
+MAX_INFLATE_SLACK = 64 << 20
 
 
 def sniff(head: Head) -> bool:
@@ -40,6 +45,11 @@ def sniff(head: Head) -> bool:
 
 
 def read(source: Source) -> Inventory:
+    """libhdf5 runs in a bounded worker (time, memory, files it may open): see ``formats/_bounded.py``."""
+    return _bounded.call(_read, source, what="Keras HDF5")
+
+
+def _read(source: Source) -> Inventory:
     directory = _zip.read_directory(source)
     config_entry, weights = directory.get(CONFIG), directory.get(WEIGHTS)
     if config_entry is None:
@@ -97,7 +107,8 @@ def _read_weights(
         mapping = Keras3Mapping(walk, names, model_config=config, optimizer_config=optimizer)
         return mapping.tensors(source.name, base=entry.data_offset, extra=extra), walk, mapping
     with tempfile.TemporaryFile(prefix="ckptscan-") as inflated:
-        size = _zip.extract_entry(source, entry, inflated, MAX_INFLATED_BYTES)
+        cap = min(MAX_INFLATED_BYTES, MAX_INFLATE_RATIO * entry.compressed_size + MAX_INFLATE_SLACK)
+        size = _zip.extract_entry(source, entry, inflated, cap)
         inflated.seek(0)
         with hdf5.open_fileobj(inflated) as h5:
             walk = hdf5.walk_file(h5)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptscan.dtypes import DTypeKind
-from ckptscan.formats import hdf5
+from ckptscan.formats import _bounded, hdf5
 from ckptscan.formats.keras import (
     KERAS3_OPTIMIZER_LAYOUTS,
     class_from_group_name,
@@ -54,6 +54,11 @@ def sniff(head: Head) -> bool:
 
 
 def read(source: Source) -> Inventory:
+    """libhdf5 runs in a bounded worker (time, memory, files it may open): see ``formats/_bounded.py``."""
+    return _bounded.call(_read, source, what="HDF5")
+
+
+def _read(source: Source) -> Inventory:
     with hdf5.open_file(source) as h5:
         walk = hdf5.walk_file(h5)
         names = vars_names(walk)

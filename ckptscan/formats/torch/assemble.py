@@ -33,12 +33,18 @@ def assemble(source: Source, loaded: Loaded) -> Inventory:
     tensors: list[Tensor] = []
     metadata: dict[str, Any] = dict(loaded.metadata)
     summaries: list[tuple[str, TreeSummary]] = []
+    warnings = list(loaded.warnings)
     for pickle in loaded.pickles:
         if not pickle.tensors:
             continue
         prefix = _pickle_prefix(loaded.format, pickle.label)
         summary = walk(pickle.root)
         summaries.append((pickle.label, summary))
+        if summary.repeats_not_walked:
+            warnings.append(
+                f"{pickle.label}: {summary.repeats_not_walked:,} references to containers already listed were not "
+                "expanded again (the pickle shares containers more than its size justifies; memo bomb?)"
+            )
         for found in summary.tensors:
             tensors.append(_tensor(source, found, prefix, storages, by_ref, by_key))
     main = summaries[0][1]
@@ -83,7 +89,7 @@ def assemble(source: Source, loaded: Loaded) -> Inventory:
         storages=tuple(storages.values()),
         regions=tuple(loaded.regions),
         metadata=metadata,
-        warnings=tuple(loaded.warnings),
+        warnings=tuple(warnings),
         findings=tuple(findings),
     )
     sharing = sharing_summary(inventory)

@@ -143,7 +143,7 @@ def _trainer_state(folder: Path, files: list[FileRef]) -> Any:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -33,6 +33,10 @@ from ckptscan.formats.torch.objects import (
 MAX_TREE_DEPTH = 200
 MAX_WALK_NODES = 5_000_000
 MAX_REPEATED_VISITS = 100_000  # containers reached again through the memo (billion-laughs pickles)
+# A container reached again is walked again (its tensors appear under both names, as torch.load
+# would give them) only while the nodes walked that way stay below the nodes walked the first time
+# plus this slack: the walk stays linear in the pickle (each first visit is an object it built).
+SHARED_WALK_SLACK = 10_000
 MAX_SCALARS = 2000
 MAX_OBJECT_PATHS = 5
 MAX_STRING_CHARS = 200
@@ -105,6 +109,7 @@ class TreeSummary:
     optimizers: list[OptimizerFound] = field(default_factory=list)
     top_level: dict[str, str] = field(default_factory=dict)
     repeated_paths: int = 0  # containers reached again through the memo (walked again)
+    repeats_not_walked: int = 0  # ... and not walked again: over the shared-walk budget
 
 
 def key_name(key: Any) -> str:
@@ -127,12 +132,16 @@ class _Walker:
     def __init__(self) -> None:
         self.summary = TreeSummary()
         self.nodes = 0
+        self.first_nodes = 0  # nodes walked outside any container reached again
+        self.repeating = 0  # depth of containers being walked again
         self.on_path: set[int] = set()
         self.seen: set[int] = set()
         self.path: list[str] = []
 
     def visit(self, value: Any, label: str | None, opt_root: tuple[str, ...] | None) -> None:
         self.nodes += 1
+        if not self.repeating:
+            self.first_nodes += 1
         if self.nodes > MAX_WALK_NODES:
             raise LimitExceeded(f"object tree has more than {MAX_WALK_NODES:,} nodes (memo-shared containers?)")
         if isinstance(value, TensorRef):
@@ -158,18 +167,24 @@ class _Walker:
             return  # a cycle: the object contains itself
         if len(self.path) >= MAX_TREE_DEPTH:
             raise LimitExceeded(f"object tree is nested deeper than {MAX_TREE_DEPTH}", where=self.name())
-        if ident in self.seen:
+        repeat = ident in self.seen
+        if repeat:
             self.summary.repeated_paths += 1
             if self.summary.repeated_paths > MAX_REPEATED_VISITS:
                 raise LimitExceeded(
                     f"object tree reaches shared containers more than {MAX_REPEATED_VISITS:,} times (memo bomb?)"
                 )
+            if self.nodes - self.first_nodes > self.first_nodes + SHARED_WALK_SLACK:
+                self.summary.repeats_not_walked += 1
+                return
         self.seen.add(ident)
         self.on_path.add(ident)
+        self.repeating += repeat
         try:
             self.container(value, label, opt_root)
         finally:
             self.on_path.discard(ident)
+            self.repeating -= repeat
 
     def container(self, value: Any, label: str | None, opt_root: tuple[str, ...] | None) -> None:
         if isinstance(value, dict):
