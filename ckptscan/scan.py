@@ -18,7 +18,7 @@ from typing import Any
 from ckptscan import registry
 from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
 from ckptscan.inventory import Inventory
-from ckptscan.safe_text import capped, depth_exceeds
+from ckptscan.safe_text import capped, clean, depth_exceeds
 from ckptscan.source import Source
 
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
@@ -100,13 +100,13 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
     shown = str(path)
     try:
         inventory = read_inventory(path)
-    except CkptscanError as e:
-        return ScanResult(shown, e.format, None, ScanError(e.code, str(e.located(path=shown))))
+    except CkptscanError as e:  # messages quote names from the file: one line, escaped (safe_text)
+        return ScanResult(shown, e.format, None, ScanError(e.code, clean(str(e.located(path=shown)))))
     except (RecursionError, MemoryError) as e:
-        message = f"{shown}: too deeply nested or too large to read ({type(e).__name__})"
+        message = clean(f"{shown}: too deeply nested or too large to read ({type(e).__name__})")
         return ScanResult(shown, None, None, ScanError("limit-exceeded", message))
     except Exception as e:  # a bug of ours must not end a batch; the traceback is kept for --debug
-        message = f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it"
+        message = clean(f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it")
         return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
     return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown))
 
@@ -128,7 +128,7 @@ def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:
         if isinstance(pointers, dict):
             declared = sum(p.get("size", 0) for p in pointers.values() if isinstance(p, dict))
             why += f" ({declared:,} bytes never downloaded; run `git lfs pull`)"
-    return ScanError(code, f"{shown}: {inventory.format}: " + (why or "model is incomplete"))
+    return ScanError(code, clean(f"{shown}: {inventory.format}: " + (why or "model is incomplete")))
 
 
 MAX_LISTED = 10  # an error line names this many missing parts, then counts the rest

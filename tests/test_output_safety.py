@@ -233,5 +233,31 @@ def test_a_renderer_bug_loses_only_its_own_report(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(terminal, "SECTIONS", [broken, *terminal.SECTIONS])
     run = run_strict(bad, good)
-    assert run.code == 1 and "good.safetens" in run.out  # the title may be cut to the width
+    assert run.code == 1 and "good.safeten" in run.out and "parameters" in run.out
     assert "internal error in the report (IndexError: a renderer bug)" in run.err
+
+
+# -- fuzzing findings (tools/fuzz.py), kept as regression tests ------------------------------------------------
+
+
+def test_fuzz_numpy_record_field_without_a_size(tmp_path: Path) -> None:
+    header = "{'descr': [('a', '<g0')], 'fortran_order': False, 'shape': (1,), }"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    path = tmp_path / "r.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 16)
+    run = run_strict(path, "--json")
+    assert_safe_output(run)
+    assert run.json()["results"][0]["error"]["code"] == "malformed"
+
+
+def test_fuzz_onnx_external_location_with_a_newline(tmp_path: Path) -> None:
+    data = (TESTDATA / "onnx" / "external_one_file" / "model.onnx").read_bytes()
+    assert b"model.onnx.data" in data
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data.replace(b"model.onnx.data", b"model\n\x1b[2J.data"))
+    for args in ([path], [path, "--json"]):
+        run = run_strict(*args)
+        assert_safe_output(run)
+        assert run.code == 1
+    error = run.json()["results"][0]["error"]
+    assert "\n" not in error["message"] and "\\x0a\\x1b[2J" in error["message"]

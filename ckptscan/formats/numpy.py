@@ -304,6 +304,8 @@ def _record_size(fields: list[Any], depth: int) -> tuple[int, bool]:
             size, objects = _record_size(descr, depth + 1)
         elif isinstance(descr, str):
             dtype, _, objects = _scalar_descr(descr)
+            if not objects and not dtype.known:  # e.g. '<g0': a zero-width long double (fuzzing, issue 13)
+                raise MalformedFile(f"structured dtype field {field[0]!r} has no size ({descr!r})", where="descr")
             size = 8 if objects else dtype.nbytes(1)
         else:
             raise MalformedFile(f"structured dtype field {field[0]!r} has no descriptor", where="descr")
