@@ -6,6 +6,8 @@ ckptscan audit DIR...        every checkpoint under some folders, in parallel, w
 ckptscan PATH... --explain   also each tensor's role and the evidence for it
 ckptscan PATH... --stats     also read the values: statistics, pruning, quantization error, integrity
 ckptscan memory PATH...      inference and training memory estimates (see --help)
+ckptscan diff A B            what changed between two models (tensors, dtypes, roles, metadata; values with --stats)
+ckptscan report PATH... -o F a self-contained HTML report with a treemap of the bytes
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
 """
@@ -670,11 +672,169 @@ def run_memory(argv: list[str]) -> int:
     return exit_code(results, None)
 
 
+# -- diff ----------------------------------------------------------------------------------------
+
+
+def diff_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckptscan diff",
+        description="What changed between two models of any formats: tensors added, removed and renamed "
+        "(matched by name, wrapper prefixes, llama.cpp <-> Hugging Face names, shape, and with --stats content), "
+        "dtype and shape changes, bytes and parameters by role, metadata; with --stats, every matched tensor's "
+        "values compared, B against A (max |B-A|, relative Frobenius norm, cosine, SQNR). See docs/diff.md.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("a", metavar="A", help="the reference model (file, index or model folder)")
+    parser.add_argument("b", metavar="B", help="the model to compare with it")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (see `ckptscan schema --diff`)")
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="read both models' values (streamed, bounded memory): compare every matched tensor and match "
+        "renames by content; needs numpy",
+    )
+    parser.add_argument("--all", action="store_true", help="list every row (the terminal shows 40 per table)")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with both models "
+                        "and the diff")  # fmt: skip
+    add_output_arguments(parser)
+    return parser
+
+
+def run_diff(argv: list[str]) -> int:
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.diff import compare, match_tensors, with_values
+
+    parser = diff_parser()
+    args = parser.parse_args(argv)
+    results = []
+    for path in (args.a, args.b):
+        found = scan_path(path)
+        if len(found) != 1:
+            parser.error(f"{path}: holds {len(found)} models; name one file or index")
+        results.append(found[0])
+    if any(r.inventory is None or r.error is not None for r in results):
+        report_errors(results)
+        return EXIT_INPUT_FAILED
+    inv_a, inv_b = (r.inventory for r in results)
+    assert inv_a is not None and inv_b is not None
+    options = AnalysisOptions(memory=False)
+    analysis_a = analyze(inv_a, options)
+    analysis_b = analyze(inv_b, options)
+    hashes = None
+    if args.stats:
+        from ckptscan.stats.compare import content_hashes
+
+        _, removed, added = match_tensors(inv_a.tensors, inv_b.tensors)
+        if removed and added:  # renames: hash what the names did not match
+            try:
+                hashes = (content_hashes(inv_a, removed), content_hashes(inv_b, added))
+            except CkptscanError as e:
+                print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
+                return EXIT_INPUT_FAILED
+    diff = compare(inv_a, inv_b, analysis_a, analysis_b, hashes_a=hashes[0] if hashes else None,
+                   hashes_b=hashes[1] if hashes else None)  # fmt: skip
+    if args.stats:
+        from ckptscan.stats.compare import compare_pairs
+
+        bar = ProgressBar("diff") if not args.json and sys.stderr.isatty() else None
+        try:
+            values = compare_pairs(inv_a, inv_b, [(p.a, p.b) for p in diff.pairs],
+                                   progress=bar.update if bar is not None else None)  # fmt: skip
+        except CkptscanError as e:
+            print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
+            return EXIT_INPUT_FAILED
+        finally:
+            if bar is not None:
+                bar.close()
+        diff = with_values(diff, values)
+    from ckptscan.report import diff as diff_report
+
+    if args.json:
+        emit_json(diff_report.document(diff))
+    else:
+        console = make_console(args.no_color)
+        for renderable in diff_report.report(diff, show_all=args.all):
+            console.print(renderable)
+    if args.html:
+        write_html(args.html, results, None, diff=diff)
+    return EXIT_OK
+
+
+# -- report (HTML) ------------------------------------------------------------------------------
+
+
+def report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckptscan report",
+        description="Write one self-contained HTML file (no network access when viewed): a zoomable treemap of "
+        "where each model's bytes go, and the summary tables; with --stats also per-tensor value statistics. "
+        "See docs/html.md.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    add_reduction_arguments(parser)
+    add_fail_on_argument(parser)
+    add_stats_arguments(parser)
+    add_output_arguments(parser)
+    return parser
+
+
+def run_report(argv: list[str]) -> int:
+    parser = report_parser()
+    args = parser.parse_args(argv)
+    if args.group_size < 0:
+        parser.error("--group-size must be 0 or more")
+    results = [result for path in args.paths for result in scan_path(path)]
+    options = analysis_options(args)
+    args.json = False
+    stats = stats_for_results(results, args, options)
+    write_html(args.output, results, stats, options=options)
+    report_errors(results)
+    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+
+
+def write_html(
+    path: str,
+    results: list[ScanResult],
+    stats: Sequence[StatsResult | None] | None,
+    *,
+    options: AnalysisOptions | None = None,
+    diff: object = None,
+    audit: object = None,
+) -> None:
+    """Render the HTML report and write it; the renderer only formats, so analysis happens here."""
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.report import html
+
+    per_result = list(stats) if stats is not None else [None] * len(results)
+    models = [
+        html.HtmlModel(r, analyze(r.inventory, options) if r.inventory is not None else None, s)
+        for r, s in zip(results, per_result, strict=True)
+    ]
+    text = html.render(models, diff=diff, audit=audit)  # type: ignore[arg-type]
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        print(f"ckptscan: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT_FAILED) from None
+    print(f"ckptscan: wrote {path} ({len(text.encode('utf-8')):,} bytes)", file=sys.stderr)
+
+
 # -- other commands ------------------------------------------------------------------------------
 
 
 def run_schema(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="ckptscan schema", description="Print the JSON Schema of --json.").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="ckptscan schema", description="Print the JSON Schema of --json.")
+    parser.add_argument("--diff", action="store_true", help="the schema of `ckptscan diff --json` instead")
+    args = parser.parse_args(argv)
+    if args.diff:
+        from ckptscan.report.diff import schema as diff_schema
+
+        emit_json(diff_schema())
+        return EXIT_OK
     from ckptscan.report.json import schema
 
     emit_json(schema())
@@ -697,6 +857,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "scan": run_scan,
     "audit": run_audit,
     "memory": run_memory,
+    "diff": run_diff,
+    "report": run_report,
     "schema": run_schema,
     "formats": run_formats,
 }
