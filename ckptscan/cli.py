@@ -725,7 +725,7 @@ def run_diff(argv: list[str]) -> int:
     if args.stats:
         from ckptscan.stats.compare import content_hashes
 
-        _, removed, added = match_tensors(inv_a.tensors, inv_b.tensors)
+        _, removed, added = match_tensors(inv_a.tensors, inv_b.tensors, by_shape=False)
         if removed and added:  # renames: hash what the names did not match
             try:
                 hashes = (content_hashes(inv_a, removed), content_hashes(inv_b, added))
@@ -733,7 +733,7 @@ def run_diff(argv: list[str]) -> int:
                 print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
                 return EXIT_INPUT_FAILED
     diff = compare(inv_a, inv_b, analysis_a, analysis_b, hashes_a=hashes[0] if hashes else None,
-                   hashes_b=hashes[1] if hashes else None)  # fmt: skip
+                   hashes_b=hashes[1] if hashes else None, content=args.stats)  # fmt: skip
     if args.stats:
         from ckptscan.stats.compare import compare_pairs
 

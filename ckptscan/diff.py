@@ -58,6 +58,7 @@ _GGUF_BLOCK = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
 _GGUF_TOP = re.compile(r"([a-z_]+)\.(weight|bias)")
 
 METADATA_VALUE_CHARS = 200  # a changed metadata value is shown up to this many characters
+HIDDEN_METADATA = frozenset({"kv_types"})  # GGUF's value types: they follow the values
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +166,12 @@ def match_tensors(
     b: Sequence[Tensor],
     hashes_a: Mapping[str, str] | None = None,
     hashes_b: Mapping[str, str] | None = None,
+    *,
+    by_shape: bool = True,
 ) -> tuple[list[Pair], list[Tensor], list[Tensor]]:
-    """Pairs (in A's order), tensors only in A, tensors only in B (in B's order)."""
+    """Pairs (in A's order), tensors only in A, tensors only in B (in B's order).
+
+    ``by_shape=False`` stops after the name steps: what is left is what content hashes could match."""
     pairs: dict[int, Pair] = {}
     left = dict(enumerate(a))
     right = dict(enumerate(b))
@@ -193,7 +198,8 @@ def match_tensors(
     by_key(lambda name: gguf_to_hf(canonical_name(name)) or canonical_name(name), "gguf-name")
     if hashes_a is not None and hashes_b is not None:
         by_key_pairs(left, right, pairs, lambda t, h: (t.shape, h.get(t.name)), hashes_a, hashes_b, "content")
-    by_key_pairs(left, right, pairs, lambda t, h: (t.shape,), {}, {}, "shape")
+    if by_shape:
+        by_key_pairs(left, right, pairs, lambda t, h: (t.shape,), {}, {}, "shape")
     return [pairs[i] for i in sorted(pairs)], list(left.values()), list(right.values())
 
 
@@ -230,11 +236,14 @@ def compare(
     *,
     hashes_a: Mapping[str, str] | None = None,
     hashes_b: Mapping[str, str] | None = None,
+    content: bool = False,
 ) -> Diff:
-    """The structural comparison of two models (values come later, from :func:`with_values`)."""
+    """The structural comparison of two models (values come later, from :func:`with_values`).
+
+    ``content``: the caller read the values (hashes are then given where names left tensors unmatched)."""
     pairs, removed, added = match_tensors(inventory_a.tensors, inventory_b.tensors, hashes_a, hashes_b)
     notes: list[str] = []
-    if hashes_a is None:
+    if not content and (removed or added):
         notes.append("renames are matched by name patterns and unique shapes; --stats also matches by content")
     return Diff(
         a=_side(inventory_a, analysis_a),
@@ -302,6 +311,8 @@ def metadata_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Metadat
 
 def _flatten(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterable[tuple[str, str]]:
     for key, item in value.items():
+        if key in HIDDEN_METADATA:
+            continue
         name = f"{prefix}{key}"
         if isinstance(item, Mapping) and item and depth < 1:
             yield from _flatten(item, f"{name}.", depth + 1)

@@ -205,7 +205,10 @@ def report(diff: Diff, *, show_all: bool = False) -> list[RenderableType]:
         out.append(t)
 
     if diff.values is not None:
-        out.append(values_table(diff, limit))
+        if diff.changed_values or any(v.skipped for v in diff.values):
+            out.append(values_table(diff, limit))
+        else:
+            out.append(Text(f"values: all {len(diff.values):,} matched tensors are identical", style="bold green"))
 
     if diff.metadata:
         t = Table(title="metadata changes", title_justify="left")

@@ -54,10 +54,20 @@ _SIDE_CATEGORIES = {
     "training_state": "[training state]",
 }
 ROLE_COLORS = {  # the same as report.js (the legend is drawn here)
-    "weight": "#4e79a7", "bias": "#a0cbe8", "embedding": "#f28e2b", "output_head": "#ffbe7d", "norm": "#59a14f",
-    "quantization": "#8cd17d", "buffer": "#b6992d", "optimizer_state": "#e15759", "ema": "#ff9d9a",
-    "master_weight": "#d37295", "training_state": "#fabfd2", "other": "#79706e", "overhead": "#bab0ac",
-}  # fmt: skip
+    "weight": "#4e79a7",
+    "bias": "#a0cbe8",
+    "embedding": "#f28e2b",
+    "output_head": "#ffbe7d",
+    "norm": "#59a14f",
+    "quantization": "#8cd17d",
+    "buffer": "#b6992d",
+    "optimizer_state": "#e15759",
+    "ema": "#ff9d9a",
+    "master_weight": "#d37295",
+    "training_state": "#fabfd2",
+    "other": "#79706e",
+    "overhead": "#bab0ac",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +118,10 @@ def render(
         body.insert(0, _diff_section(diff))
     toc = ""
     if len(body) > 1:
-        links = [f'<a href="#model-{i}">{_e(_short_path(m.result.path))}</a>' for i, m in enumerate(models,
-                 start=len(audit.rows) if audit else 0)]  # fmt: skip
+        links = [
+            f'<a href="#model-{i}">{_e(_short_path(m.result.path))}</a>'
+            for i, m in enumerate(models, start=len(audit.rows) if audit else 0)
+        ]
         if diff is not None:
             links.insert(0, '<a href="#diff">diff</a>')
         if audit is not None:
@@ -125,7 +137,7 @@ def render(
     subtitle = f"{len(models) + (len(audit.rows) if audit else 0)} model(s) · ckptscan {_e(__version__)}"
     return "".join(
         [
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_e(title)}</title><style>{style}</style></head><body>",
@@ -148,7 +160,7 @@ def script_json(value: Any) -> str:
 
 @cache
 def _asset(name: str) -> str:
-    return resources.files("ckptscan.report").joinpath("html_assets", name).read_text(encoding="utf-8")
+    return resources.files("ckptscan.report").joinpath("html_assets").joinpath(name).read_text(encoding="utf-8")
 
 
 def _sha256(text: str) -> str:
@@ -188,8 +200,14 @@ def tensor_tree(inventory: Inventory, analysis: Analysis) -> dict[str, Any]:
         for part in parts[:-1]:
             path = f"{path}.{part}" if path else part
             node = node["c"].setdefault(part, _group(part, path))
-        leaf = {"n": parts[-1], "p": t.name, "b": t.nbytes, "r": d.role.value, "d": t.dtype.name,
-                "s": "[" + ", ".join(map(str, t.shape)) + "]"}  # fmt: skip
+        leaf = {
+            "n": parts[-1],
+            "p": t.name,
+            "b": t.nbytes,
+            "r": d.role.value,
+            "d": t.dtype.name,
+            "s": "[" + ", ".join(map(str, t.shape)) + "]",
+        }
         slot = "\0t:" + parts[-1]
         while slot in node["c"]:  # two tensors with one name (allowed by some formats)
             slot += "'"
@@ -203,13 +221,21 @@ def tensor_tree(inventory: Inventory, analysis: Analysis) -> dict[str, Any]:
         root["c"]["\0overhead"] = overhead
     dead = split.bytes_of("dead_storage")
     if dead:
-        root["c"]["\0dead"] = {"n": "[unused storage]", "p": "storage bytes no tensor views, or bytes nothing "
-                               "points at", "b": dead, "k": "overhead"}  # fmt: skip
+        root["c"]["\0dead"] = {
+            "n": "[unused storage]",
+            "p": "storage bytes no tensor views, or bytes nothing points at",
+            "b": dead,
+            "k": "overhead",
+        }
     described = tensor_bytes + sum(split.format_overhead.values()) + dead
     rest = inventory.file_bytes - described
     if rest > 0:
-        root["c"]["\0rest"] = {"n": "[not described]", "p": "bytes the reader did not place (format internals, "
-                               "compressed data, a shared copy)", "b": rest, "k": "overhead"}  # fmt: skip
+        root["c"]["\0rest"] = {
+            "n": "[not described]",
+            "p": "bytes the reader did not place (format internals, compressed data, a shared copy)",
+            "b": rest,
+            "k": "overhead",
+        }
     tree = _finish(root)
     tree["file_bytes"] = inventory.file_bytes
     return tree
@@ -236,8 +262,12 @@ def record_tree(record: Mapping[str, Any]) -> dict[str, Any] | None:
                 placed += nbytes
     file_bytes = record.get("file_bytes")
     if isinstance(file_bytes, int) and file_bytes > placed:
-        root["c"]["\0rest"] = {"n": "[other]", "p": "tensors outside the parameter rollup, and unplaced bytes",
-                               "b": file_bytes - placed, "k": "overhead"}  # fmt: skip
+        root["c"]["\0rest"] = {
+            "n": "[other]",
+            "p": "tensors outside the parameter rollup, and unplaced bytes",
+            "b": file_bytes - placed,
+            "k": "overhead",
+        }
     tree = _finish(root)
     tree["file_bytes"] = file_bytes if isinstance(file_bytes, int) else tree["b"]
     return tree
@@ -287,8 +317,10 @@ def tree_total(tree: Mapping[str, Any]) -> int:
 
 def _model_section(index: int, model: HtmlModel) -> str:
     r = model.result
-    out = [f'<section class="model" id="model-{index}">',
-           f'<h2>{_e(r.path)} <span class="fmt">{_e(r.format or "unrecognized")}</span></h2>']  # fmt: skip
+    out = [
+        f'<section class="model" id="model-{index}">',
+        f'<h2>{_e(r.path)} <span class="fmt">{_e(r.format or "unrecognized")}</span></h2>',
+    ]
     if r.error is not None:
         out.append(f'<p class="error">[{_e(r.error.code)}] {_e(r.error.message)}</p>')
     inventory, analysis = r.inventory, model.analysis
@@ -340,14 +372,24 @@ def _treemap(index: int, analysis: Analysis) -> str:
 
 
 def _swatch(color: str, label: str) -> str:
-    return (f'<span><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" fill="{_e(color)}"/>'
-            f"</svg> {_e(label)}</span>")  # fmt: skip
+    return (
+        f'<span><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" fill="{_e(color)}"/>'
+        f"</svg> {_e(label)}</span>"
+    )
+
+
+Cell = tuple[str, object]  # (html, sort key: None for the text itself, "name" for a tensor name)
 
 
 def _table(
-    title: str, headers: Sequence[tuple[str, bool]], rows: Iterable[Sequence[tuple[str, object | None]]],
-    *, sortable: bool = False, scroll: bool = False, table_id: str = "",
-) -> str:  # fmt: skip
+    title: str,
+    headers: Sequence[tuple[str, bool]],
+    rows: Iterable[Sequence[Cell]],
+    *,
+    sortable: bool = False,
+    scroll: bool = False,
+    table_id: str = "",
+) -> str:
     """A table: headers are (label, numeric); cells are (html, sort key or None)."""
     head = "".join(f'<th class="num">{_e(h)}</th>' if num else f"<th>{_e(h)}</th>" for h, num in headers)
     body = []
@@ -370,13 +412,21 @@ def _table(
 def _roles_table(analysis: Analysis) -> str:
     total = sum(c.bytes for c in analysis.by_role.values()) or 1
     rows = [
-        [(_e(role), None), (f"{c.tensors:,}", c.tensors), (_count(analysis.parameters.by_role.get(role, 0)),
-         analysis.parameters.by_role.get(role, 0)), (_bytes(c.bytes), c.bytes), (f"{100 * c.bytes / total:.1f}%",
-         c.bytes)]  # fmt: skip
+        [
+            (_e(role), None),
+            (f"{c.tensors:,}", c.tensors),
+            (_count(analysis.parameters.by_role.get(role, 0)), analysis.parameters.by_role.get(role, 0)),
+            (_bytes(c.bytes), c.bytes),
+            (f"{100 * c.bytes / total:.1f}%", c.bytes),
+        ]
         for role, c in analysis.by_role.items()
     ]
-    return _table("Roles", [("role", False), ("tensors", True), ("parameters", True), ("bytes", True), ("share", True)],
-                  rows, sortable=True)  # fmt: skip
+    return _table(
+        "Roles",
+        [("role", False), ("tensors", True), ("parameters", True), ("bytes", True), ("share", True)],
+        rows,
+        sortable=True,
+    )
 
 
 def _dtypes_table(inventory: Inventory) -> str:
@@ -384,13 +434,16 @@ def _dtypes_table(inventory: Inventory) -> str:
         [(_e(name), None), (f"{c.tensors:,}", c.tensors), (_count(c.elements), c.elements), (_bytes(c.bytes), c.bytes)]
         for name, c in summary.by_dtype(inventory.tensors).items()
     ]
-    return _table("Dtypes", [("dtype", False), ("tensors", True), ("elements", True), ("bytes", True)], rows,
-                  sortable=True)  # fmt: skip
+    return _table(
+        "Dtypes", [("dtype", False), ("tensors", True), ("elements", True), ("bytes", True)], rows, sortable=True
+    )
 
 
 def _overhead_table(analysis: Analysis) -> str:
     split = analysis.overhead
-    rows = [[(_e(name.replace("_", " ")), None), (_bytes(p.bytes), p.bytes)] for name, p in split.parts.items() if p.bytes]
+    rows = [
+        [(_e(name.replace("_", " ")), None), (_bytes(p.bytes), p.bytes)] for name, p in split.parts.items() if p.bytes
+    ]
     rows += [[(f"&nbsp;&nbsp;{_e(kind)}", None), (_bytes(n), n)] for kind, n in split.format_overhead.items()]
     note = "" if split.exact else '<p class="muted">approximate: ' + _e("; ".join(split.notes)) + "</p>"
     return _table(f"Where the {_bytes(split.file_bytes)} go", [("category", False), ("bytes", True)], rows) + note
@@ -400,12 +453,20 @@ def _reduction_table(analysis: Analysis) -> str:
     if not analysis.targets:
         return ""
     rows = [
-        [(_e(t.name), None), (_bytes(t.bytes), t.bytes), (_bytes(t.saving_bytes), t.saving_bytes),
-         (f"{100 * t.saving_bytes / max(1, t.bytes + t.saving_bytes):.1f}%", t.saving_bytes)]  # fmt: skip
+        [
+            (_e(t.name), None),
+            (_bytes(t.bytes), t.bytes),
+            (_bytes(t.saving_bytes), t.saving_bytes),
+            (f"{100 * t.saving_bytes / max(1, t.bytes + t.saving_bytes):.1f}%", t.saving_bytes),
+        ]
         for t in analysis.targets
     ]
-    return _table("Reduction what-ifs (file size at each target)",
-                  [("target", False), ("bytes", True), ("saving", True), ("saving %", True)], rows, sortable=True)  # fmt: skip
+    return _table(
+        "Reduction what-ifs (file size at each target)",
+        [("target", False), ("bytes", True), ("saving", True), ("saving %", True)],
+        rows,
+        sortable=True,
+    )
 
 
 def _memory_table(analysis: Analysis) -> str:
@@ -422,13 +483,20 @@ def _memory_table(analysis: Analysis) -> str:
     rows = []
     for name in names:
         need = int(by_target[name])
-        fits = [('<span class="ok">&#10003;</span>' if need <= g * 10**9 else '<span class="no">&#10007;</span>', None)
-                for g in GPU_SIZES_GB]  # fmt: skip
+        fits = [
+            ('<span class="ok">&#10003;</span>' if need <= g * 10**9 else '<span class="no">&#10007;</span>', None)
+            for g in GPU_SIZES_GB
+        ]
         rows.append([(_e(name), None), (_bytes(need), need), *fits])
-    kv_note = (f"KV cache {_bytes(kv_bytes)} ({kv.get('context', 0):,} tokens, batch {kv.get('batch', 1)}) included"
-               if kv_bytes else "no KV cache estimate (architecture unknown)")  # fmt: skip
-    return _table("Memory: will it fit?", headers, rows) + f'<p class="muted">{_e(kv_note)}; weights + KV cache ' \
+    kv_note = (
+        f"KV cache {_bytes(kv_bytes)} ({kv.get('context', 0):,} tokens, batch {kv.get('batch', 1)}) included"
+        if kv_bytes
+        else "no KV cache estimate (architecture unknown)"
+    )
+    return (
+        _table("Memory: will it fit?", headers, rows) + f'<p class="muted">{_e(kv_note)}; weights + KV cache '
         "only: runtime buffers and activations are not included (`ckptscan memory`).</p>"
+    )
 
 
 def _findings_table(findings: Sequence[Any]) -> str:
@@ -436,25 +504,37 @@ def _findings_table(findings: Sequence[Any]) -> str:
         return '<h3>Findings</h3><p class="muted">none</p>'
     ordered = sorted(findings, key=lambda f: -f.severity.rank)
     rows = [
-        [(f'<span class="sev-{_e(f.severity.value)}">{_e(f.severity.value)}</span>', f.severity.rank),
-         (_e(f.code), None), (_e(f.message), None), (_e(f.where), "name")]  # fmt: skip
+        [
+            (f'<span class="sev-{_e(f.severity.value)}">{_e(f.severity.value)}</span>', f.severity.rank),
+            (_e(f.code), None),
+            (_e(f.message), None),
+            (_e(f.where), "name"),
+        ]
         for f in ordered
     ]
-    return _table("Findings", [("severity", True), ("code", False), ("message", False), ("where", False)], rows,
-                  sortable=True)  # fmt: skip
+    return _table(
+        "Findings", [("severity", True), ("code", False), ("message", False), ("where", False)], rows, sortable=True
+    )
 
 
 # -- --stats ---------------------------------------------------------------------------------------
 
 
 def _stats_section(inventory: Inventory, analysis: Analysis, stats: StatsResult) -> str:
-    rows = []
+    rows: list[Sequence[Cell]] = []
     zero_fractions: list[float] = []
     sqnr8: list[float] = []
     for t, d, s in zip(inventory.tensors, analysis.decisions, stats.tensors, strict=True):
         if s.skipped is not None:
-            rows.append([(_e(t.name), "name"), (_e(d.role.value), None), (_e(t.dtype.name), None),
-                         (f'<span class="muted">{_e(s.skipped)}</span>', None)] + [("", None)] * 7)  # fmt: skip
+            rows.append(
+                [
+                    (_e(t.name), "name"),
+                    (_e(d.role.value), None),
+                    (_e(t.dtype.name), None),
+                    (f'<span class="muted">{_e(s.skipped)}</span>', None),
+                ]
+                + [("", None)] * 7
+            )
             continue
         zeros = s.zeros / s.elements if s.elements else 0.0
         zero_fractions.append(zeros)
@@ -475,9 +555,19 @@ def _stats_section(inventory: Inventory, analysis: Analysis, stats: StatsResult)
                 (f"{s.nan:,} / {s.inf:,}", s.nan + s.inf),
             ]
         )
-    headers = [("tensor", False), ("role", False), ("dtype", False), ("values", True), ("zeros", True),
-               ("|max|", True), ("std", True), ("outlier", True), ("SQNR int8 dB", True), ("SQNR int4 dB", True),
-               ("NaN / Inf", True)]  # fmt: skip
+    headers = [
+        ("tensor", False),
+        ("role", False),
+        ("dtype", False),
+        ("values", True),
+        ("zeros", True),
+        ("|max|", True),
+        ("std", True),
+        ("outlier", True),
+        ("SQNR int8 dB", True),
+        ("SQNR int4 dB", True),
+        ("NaN / Inf", True),
+    ]
     sampled = " (sampled)" if stats.sampled else ""
     hists = (
         '<div class="grid2">'
@@ -530,59 +620,149 @@ def _diff_section(diff: Diff) -> str:
             [("", False), ("A", True), ("B", True), ("change", True)],
             [
                 [("format", None), (_e(diff.a.format), None), (_e(diff.b.format), None), ("", None)],
-                [("file bytes", None), (_bytes(diff.a.file_bytes), None), (_bytes(diff.b.file_bytes), None),
-                 (f"{diff.b.file_bytes - diff.a.file_bytes:+,}", None)],  # fmt: skip
-                [("tensors", None), (f"{diff.a.tensors:,}", None), (f"{diff.b.tensors:,}", None),
-                 (f"{diff.b.tensors - diff.a.tensors:+,}", None)],  # fmt: skip
-                [("parameters", None), (f"{diff.a.parameters:,}", None), (f"{diff.b.parameters:,}", None),
-                 (f"{diff.b.parameters - diff.a.parameters:+,}", None)],  # fmt: skip
+                [
+                    ("file bytes", None),
+                    (_bytes(diff.a.file_bytes), None),
+                    (_bytes(diff.b.file_bytes), None),
+                    (f"{diff.b.file_bytes - diff.a.file_bytes:+,}", None),
+                ],
+                [
+                    ("tensors", None),
+                    (f"{diff.a.tensors:,}", None),
+                    (f"{diff.b.tensors:,}", None),
+                    (f"{diff.b.tensors - diff.a.tensors:+,}", None),
+                ],
+                [
+                    ("parameters", None),
+                    (f"{diff.a.parameters:,}", None),
+                    (f"{diff.b.parameters:,}", None),
+                    (f"{diff.b.parameters - diff.a.parameters:+,}", None),
+                ],
             ],
         )
     )
-    counts = (f"{len(diff.pairs):,} matched, {len(diff.renamed):,} renamed, {len(diff.added):,} added, "
-              f"{len(diff.removed):,} removed, {len(diff.dtype_changes):,} dtype and "
-              f"{len(diff.shape_changes):,} shape changes")  # fmt: skip
+    counts = (
+        f"{len(diff.pairs):,} matched, {len(diff.renamed):,} renamed, {len(diff.added):,} added, "
+        f"{len(diff.removed):,} removed, {len(diff.dtype_changes):,} dtype and "
+        f"{len(diff.shape_changes):,} shape changes"
+    )
     out.append(f"<p><b>{_e(counts)}</b></p>")
-    tensor_rows = [[("+", None), (_e(t.name), "name"), (_e(t.dtype.name), None), (_bytes(t.nbytes), t.nbytes)]
-                   for t in diff.added]  # fmt: skip
-    tensor_rows += [[("&#8722;", None), (_e(t.name), "name"), (_e(t.dtype.name), None), (_bytes(t.nbytes), t.nbytes)]
-                    for t in diff.removed]  # fmt: skip
+    tensor_rows = [
+        [("+", None), (_e(t.name), "name"), (_e(t.dtype.name), None), (_bytes(t.nbytes), t.nbytes)] for t in diff.added
+    ]
+    tensor_rows += [
+        [("&#8722;", None), (_e(t.name), "name"), (_e(t.dtype.name), None), (_bytes(t.nbytes), t.nbytes)]
+        for t in diff.removed
+    ]
     if tensor_rows:
-        out.append(_table("Added / removed", [("", False), ("tensor", False), ("dtype", False), ("bytes", True)],
-                          tensor_rows, sortable=True, scroll=True))  # fmt: skip
+        out.append(
+            _table(
+                "Added / removed",
+                [("", False), ("tensor", False), ("dtype", False), ("bytes", True)],
+                tensor_rows,
+                sortable=True,
+                scroll=True,
+            )
+        )
     changed = [p for p in diff.pairs if p.match != "name" or p.dtype_changed or p.shape_changed]
     if changed:
-        rows = [[(_e(p.a.name), "name"), (_e(p.b.name), "name"), (_e(p.match), None),
-                 (_e(f"{p.a.dtype.name} → {p.b.dtype.name}" if p.dtype_changed else p.a.dtype.name), None),
-                 (_e(f"{list(p.a.shape)} → {list(p.b.shape)}" if p.shape_changed else list(p.a.shape)), None)]
-                for p in changed]  # fmt: skip
-        out.append(_table("Renamed, retyped or reshaped", [("A", False), ("B", False), ("matched by", False),
-                          ("dtype", False), ("shape", False)], rows, sortable=True, scroll=True))  # fmt: skip
-    role_rows = [[(_e(r.role), None), (_bytes(r.bytes_a), r.bytes_a), (_bytes(r.bytes_b), r.bytes_b),
-                  (f"{r.bytes_b - r.bytes_a:+,}", r.bytes_b - r.bytes_a), (f"{r.parameters_a:,}", r.parameters_a),
-                  (f"{r.parameters_b:,}", r.parameters_b)] for r in diff.roles]  # fmt: skip
-    out.append(_table("By role", [("role", False), ("bytes A", True), ("bytes B", True), ("bytes change", True),
-                      ("params A", True), ("params B", True)], role_rows, sortable=True))  # fmt: skip
+        renamed: list[Sequence[Cell]] = [
+            [
+                (_e(p.a.name), "name"),
+                (_e(p.b.name), "name"),
+                (_e(p.match), None),
+                (_e(f"{p.a.dtype.name} → {p.b.dtype.name}" if p.dtype_changed else p.a.dtype.name), None),
+                (_e(f"{list(p.a.shape)} → {list(p.b.shape)}" if p.shape_changed else list(p.a.shape)), None),
+            ]
+            for p in changed
+        ]
+        out.append(
+            _table(
+                "Renamed, retyped or reshaped",
+                [("A", False), ("B", False), ("matched by", False), ("dtype", False), ("shape", False)],
+                renamed,
+                sortable=True,
+                scroll=True,
+            )
+        )
+    role_rows = [
+        [
+            (_e(r.role), None),
+            (_bytes(r.bytes_a), r.bytes_a),
+            (_bytes(r.bytes_b), r.bytes_b),
+            (f"{r.bytes_b - r.bytes_a:+,}", r.bytes_b - r.bytes_a),
+            (f"{r.parameters_a:,}", r.parameters_a),
+            (f"{r.parameters_b:,}", r.parameters_b),
+        ]
+        for r in diff.roles
+    ]
+    out.append(
+        _table(
+            "By role",
+            [
+                ("role", False),
+                ("bytes A", True),
+                ("bytes B", True),
+                ("bytes change", True),
+                ("params A", True),
+                ("params B", True),
+            ],
+            role_rows,
+            sortable=True,
+        )
+    )
     if diff.values is not None:
-        rows = []
+        rows: list[Sequence[Cell]] = []
         for v in diff.values:
             name = v.a if v.a == v.b else f"{v.a} → {v.b}"
             if v.skipped is not None:
-                rows.append([(_e(name), "name"), (f'<span class="muted">{_e(v.skipped)}</span>', -1)]
-                            + [("", None)] * 5)  # fmt: skip
+                rows.append(
+                    [(_e(name), "name"), (f'<span class="muted">{_e(v.skipped)}</span>', -1)] + [("", None)] * 5
+                )
                 continue
-            rows.append([(_e(name), "name"), (f"{v.changed:,}", v.changed), (_num(v.max_abs_diff), _key(v.max_abs_diff)),
-                         (_num(v.rel_frobenius), _key(v.rel_frobenius)), (_num(v.cosine, 6), _key(v.cosine)),
-                         ("∞" if v.sqnr_db is None else f"{v.sqnr_db:.2f}", _key(v.sqnr_db, 1e9)),
-                         ("identical" if v.identical else "changed", int(v.identical))])  # fmt: skip
-        out.append(_table("Values (B against A)", [("tensor", False), ("changed values", True), ("max |B−A|", True),
-                          ("rel. Frobenius", True), ("cosine", True), ("SQNR dB", True), ("", False)], rows,
-                          sortable=True, scroll=True, table_id="diff-values"))  # fmt: skip
+            rows.append(
+                [
+                    (_e(name), "name"),
+                    (f"{v.changed:,}", v.changed),
+                    (_num(v.max_abs_diff), _key(v.max_abs_diff)),
+                    (_num(v.rel_frobenius), _key(v.rel_frobenius)),
+                    (_num(v.cosine, 6), _key(v.cosine)),
+                    ("∞" if v.sqnr_db is None else f"{v.sqnr_db:.2f}", _key(v.sqnr_db, 1e9)),
+                    ("identical" if v.identical else "changed", int(v.identical)),
+                ]
+            )
+        out.append(
+            _table(
+                "Values (B against A)",
+                [
+                    ("tensor", False),
+                    ("changed values", True),
+                    ("max |B−A|", True),
+                    ("rel. Frobenius", True),
+                    ("cosine", True),
+                    ("SQNR dB", True),
+                    ("", False),
+                ],
+                rows,
+                sortable=True,
+                scroll=True,
+                table_id="diff-values",
+            )
+        )
     if diff.metadata:
-        rows = [[(_e(m.key), "name"), (_e(m.change), None), (_e(m.a or ""), None), (_e(m.b or ""), None)]
-                for m in diff.metadata]  # fmt: skip
-        out.append(_table("Metadata", [("key", False), ("change", False), ("A", False), ("B", False)], rows,
-                          sortable=True, scroll=True))  # fmt: skip
+        rows = [
+            [(_e(m.key), "name"), (_e(m.change), None), (_e(m.a or ""), None), (_e(m.b or ""), None)]
+            for m in diff.metadata
+        ]
+        out.append(
+            _table(
+                "Metadata",
+                [("key", False), ("change", False), ("A", False), ("B", False)],
+                rows,
+                sortable=True,
+                scroll=True,
+            )
+        )
     out.append("".join(f'<p class="muted">{_e(n)}</p>' for n in diff.notes))
     out.append("</section>")
     return "".join(out)
@@ -623,13 +803,21 @@ def _audit_section(audit: HtmlAudit) -> str:
                 (_count(int(row.get("parameters") or 0)), row.get("parameters") or 0),
                 (_bytes(rec), rec),
                 (_bytes(int(row.get("quantize_saving_bytes") or 0)), row.get("quantize_saving_bytes") or 0),
-                (f"{len(found)}" + (f' <span class="sev-{_e(worst)}">{_e(worst)}</span>' if worst else ""),
-                 len(found)),  # fmt: skip
+                (f"{len(found)}" + (f' <span class="sev-{_e(worst)}">{_e(worst)}</span>' if worst else ""), len(found)),
             ]
         )
     quantize = audit.rows[0].get("quantize_target", "") if audit.rows else ""
-    headers = [("model", False), ("format", False), ("status", False), ("bytes", True), ("tensors", True),
-               ("parameters", True), ("recoverable", True), (f"saving at {quantize}", True), ("findings", True)]  # fmt: skip
+    headers = [
+        ("model", False),
+        ("format", False),
+        ("status", False),
+        ("bytes", True),
+        ("tensors", True),
+        ("parameters", True),
+        ("recoverable", True),
+        (f"saving at {quantize}", True),
+        ("findings", True),
+    ]
     out.append(_table("Models", headers, rows, sortable=True, scroll=True, table_id="audit-models"))
     out.append("</section>")
     return "".join(out)
@@ -637,34 +825,50 @@ def _audit_section(audit: HtmlAudit) -> str:
 
 def _worst(found: Sequence[Any]) -> str:
     order = ["info", "low", "medium", "high", "critical"]
-    levels = [f.get("severity") for f in found if isinstance(f, Mapping) and f.get("severity") in order]
-    return max(levels, key=order.index) if levels else ""
+    levels = [order.index(f["severity"]) for f in found if isinstance(f, Mapping) and f.get("severity") in order]
+    return order[max(levels)] if levels else ""
 
 
 def _record_section(index: int, row: Mapping[str, Any], record: Mapping[str, Any]) -> str:
-    out = [f'<section class="model" id="model-{index}">',
-           f'<h2>{_e(row.get("path", ""))} <span class="fmt">{_e(row.get("format") or "unrecognized")}</span></h2>']  # fmt: skip
+    out = [
+        f'<section class="model" id="model-{index}">',
+        f'<h2>{_e(row.get("path", ""))} <span class="fmt">{_e(row.get("format") or "unrecognized")}</span></h2>',
+    ]
     error = record.get("error")
     if isinstance(error, Mapping):
         out.append(f'<p class="error">[{_e(error.get("code", ""))}] {_e(error.get("message", ""))}</p>')
     if record.get("overhead"):
-        out.append(f'<div class="treemap" data-model="{index}"><div class="tm-bar">'
-                   '<button type="button" class="tm-up">&#8593; up</button>'
-                   '<label>colour by <select class="tm-color"><option value="role">role</option>'
-                   '<option value="dtype">dtype</option></select></label><span class="tm-crumbs"></span>'
-                   '<span class="tm-info"></span></div><div class="tm-box"></div>'
-                   '<p class="muted">Modules (repeated blocks collapsed) and format overhead, area = bytes.</p></div>')  # fmt: skip
+        out.append(
+            f'<div class="treemap" data-model="{index}"><div class="tm-bar">'
+            '<button type="button" class="tm-up">&#8593; up</button>'
+            '<label>colour by <select class="tm-color"><option value="role">role</option>'
+            '<option value="dtype">dtype</option></select></label><span class="tm-crumbs"></span>'
+            '<span class="tm-info"></span></div><div class="tm-box"></div>'
+            '<p class="muted">Modules (repeated blocks collapsed) and format overhead, area = bytes.</p></div>'
+        )
     by_role = record.get("by_role") or {}
     if isinstance(by_role, Mapping) and by_role:
-        rows = [[(_e(k), None), (f"{int(v.get('tensors', 0)):,}", v.get("tensors", 0)),
-                 (_bytes(int(v.get("bytes", 0))), v.get("bytes", 0))] for k, v in by_role.items()
-                if isinstance(v, Mapping)]  # fmt: skip
+        rows = [
+            [
+                (_e(k), None),
+                (f"{int(v.get('tensors', 0)):,}", v.get("tensors", 0)),
+                (_bytes(int(v.get("bytes", 0))), v.get("bytes", 0)),
+            ]
+            for k, v in by_role.items()
+            if isinstance(v, Mapping)
+        ]
         out.append(_table("Roles", [("role", False), ("tensors", True), ("bytes", True)], rows, sortable=True))
     found = record.get("findings") or []
     if found:
-        rows = [[(f'<span class="sev-{_e(f.get("severity", ""))}">{_e(f.get("severity", ""))}</span>', None),
-                 (_e(f.get("code", "")), None), (_e(f.get("message", "")), None)] for f in found
-                if isinstance(f, Mapping)]  # fmt: skip
+        rows = [
+            [
+                (f'<span class="sev-{_e(f.get("severity", ""))}">{_e(f.get("severity", ""))}</span>', None),
+                (_e(f.get("code", "")), None),
+                (_e(f.get("message", "")), None),
+            ]
+            for f in found
+            if isinstance(f, Mapping)
+        ]
         out.append(_table("Findings", [("severity", False), ("code", False), ("message", False)], rows))
     out.append('<p><a href="#audit">back to the audit</a></p></section>')
     return "".join(out)
