@@ -95,14 +95,35 @@ _FIELD_OF_TYPE: dict[int, int] = {
 _PAIRS = {14, 15}  # complex: two values per element
 _PACKED_IN_INT32 = {21: 2, 22: 2, 23: 2, 25: 4, 26: 4}  # sub-byte types: elements per int32_data value
 
+
+# Protobuf field numbers (onnx/onnx.proto3)
+class _Model:
+    IR_VERSION, PRODUCER_NAME, PRODUCER_VERSION, DOMAIN, MODEL_VERSION, DOC_STRING, GRAPH = 1, 2, 3, 4, 5, 6, 7
+    OPSET_IMPORT, METADATA_PROPS, TRAINING_INFO, FUNCTIONS, CONFIGURATION = 8, 14, 20, 25, 26
+
+
+class _GraphProto:
+    NODE, NAME, INITIALIZER, DOC_STRING, INPUT, OUTPUT, VALUE_INFO = 1, 2, 5, 10, 11, 12, 13
+    SPARSE_INITIALIZER, METADATA_PROPS = 15, 16
+
+
 # ModelProto fields, with the wire type each must have (used by sniff)
 _MODEL_FIELDS: dict[int, int] = {
-    1: pb.VARINT, 2: pb.LEN, 3: pb.LEN, 4: pb.LEN, 5: pb.VARINT, 6: pb.LEN, 7: pb.LEN, 8: pb.LEN,
-    14: pb.LEN, 20: pb.LEN, 25: pb.LEN, 26: pb.LEN,
+    _Model.IR_VERSION: pb.VARINT, _Model.PRODUCER_NAME: pb.LEN, _Model.PRODUCER_VERSION: pb.LEN,
+    _Model.DOMAIN: pb.LEN, _Model.MODEL_VERSION: pb.VARINT, _Model.DOC_STRING: pb.LEN, _Model.GRAPH: pb.LEN,
+    _Model.OPSET_IMPORT: pb.LEN, _Model.METADATA_PROPS: pb.LEN, _Model.TRAINING_INFO: pb.LEN,
+    _Model.FUNCTIONS: pb.LEN, _Model.CONFIGURATION: pb.LEN,
 }  # fmt: skip
-_MODEL_TEXT_FIELDS = (2, 3, 4)  # producer_name, producer_version, domain: short printable strings
-_MODEL_LARGE_FIELDS = (6, 7, 20, 25)  # doc_string, graph, training_info, functions
+# short printable strings
+_MODEL_TEXT_FIELDS = (_Model.PRODUCER_NAME, _Model.PRODUCER_VERSION, _Model.DOMAIN)
+_MODEL_LARGE_FIELDS = (_Model.DOC_STRING, _Model.GRAPH, _Model.TRAINING_INFO, _Model.FUNCTIONS)
 MAX_SNIFF_IR_VERSION = 100
+# where each GraphProto field's bytes go in the main graph's accounting (default: graph structure)
+_GRAPH_REGIONS = {
+    _GraphProto.INITIALIZER: RegionKind.INDEX, _GraphProto.SPARSE_INITIALIZER: RegionKind.INDEX,
+    _GraphProto.NAME: RegionKind.METADATA, _GraphProto.DOC_STRING: RegionKind.METADATA,
+    _GraphProto.METADATA_PROPS: RegionKind.METADATA,
+}  # fmt: skip
 
 
 def sniff(head: Head) -> bool:
@@ -120,7 +141,7 @@ def sniff(head: Head) -> bool:
                 return False
             if wire_type == pb.VARINT:
                 value, pos = pb.read_varint(data, after_tag, end)
-                if number == 1:
+                if number == _Model.IR_VERSION:
                     if not 1 <= value <= MAX_SNIFF_IR_VERSION:
                         return False
                     seen_ir = True
@@ -130,7 +151,7 @@ def sniff(head: Head) -> bool:
                 return seen_ir and number in _MODEL_LARGE_FIELDS
             if number in _MODEL_TEXT_FIELDS and not _printable(data[start : start + length]):
                 return False
-            seen_graph = seen_graph or number == 7
+            seen_graph = seen_graph or number == _Model.GRAPH
             pos = start + length
     except CkptscanError:
         return False  # a varint cut off by the end of what sniff sees: not conclusive, so no
@@ -256,7 +277,7 @@ class _Parser:
         buf = self.buf
         for f in pb.fields(buf, 0, self.size):
             n = f.number
-            if n == 7:
+            if n == _Model.GRAPH:
                 if graph_info is not None:
                     raise MalformedFile("the model has two graph fields", where=f"offset {f.tag_offset}")
                 pb.expect(f, pb.LEN, "ModelProto.graph")
@@ -264,29 +285,30 @@ class _Parser:
                 graph_info = _GraphInfo()
                 self.graph(f, "graph", None, 1, "main", graph_info)
                 continue
-            self.covers.append((f.tag_offset, f.end, RegionKind.GRAPH if n in (20, 25) else RegionKind.METADATA))
-            if n == 1:
+            structure = n in (_Model.TRAINING_INFO, _Model.FUNCTIONS)
+            self.covers.append((f.tag_offset, f.end, RegionKind.GRAPH if structure else RegionKind.METADATA))
+            if n == _Model.IR_VERSION:
                 model["ir_version"] = pb.as_int64(pb.scalar(f, "ir_version"))
-            elif n == 2:
+            elif n == _Model.PRODUCER_NAME:
                 model["producer_name"] = pb.text(buf, f, "producer_name", TEXT_LIMIT)
-            elif n == 3:
+            elif n == _Model.PRODUCER_VERSION:
                 model["producer_version"] = pb.text(buf, f, "producer_version", TEXT_LIMIT)
-            elif n == 4:
+            elif n == _Model.DOMAIN:
                 model["domain"] = pb.text(buf, f, "domain", TEXT_LIMIT)
-            elif n == 5:
+            elif n == _Model.MODEL_VERSION:
                 model["model_version"] = pb.as_int64(pb.scalar(f, "model_version"))
-            elif n == 6:
+            elif n == _Model.DOC_STRING:
                 model["doc_string"] = pb.text(buf, f, "doc_string", TEXT_LIMIT)
-            elif n == 8:
+            elif n == _Model.OPSET_IMPORT:
                 domain, version = self.opset(f)
                 opsets[domain] = version
-            elif n == 14:
+            elif n == _Model.METADATA_PROPS:
                 self.string_entry(f, metadata_props, "metadata_props")
-            elif n == 20:
+            elif n == _Model.TRAINING_INFO:
                 pb.expect(f, pb.LEN, "training_info")
                 self.training_info(f, training_count)
                 training_count += 1
-            elif n == 25:
+            elif n == _Model.FUNCTIONS:
                 pb.expect(f, pb.LEN, "functions")
                 described = self.function(f)
                 if len(functions) < MAX_LISTED:
@@ -386,28 +408,27 @@ class _Parser:
         for g in pb.fields(buf, f.offset, f.end):
             n = g.number
             if info is not None:
-                kind_of = {5: RegionKind.INDEX, 15: RegionKind.INDEX, 2: RegionKind.METADATA, 10: RegionKind.METADATA,
-                           16: RegionKind.METADATA}.get(n, RegionKind.GRAPH)  # fmt: skip
+                kind_of = _GRAPH_REGIONS.get(n, RegionKind.GRAPH)
                 self.covers.append((g.tag_offset, g.end, kind_of))
-            if n == 1:
+            if n == _GraphProto.NODE:
                 pb.expect(g, pb.LEN, "graph node")
                 op = self.node(g, scope, depth, kind, info)
                 if info is not None:
                     info.node_count += 1
                     info.ops[op] += 1
-            elif n == 5:
+            elif n == _GraphProto.INITIALIZER:
                 pb.expect(g, pb.LEN, "graph initializer")
                 proto = self.tensor_proto(g)
                 self.add_record(proto.name, initializer_section, scope, proto)
-            elif n == 15:
+            elif n == _GraphProto.SPARSE_INITIALIZER:
                 pb.expect(g, pb.LEN, "graph sparse_initializer")
                 self.sparse(g, None, "sparse_initializer" if kind == "main" else "subgraph_initializer", scope)
-            elif n in (11, 12, 13):
+            elif n in (_GraphProto.INPUT, _GraphProto.OUTPUT, _GraphProto.VALUE_INFO):
                 pb.expect(g, pb.LEN, "graph value info")
                 self.value_info(g, n, scope, kind, info)
-            elif info is not None and n == 2:
+            elif info is not None and n == _GraphProto.NAME:
                 info.name = pb.text(buf, g, "graph name", TEXT_LIMIT)
-            elif info is not None and n == 16:
+            elif info is not None and n == _GraphProto.METADATA_PROPS:
                 self.string_entry(g, info.metadata_props, "graph metadata_props")
 
     def value_info(self, f: pb.Field, number: int, scope: _Graph, kind: str, info: _GraphInfo | None) -> None:
@@ -419,14 +440,15 @@ class _Parser:
             elif g.number == 2:
                 pb.expect(g, pb.LEN, "value type")
                 type_field = g
-        if number == 11 and kind != "main":
+        if number == _GraphProto.INPUT and kind != "main":
             scope.defined.setdefault(name, None)  # a subgraph's own input hides an outer value of that name
         if info is None:
             return
-        if number == 13:
+        if number == _GraphProto.VALUE_INFO:
             info.value_info_count += 1
             return
-        listing, counter = (info.inputs, "input_count") if number == 11 else (info.outputs, "output_count")
+        is_input = number == _GraphProto.INPUT
+        listing, counter = (info.inputs, "input_count") if is_input else (info.outputs, "output_count")
         setattr(info, counter, getattr(info, counter) + 1)
         if len(listing) < MAX_LISTED:
             described = {"name": name}
