@@ -441,6 +441,8 @@ def audit_parser() -> argparse.ArgumentParser:
         help="exit 4 when more than SIZE (e.g. 10GB) is recoverable by strip + dedupe",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report: one sortable row "
+                        "per model, linking to each model's section (docs/html.md)")  # fmt: skip
     add_output_arguments(parser)
     return parser
 
@@ -510,6 +512,12 @@ def run_audit(argv: list[str]) -> int:
         console = make_console(args.no_color)
         for renderable in report(summary, audit.aggregate.model_rows(), Options(models=args.models)):
             console.print(renderable)
+    if args.html:
+        from ckptscan.report import html
+
+        records = {str(r.get("path")): r for r in map(json.loads, audit.sorted_texts())}
+        page = html.HtmlAudit(summary, audit.aggregate.model_rows(), records)
+        write_text(args.html, html.render([], audit=page, title="ckptscan audit"))
     if machine:
         for problem in summary["incomplete"] + summary["failed"]:
             print(f"ckptscan: {problem['message']}", file=sys.stderr)
@@ -696,25 +704,24 @@ def diff_parser() -> argparse.ArgumentParser:
 
 
 def run_diff(argv: list[str]) -> int:
-    from ckptscan.analyze.analysis import analyze
     from ckptscan.diff import compare, match_tensors, with_values
+    from ckptscan.errors import CkptscanError
 
     parser = diff_parser()
     args = parser.parse_args(argv)
-    results = []
+    reports = []
     for path in (args.a, args.b):
-        found = scan_path(path)
+        found = pipeline.expand(path)
         if len(found) != 1:
             parser.error(f"{path}: holds {len(found)} models; name one file or index")
-        results.append(found[0])
-    if any(r.inventory is None or r.error is not None for r in results):
-        report_errors(results)
+        # memory estimates only for the HTML page; the diff itself needs roles and parameters
+        reports.append(pipeline.build(found[0], pipeline.Options(analysis=AnalysisOptions(memory=bool(args.html)))))
+    if any(r.analysis is None or r.error is not None for r in reports):
+        report_errors(reports)
         return EXIT_INPUT_FAILED
-    inv_a, inv_b = (r.inventory for r in results)
-    assert inv_a is not None and inv_b is not None
-    options = AnalysisOptions(memory=False)
-    analysis_a = analyze(inv_a, options)
-    analysis_b = analyze(inv_b, options)
+    model_a, model_b = reports
+    inv_a, inv_b = model_a.inventory, model_b.inventory
+    assert inv_a is not None and inv_b is not None and model_a.analysis is not None and model_b.analysis is not None
     hashes = None
     if args.stats:
         from ckptscan.stats.compare import content_hashes
@@ -723,10 +730,10 @@ def run_diff(argv: list[str]) -> int:
         if removed and added:  # renames: hash what the names did not match
             try:
                 hashes = (content_hashes(inv_a, removed), content_hashes(inv_b, added))
-            except CkptscanError as e:
+            except CkptscanError as e:  # numpy missing, say
                 print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
                 return EXIT_INPUT_FAILED
-    diff = compare(inv_a, inv_b, analysis_a, analysis_b, hashes_a=hashes[0] if hashes else None,
+    diff = compare(inv_a, inv_b, model_a.analysis, model_b.analysis, hashes_a=hashes[0] if hashes else None,
                    hashes_b=hashes[1] if hashes else None, content=args.stats)  # fmt: skip
     if args.stats:
         from ckptscan.stats.compare import compare_pairs
@@ -751,7 +758,9 @@ def run_diff(argv: list[str]) -> int:
         for renderable in diff_report.report(diff, show_all=args.all):
             console.print(renderable)
     if args.html:
-        write_html(args.html, results, None, diff=diff)
+        from ckptscan.report import html
+
+        write_text(args.html, html.render(reports, diff=diff))
     return EXIT_OK
 
 
@@ -777,40 +786,25 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def run_report(argv: list[str]) -> int:
+    from ckptscan.report import html
+
     parser = report_parser()
     args = parser.parse_args(argv)
     if args.group_size < 0:
         parser.error("--group-size must be 0 or more")
-    results = [result for path in args.paths for result in scan_path(path)]
-    options = analysis_options(args)
-    args.json = False
-    stats = stats_for_results(results, args, options)
-    write_html(args.output, results, stats, options=options)
-    report_errors(results)
-    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+    if args.stats_workers < 0:
+        parser.error("--stats-workers must be 0 (one per core) or more")
+    reports = build_reports(args.paths, pipeline_options(args), show_progress=True)
+    write_text(args.output, html.render(reports))
+    report_errors(reports)
+    return exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
 
 
-def write_html(
-    path: str,
-    results: list[ScanResult],
-    stats: Sequence[StatsResult | None] | None,
-    *,
-    options: AnalysisOptions | None = None,
-    diff: object = None,
-    audit: object = None,
-) -> None:
-    """Render the HTML report and write it; the renderer only formats, so analysis happens here."""
-    from ckptscan.analyze.analysis import analyze
-    from ckptscan.report import html
-
-    per_result = list(stats) if stats is not None else [None] * len(results)
-    models = [
-        html.HtmlModel(r, analyze(r.inventory, options) if r.inventory is not None else None, s)
-        for r, s in zip(results, per_result, strict=True)
-    ]
-    text = html.render(models, diff=diff, audit=audit)  # type: ignore[arg-type]
+def write_text(path: str, text: str) -> None:
+    """Write a report file (HTML); the path is the user's own output, not a model's."""
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
     except OSError as e:
         print(f"ckptscan: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT_FAILED) from None

@@ -3,7 +3,8 @@
 One file, readable offline: the CSS and JavaScript (``html_assets/``, written for ckptscan) are
 inlined, the data travels as one JSON block, and a Content-Security-Policy allows only those two
 inline blocks (by hash) and nothing from the network. Only formatting happens here: the models'
-analyses, stats and diffs come in ready (:class:`HtmlModel`); nothing is read or analyzed.
+analyses, stats and diffs come in ready (:class:`~ckptscan.pipeline.ModelReport`); nothing is read
+or analyzed.
 
 Escaping: every string that came from a file (tensor names, metadata, paths, messages) is either
 HTML-escaped into the markup or carried in the JSON block, where ``<``, ``>``, ``&`` and every
@@ -36,11 +37,11 @@ from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
 from ckptscan.analyze.overhead import CATEGORY_OF_ROLE
 from ckptscan.inventory import Inventory
-from ckptscan.scan import ScanResult
 
 if TYPE_CHECKING:
     from ckptscan.analyze.analysis import Analysis
     from ckptscan.diff import Diff
+    from ckptscan.pipeline import ModelReport
     from ckptscan.stats import StatsResult
 
 GPU_SIZES_GB = (8, 12, 16, 24, 40, 48, 80, 141)  # "will it fit": common accelerator memory sizes
@@ -71,15 +72,6 @@ ROLE_COLORS = {  # the same as report.js (the legend is drawn here)
 
 
 @dataclass(frozen=True, slots=True)
-class HtmlModel:
-    """One model's section: the scan result, its analysis (None when unreadable), its stats."""
-
-    result: ScanResult
-    analysis: Analysis | None
-    stats: StatsResult | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class HtmlAudit:
     """An audit's page: the summary, one row per model, and each model's JSON record (by path)."""
 
@@ -92,7 +84,7 @@ class HtmlAudit:
 
 
 def render(
-    models: Sequence[HtmlModel],
+    models: Sequence[ModelReport],
     *,
     diff: Diff | None = None,
     audit: HtmlAudit | None = None,
@@ -108,7 +100,7 @@ def render(
             body.append(_record_section(i, row, record))
     for model in models:
         index = len(data["models"])
-        inventory = model.result.inventory
+        inventory = model.inventory
         tree = None
         if inventory is not None and model.analysis is not None:
             tree = tensor_tree(inventory, model.analysis)
@@ -119,7 +111,7 @@ def render(
     toc = ""
     if len(body) > 1:
         links = [
-            f'<a href="#model-{i}">{_e(_short_path(m.result.path))}</a>'
+            f'<a href="#model-{i}">{_e(_short_path(m.path))}</a>'
             for i, m in enumerate(models, start=len(audit.rows) if audit else 0)
         ]
         if diff is not None:
@@ -315,8 +307,8 @@ def tree_total(tree: Mapping[str, Any]) -> int:
 # -- a model's section -----------------------------------------------------------------------------
 
 
-def _model_section(index: int, model: HtmlModel) -> str:
-    r = model.result
+def _model_section(index: int, model: ModelReport) -> str:
+    r = model.scan
     out = [
         f'<section class="model" id="model-{index}">',
         f'<h2>{_e(r.path)} <span class="fmt">{_e(r.format or "unrecognized")}</span></h2>',
@@ -328,7 +320,7 @@ def _model_section(index: int, model: HtmlModel) -> str:
         out.append("</section>")
         return "".join(out)
     totals = summary.totals(inventory)
-    findings = list(inventory.findings) + list(model.stats.findings if model.stats else ())
+    findings = model.findings()
     out.append(
         _kv(
             [
