@@ -130,7 +130,7 @@ def render(
     return "".join(
         [
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">',
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_e(title)}</title><style>{style}</style></head><body>",
             f'<header class="page"><h1>{_e(title)}</h1><p>{subtitle}</p>{toc}</header><main>',

@@ -1,6 +1,6 @@
 // ckptscan HTML report: the zoomable treemap and sortable tables.
 // Data comes from the JSON block #ckptscan-data (never from markup); every string is put on the
-// page with textContent or DOM properties, never as HTML, so a tensor named "<script>" stays text.
+// page with textContent or DOM properties, never as HTML, so a tensor named like a script tag stays text.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("ckptscan-data").textContent);
