@@ -159,7 +159,7 @@
     }
     if (n.c) {
       el.addEventListener("click", function (e) { e.stopPropagation(); self.zoom(n); });
-      if (depth < 1 && t.w > 24 && t.h > 30) {
+      if (depth < 3 && t.w > 30 && t.h > 34) {
         var inner = squarify(sortedChildren(n), 2, 16, t.w - 4, t.h - 18);
         inner.forEach(function (c) {
           if (c.w >= 1 && c.h >= 1) { self.tile(el, c, depth + 1); }
