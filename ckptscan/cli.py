@@ -84,7 +84,8 @@ def scan_parser() -> argparse.ArgumentParser:
         description="Inventory ML checkpoints without running code from them or loading their weights. "
         "Formats: safetensors (single and sharded), GGUF, PyTorch (.pt/.pth/.bin, legacy, TorchScript, "
         "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
-        "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan schema`, `ckptscan formats`.",
+        "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan diff`, `ckptscan report`, `ckptscan schema`, "
+        "`ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
         formatter_class=help_formatter,
     )

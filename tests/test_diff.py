@@ -236,3 +236,27 @@ def test_unreadable_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli.main(["diff", str(BASE), str(bad)]) == cli.EXIT_INPUT_FAILED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.safetensors" in err[0] and "Traceback" not in err[0]
+
+
+def test_memory_is_bounded_by_the_piece_not_the_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    import tracemalloc
+
+    from ckptscan.stats import compare as cmp
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(1 << 22, dtype=np.float32)  # 16 MiB per file; 64 MiB as float64 pairs
+    st.save_file({"w": x}, str(tmp_path / "a.safetensors"))
+    st.save_file({"w": x * np.float32(1.5)}, str(tmp_path / "b.safetensors"))
+    del x
+    a, b = read_inventory(tmp_path / "a.safetensors"), read_inventory(tmp_path / "b.safetensors")
+    monkeypatch.setattr(cmp, "CHUNK_ELEMENTS", 1 << 16)
+    tracemalloc.start()
+    try:
+        [v] = cmp.compare_pairs(a, b, [(a.tensors[0], b.tensors[0])])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert v.rel_frobenius == pytest.approx(0.5, rel=1e-6) and v.changed > 0
+    assert peak < 8 << 20, f"peak {peak:,} bytes for a 16 MiB tensor pair"
