@@ -24,6 +24,7 @@ import pytest
 
 from ckptscan import cli, pipeline
 from ckptscan.report import html
+from tests.conftest import REAL_MODELS, real_entries
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "testdata"
@@ -127,6 +128,22 @@ def _leaves(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from _leaves(c)
     else:
         yield node
+
+
+@pytest.mark.parametrize(
+    "entry", real_entries("gguf", "safetensors", "pytorch", "lightning-ckpt", "keras-hdf5", "onnx")
+)
+def test_real_files_tree_adds_up(entry: dict[str, Any]) -> None:
+    [model] = list(pipeline.run([str(REAL_MODELS / entry["path"])]))
+    assert model.inventory is not None and model.analysis is not None
+    tree = html.tensor_tree(model.inventory, model.analysis)
+    _check_sums(tree)
+    if model.analysis.overhead.exact:
+        assert html.tree_total(tree) == model.inventory.file_bytes
+    else:  # bytes the reader could not place are a tile of their own; compressed data may exceed the file
+        assert html.tree_total(tree) >= model.inventory.file_bytes
+    page = html.render([model])
+    assert len(page.encode("utf-8")) < 2_000_000
 
 
 def test_repeated_blocks_are_collapsed() -> None:
@@ -346,5 +363,18 @@ def test_browser_diff_and_audit_pages(browser: Any, tmp_path: Path, capsys: pyte
     target = link.get_attribute("href")
     link.click()
     assert page.evaluate("() => location.hash") == target
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.parametrize("entry", real_entries("gguf", "safetensors", "pytorch", "lightning-ckpt", "onnx"))
+def test_browser_real_files(browser: Any, tmp_path: Path, entry: dict[str, Any]) -> None:
+    [model] = list(pipeline.run([str(REAL_MODELS / entry["path"])]))
+    assert model.inventory is not None and model.analysis is not None
+    out = tmp_path / "real.html"
+    out.write_text(html.render([model]), encoding="utf-8")
+    page, errors = open_page(browser, out)
+    tree = html.tensor_tree(model.inventory, model.analysis)
+    assert sum(t["bytes"] for t in top_tiles(page)) == html.tree_total(tree)
     assert errors == []
     page.close()
