@@ -91,6 +91,16 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
     assert not re.search(r"<[^>]*\son[a-z]+\s*=", body)
 
 
+def test_hostile_names_in_tables_are_escaped(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    page = page_for(write_safetensors(tmp_path / "evil.safetensors", HOSTILE_NAMES), stats=True)
+    body = page.partition('<script type="application/json"')[0]
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in body  # the per-tensor table, as text
+    assert "&lt;img src=x onerror=&quot;window.__pwned = 2&quot;&gt;" in body
+    assert "bad.\\udc80.surrogate" in body
+    assert "<img" not in body and body.count("<script") == 0
+
+
 def test_content_security_policy_matches_the_inline_blocks(tmp_path: Path) -> None:
     page = page_for(DATA / "diff" / "base.safetensors")
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
@@ -210,6 +220,12 @@ def test_cli_report_diff_and_audit_pages(tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
+def test_diff_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["schema", "--diff"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["title"] == "ckptscan diff --json" and "matched" in printed["properties"]
+
+
 def test_unwritable_output_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["report", str(DATA / "diff" / "base.safetensors"), "-o", str(tmp_path / "no" / "such" / "x.html")])
@@ -310,8 +326,12 @@ def test_browser_click_zooms_and_sorts(browser: Any, tmp_path: Path) -> None:
     assert crumbs[0] == "(model)" and len(crumbs) == 2
     page.locator(".tm-crumbs .tm-crumb").first.click()
     assert [t["path"] for t in top_tiles(page)] == [t["path"] for t in before]
-    # colour by dtype repaints without errors
+    # colour by dtype: the tiles take the dtype's colour and the legend follows
     page.select_option(".tm-color", "dtype")
+    assert page.locator(".legend-dtype").first.is_visible() and not page.locator(".legend-role").first.is_visible()
+    tensor_tiles = ".tile.leaf:not([data-kind=overhead])"
+    colors = page.eval_on_selector_all(tensor_tiles, "els => els.map(t => t.style.background)")
+    assert colors and set(colors) == {"rgb(78, 121, 167)"}  # every tensor is F32: the first palette colour
     # sortable stats table: click "values" twice -> descending order
     header = page.locator("table.sortable th", has_text="values").first
     header.click()

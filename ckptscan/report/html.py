@@ -69,6 +69,20 @@ ROLE_COLORS = {  # the same as report.js (the legend is drawn here)
     "other": "#79706e",
     "overhead": "#bab0ac",
 }
+DTYPE_PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#76b7b2",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#499894",
+    "#86bcb6",
+    "#d4a6c8",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +118,8 @@ def render(
         tree = None
         if inventory is not None and model.analysis is not None:
             tree = tensor_tree(inventory, model.analysis)
-        data["models"].append({"tree": tree})
+        colors = dtype_colors(inventory) if inventory is not None else {}
+        data["models"].append({"tree": tree, "dtype_colors": colors})
         body.append(_model_section(index, model))
     if diff is not None:
         body.insert(0, _diff_section(diff))
@@ -332,7 +347,9 @@ def _model_section(index: int, model: ModelReport) -> str:
             ]
         )
     )
-    out.append(_treemap(index, analysis))
+    if model.stats_problem:
+        out.append(f'<p class="error">{_e(model.stats_problem)}</p>')
+    out.append(_treemap(index, analysis, dtype_colors(inventory)))
     out.append('<div class="grid2">')
     out.append(_roles_table(analysis))
     out.append(_dtypes_table(inventory))
@@ -349,16 +366,24 @@ def _model_section(index: int, model: ModelReport) -> str:
     return "".join(out)
 
 
-def _treemap(index: int, analysis: Analysis) -> str:
+def dtype_colors(inventory: Inventory) -> dict[str, str]:
+    """A colour per dtype, largest bytes first (the treemap's dtype mode and its legend)."""
+    names = list(summary.by_dtype(inventory.tensors))
+    return {name: DTYPE_PALETTE[i % len(DTYPE_PALETTE)] for i, name in enumerate(names)}
+
+
+def _treemap(index: int, analysis: Analysis, dtypes: Mapping[str, str]) -> str:
     roles = [role for role in analysis.by_role if analysis.by_role[role].bytes]
     legend = "".join(_swatch(ROLE_COLORS.get(role, ROLE_COLORS["other"]), role) for role in [*roles, "overhead"])
+    by_dtype = "".join(_swatch(color, name) for name, color in [*dtypes.items(), ("overhead", ROLE_COLORS["overhead"])])
     return (
         f'<div class="treemap" data-model="{index}"><div class="tm-bar">'
         '<button type="button" class="tm-up">&#8593; up</button>'
         '<label>colour by <select class="tm-color"><option value="role">role</option>'
         '<option value="dtype">dtype</option></select></label>'
         '<span class="tm-crumbs"></span><span class="tm-info"></span></div>'
-        f'<div class="tm-box"></div><div class="legend">{legend}</div>'
+        f'<div class="tm-box"></div><div class="legend legend-role">{legend}</div>'
+        f'<div class="legend legend-dtype" hidden>{by_dtype}</div>'
         '<p class="muted">Area is bytes; click a block to zoom in, the path above to zoom out.</p></div>'
     )
 

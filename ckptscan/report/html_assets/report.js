@@ -9,20 +9,13 @@
     quantization: "#8cd17d", buffer: "#b6992d", optimizer_state: "#e15759", ema: "#ff9d9a",
     master_weight: "#d37295", training_state: "#fabfd2", other: "#79706e", overhead: "#bab0ac"
   };
-  var DTYPE_PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
-    "#ff9da7", "#9c755f", "#499894", "#86bcb6", "#d4a6c8"];
-  var dtypeColors = {};
-
-  function colorOf(node, mode) {
+  function colorOf(node, mode, dtypeColors) {
     if (node.k === "overhead") { return ROLE_COLORS.overhead; }
     if (mode === "dtype") {
-      var d = node.d || "?";
-      if (!(d in dtypeColors)) {
-        dtypeColors[d] = DTYPE_PALETTE[Object.keys(dtypeColors).length % DTYPE_PALETTE.length];
-      }
-      return dtypeColors[d];
+      return (dtypeColors && Object.prototype.hasOwnProperty.call(dtypeColors, node.d)) ?
+        dtypeColors[node.d] : ROLE_COLORS.other;
     }
-    return ROLE_COLORS[node.r] || ROLE_COLORS.other;
+    return Object.prototype.hasOwnProperty.call(ROLE_COLORS, node.r) ? ROLE_COLORS[node.r] : ROLE_COLORS.other;
   }
 
   function humanBytes(n) {
@@ -97,7 +90,11 @@
     this.stack = [model.tree];
     var self = this;
     root.querySelector(".tm-color").addEventListener("change", function (e) {
-      self.mode = e.target.value; self.draw();
+      self.mode = e.target.value;
+      root.querySelectorAll(".legend").forEach(function (l) {
+        l.hidden = !l.classList.contains("legend-" + self.mode);
+      });
+      self.draw();
     });
     root.querySelector(".tm-up").addEventListener("click", function () {
       if (self.stack.length > 1) { self.stack.pop(); self.draw(); }
@@ -149,7 +146,7 @@
     if (n.r) { desc += "\nrole: " + n.r; }
     el.title = desc;
     if (!n.c) {
-      el.style.background = colorOf(n, this.mode);
+      el.style.background = colorOf(n, this.mode, this.model.dtype_colors);
     }
     if (t.w > 40 && t.h > 14) {
       var label = document.createElement("span");
@@ -165,7 +162,7 @@
           if (c.w >= 1 && c.h >= 1) { self.tile(el, c, depth + 1); }
         });
       } else {
-        el.style.background = colorOf(n, this.mode);
+        el.style.background = colorOf(n, this.mode, this.model.dtype_colors);
       }
     }
     parent.appendChild(el);
