@@ -355,7 +355,7 @@ def _model_section(index: int, model: ModelReport) -> str:
     out.append(_dtypes_table(inventory))
     out.append(_overhead_table(analysis))
     out.append("</div>")
-    out.append(_reduction_table(analysis))
+    out.append(_reduction_table(analysis, model.measured))
     out.append(_memory_table(analysis))
     out.append(_findings_table(findings))
     if inventory.warnings:
@@ -466,24 +466,28 @@ def _overhead_table(analysis: Analysis) -> str:
     return _table(f"Where the {_bytes(split.file_bytes)} go", [("category", False), ("bytes", True)], rows) + note
 
 
-def _reduction_table(analysis: Analysis) -> str:
+def _reduction_table(analysis: Analysis, measured: Mapping[str, Any]) -> str:
+    """Each target's size and saving; with --stats, the SQNR measured for int8/int4 targets."""
     if not analysis.targets:
         return ""
-    rows = [
-        [
+    rows: list[Sequence[Cell]] = []
+    for t in analysis.targets:
+        m = measured.get(t.name)
+        sqnr = getattr(m, "sqnr_db", None)
+        worst = getattr(m, "min_db", None)
+        row: list[Cell] = [
             (_e(t.name), None),
             (_bytes(t.bytes), t.bytes),
             (_bytes(t.saving_bytes), t.saving_bytes),
             (f"{100 * t.saving_bytes / max(1, t.bytes + t.saving_bytes):.1f}%", t.saving_bytes),
         ]
-        for t in analysis.targets
-    ]
-    return _table(
-        "Reduction what-ifs (file size at each target)",
-        [("target", False), ("bytes", True), ("saving", True), ("saving %", True)],
-        rows,
-        sortable=True,
-    )
+        if measured:
+            row += [(_db(sqnr), _key(sqnr)), (_db(worst), _key(worst))]
+        rows.append(row)
+    headers = [("target", False), ("bytes", True), ("saving", True), ("saving %", True)]
+    if measured:
+        headers += [("measured SQNR dB", True), ("worst tensor dB", True)]
+    return _table("Reduction what-ifs (file size at each target)", headers, rows, sortable=True)
 
 
 def _memory_table(analysis: Analysis) -> str:
