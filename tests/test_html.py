@@ -202,6 +202,7 @@ def test_stats_tables_and_histograms() -> None:
     page = page_for(DATA / "stats" / "integrity.safetensors", stats=True)
     assert "Value statistics" in page and page.count('class="hist"') == 2
     assert '<table class="sortable"' in page and "SQNR int8 dB" in page
+    assert "measured SQNR dB" in page  # the stats pass's measured error beside the int8/int4 targets
 
 
 def test_cli_report_diff_and_audit_pages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
