@@ -685,7 +685,8 @@ def diff_parser() -> argparse.ArgumentParser:
         "(matched by name, wrapper prefixes, llama.cpp <-> Hugging Face names, shape, and with --stats content), "
         "dtype and shape changes, bytes and parameters by role, metadata; with --stats, every matched tensor's "
         "values compared, B against A (max |B-A|, relative Frobenius norm, cosine, SQNR). See docs/diff.md.",
-        epilog=EXIT_CODES_HELP,
+        epilog="exit codes:\n  0    both models were read (whatever changed)\n  1    a model could not be read, or "
+        "the value comparison could not run\n  2    usage error\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("a", metavar="A", help="the reference model (file, index or model folder)")
@@ -719,6 +720,9 @@ def run_diff(argv: list[str]) -> int:
         reports.append(pipeline.build(found[0], pipeline.Options(analysis=AnalysisOptions(memory=bool(args.html)))))
     if any(r.analysis is None or r.error is not None for r in reports):
         report_errors(reports)
+        for r in reports if args.debug else ():
+            if r.error is not None and r.error.detail:
+                print(r.error.detail, file=sys.stderr)
         return EXIT_INPUT_FAILED
     model_a, model_b = reports
     inv_a, inv_b = model_a.inventory, model_b.inventory
