@@ -78,6 +78,13 @@ class _TensorSlice:
     EXTENT_START, EXTENT_LENGTH = 1, 2  # TensorSliceProto.Extent
 
 
+class _ObjectGraph:  # protobuf/trackable_object_graph.proto
+    NODES = 1  # TrackableObjectGraph.nodes
+    CHILDREN, ATTRIBUTES, SLOT_VARIABLES = 1, 2, 3  # TrackableObject
+    # ObjectReference (node_id, local_name), SerializedTensor (name, full_name, checkpoint_key),
+    # SlotVariableReference (original_variable_node_id, slot_name, slot_variable_node_id): fields 1, 2, 3
+
+
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_VALUE = "VARIABLE_VALUE"
 
@@ -525,12 +532,12 @@ class _Node:
 def _parse_object_graph(buf: bytes, start: int, end: int) -> list[_Node]:
     nodes = []
     for f in pb.fields(buf, start, end):
-        if f.number != 1:
+        if f.number != _ObjectGraph.NODES:
             continue
         pb.expect(f, pb.LEN, "object graph node")
         node = _Node()
         for g in pb.fields(buf, f.offset, f.end):
-            if g.number not in (1, 2, 3):
+            if g.number not in (_ObjectGraph.CHILDREN, _ObjectGraph.ATTRIBUTES, _ObjectGraph.SLOT_VARIABLES):
                 continue
             pb.expect(g, pb.LEN, "object graph reference")
             values: dict[int, Any] = {}
@@ -539,9 +546,9 @@ def _parse_object_graph(buf: bytes, start: int, end: int) -> list[_Node]:
                     values[h.number] = pb.text(buf, h, "object graph name")
                 elif h.wire_type == pb.VARINT:
                     values[h.number] = pb.as_int32(h.value)
-            if g.number == 1:
+            if g.number == _ObjectGraph.CHILDREN:
                 node.children.append((values.get(1, 0), values.get(2, "")))
-            elif g.number == 2:
+            elif g.number == _ObjectGraph.ATTRIBUTES:
                 node.attributes.append((values.get(1, ""), values.get(2, ""), values.get(3, "")))
             else:
                 node.slot_variables.append((values.get(1, 0), values.get(2, ""), values.get(3, 0)))
