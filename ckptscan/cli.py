@@ -6,6 +6,8 @@ ckptscan audit DIR...        every checkpoint under some folders, in parallel, w
 ckptscan PATH... --explain   also each tensor's role and the evidence for it
 ckptscan PATH... --stats     also read the values: statistics, pruning, quantization error, integrity
 ckptscan memory PATH...      inference and training memory estimates (see --help)
+ckptscan diff A B            what changed between two models (tensors, dtypes, roles, metadata; values with --stats)
+ckptscan report PATH... -o F a self-contained HTML report with a treemap of the bytes
 ckptscan schema              print the JSON Schema of --json
 ckptscan formats             list the formats ckptscan reads
 """
@@ -83,7 +85,8 @@ def scan_parser() -> argparse.ArgumentParser:
         description="Inventory ML checkpoints without running code from them or loading their weights. "
         "Formats: safetensors (single and sharded), GGUF, PyTorch (.pt/.pth/.bin, legacy, TorchScript, "
         "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
-        "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan schema`, `ckptscan formats`.",
+        "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan diff`, `ckptscan report`, `ckptscan schema`, "
+        "`ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
         formatter_class=help_formatter,
     )
@@ -451,6 +454,8 @@ def audit_parser() -> argparse.ArgumentParser:
         help="exit 4 when more than SIZE (e.g. 10GB) is recoverable by strip + dedupe",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report: one sortable row "
+                        "per model, linking to each model's section (docs/html.md)")  # fmt: skip
     add_output_arguments(parser)
     return parser
 
@@ -520,6 +525,12 @@ def run_audit(argv: list[str]) -> int:
         console = make_console(args.no_color)
         for renderable in report(summary, audit.aggregate.model_rows(), Options(models=args.models)):
             console.print(renderable)
+    if args.html:
+        from ckptscan.report import html
+
+        records = {str(r.get("path")): r for r in map(json.loads, audit.sorted_texts())}
+        page = html.HtmlAudit(summary, audit.aggregate.model_rows(), records)
+        write_text(args.html, html.render([], audit=page, title="ckptscan audit"))
     if machine:
         for problem in summary["incomplete"] + summary["failed"]:
             print(f"ckptscan: {clean(problem['message'])}", file=sys.stderr)
@@ -676,11 +687,159 @@ def run_memory(argv: list[str]) -> int:
     return exit_code(reports, None)
 
 
+# -- diff ----------------------------------------------------------------------------------------
+
+
+def diff_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckptscan diff",
+        description="What changed between two models of any formats: tensors added, removed and renamed "
+        "(matched by name, wrapper prefixes, llama.cpp <-> Hugging Face names, shape, and with --stats content), "
+        "dtype and shape changes, bytes and parameters by role, metadata; with --stats, every matched tensor's "
+        "values compared, B against A (max |B-A|, relative Frobenius norm, cosine, SQNR). See docs/diff.md.",
+        epilog="exit codes:\n  0    both models were read (whatever changed)\n  1    a model could not be read, or "
+        "the value comparison could not run\n  2    usage error\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("a", metavar="A", help="the reference model (file, index or model folder)")
+    parser.add_argument("b", metavar="B", help="the model to compare with it")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (see `ckptscan schema --diff`)")
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="read both models' values (streamed, bounded memory): compare every matched tensor and match "
+        "renames by content; needs numpy",
+    )
+    parser.add_argument("--all", action="store_true", help="list every row (the terminal shows 40 per table)")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with both models "
+                        "and the diff")  # fmt: skip
+    add_output_arguments(parser)
+    return parser
+
+
+def run_diff(argv: list[str]) -> int:
+    from ckptscan.diff import compare, match_tensors, with_values
+    from ckptscan.errors import CkptscanError
+
+    parser = diff_parser()
+    args = parser.parse_args(argv)
+    reports = []
+    for path in (args.a, args.b):
+        found = pipeline.expand(path)
+        if len(found) != 1:
+            parser.error(f"{path}: holds {len(found)} models; name one file or index")
+        # memory estimates only for the HTML page; the diff itself needs roles and parameters
+        reports.append(pipeline.build(found[0], pipeline.Options(analysis=AnalysisOptions(memory=bool(args.html)))))
+    if any(r.analysis is None or r.error is not None for r in reports):
+        report_errors(reports)
+        for r in reports if args.debug else ():
+            if r.error is not None and r.error.detail:
+                print(r.error.detail, file=sys.stderr)
+        return EXIT_INPUT_FAILED
+    model_a, model_b = reports
+    inv_a, inv_b = model_a.inventory, model_b.inventory
+    assert inv_a is not None and inv_b is not None and model_a.analysis is not None and model_b.analysis is not None
+    hashes = None
+    if args.stats:
+        from ckptscan.stats.compare import content_hashes
+
+        _, removed, added = match_tensors(inv_a.tensors, inv_b.tensors, by_shape=False)
+        if removed and added:  # renames: hash what the names did not match
+            try:
+                hashes = (content_hashes(inv_a, removed), content_hashes(inv_b, added))
+            except CkptscanError as e:  # numpy missing, say
+                print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
+                return EXIT_INPUT_FAILED
+    diff = compare(inv_a, inv_b, model_a.analysis, model_b.analysis, hashes_a=hashes[0] if hashes else None,
+                   hashes_b=hashes[1] if hashes else None, content=args.stats)  # fmt: skip
+    if args.stats:
+        from ckptscan.stats.compare import compare_pairs
+
+        bar = ProgressBar("diff") if not args.json and sys.stderr.isatty() else None
+        try:
+            values = compare_pairs(inv_a, inv_b, [(p.a, p.b) for p in diff.pairs],
+                                   progress=bar.update if bar is not None else None)  # fmt: skip
+        except CkptscanError as e:
+            print(f"ckptscan: diff --stats: {e}", file=sys.stderr)
+            return EXIT_INPUT_FAILED
+        finally:
+            if bar is not None:
+                bar.close()
+        diff = with_values(diff, values)
+    from ckptscan.report import diff as diff_report
+
+    if args.json:
+        emit_json(diff_report.document(diff))
+    else:
+        console = make_console(args.no_color)
+        for renderable in diff_report.report(diff, show_all=args.all):
+            console.print(renderable)
+    if args.html:
+        from ckptscan.report import html
+
+        write_text(args.html, html.render(reports, diff=diff))
+    return EXIT_OK
+
+
+# -- report (HTML) ------------------------------------------------------------------------------
+
+
+def report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckptscan report",
+        description="Write one self-contained HTML file (no network access when viewed): a zoomable treemap of "
+        "where each model's bytes go, and the summary tables; with --stats also per-tensor value statistics. "
+        "See docs/html.md.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    add_reduction_arguments(parser)
+    add_fail_on_argument(parser)
+    add_stats_arguments(parser)
+    add_output_arguments(parser)
+    return parser
+
+
+def run_report(argv: list[str]) -> int:
+    from ckptscan.report import html
+
+    parser = report_parser()
+    args = parser.parse_args(argv)
+    if args.group_size < 0:
+        parser.error("--group-size must be 0 or more")
+    if args.stats_workers < 0:
+        parser.error("--stats-workers must be 0 (one per core) or more")
+    reports = build_reports(args.paths, pipeline_options(args), show_progress=True)
+    write_text(args.output, html.render(reports))
+    report_errors(reports)
+    return exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a report file (HTML); the path is the user's own output, not a model's."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        print(f"ckptscan: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT_FAILED) from None
+    print(f"ckptscan: wrote {path} ({len(text.encode('utf-8')):,} bytes)", file=sys.stderr)
+
+
 # -- other commands ------------------------------------------------------------------------------
 
 
 def run_schema(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="ckptscan schema", description="Print the JSON Schema of --json.").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="ckptscan schema", description="Print the JSON Schema of --json.")
+    parser.add_argument("--diff", action="store_true", help="the schema of `ckptscan diff --json` instead")
+    args = parser.parse_args(argv)
+    if args.diff:
+        from ckptscan.report.diff import schema as diff_schema
+
+        emit_json(diff_schema())
+        return EXIT_OK
     from ckptscan.report.json import schema
 
     emit_json(schema())
@@ -703,6 +862,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "scan": run_scan,
     "audit": run_audit,
     "memory": run_memory,
+    "diff": run_diff,
+    "report": run_report,
     "schema": run_schema,
     "formats": run_formats,
 }
