@@ -81,6 +81,7 @@ class NumpyArray:
     dtype: str = ""
     fortran_order: bool = False
     data_bytes: int = 0
+    file_offset: int | None = None  # joblib: the raw bytes follow the record in the stream, here
 
 
 @dataclass(eq=False, slots=True)

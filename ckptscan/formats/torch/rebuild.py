@@ -311,7 +311,7 @@ def _np_dtype(args: tuple[Any, ...]) -> NumpyDType:
     return NumpyDType(str(args[0]) if args else "?")
 
 
-def _dtype_spec(dtype: Any) -> str:
+def dtype_spec(dtype: Any) -> str:
     if isinstance(dtype, NumpyDType):
         order = dtype.byteorder if dtype.byteorder in "<>" else ""
         return order + dtype.spec
@@ -326,7 +326,7 @@ def _build_ndarray(array: NumpyArray, state: Any) -> None:
         shape, dtype, fortran, raw = state
         if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
             array.shape = shape
-        array.dtype = _dtype_spec(dtype)
+        array.dtype = dtype_spec(dtype)
         array.fortran_order = fortran is True
         array.data_bytes = len(raw) if isinstance(raw, bytes | bytearray | list) else 0
 
@@ -335,7 +335,7 @@ def _np_frombuffer(args: tuple[Any, ...]) -> NumpyArray:
     # numpy >= 1.x protocol 5: _frombuffer(buffer, dtype, shape, order)
     array = NumpyArray()
     if len(args) == 4:
-        array.dtype = _dtype_spec(args[1])
+        array.dtype = dtype_spec(args[1])
         if isinstance(args[2], tuple):
             array.shape = args[2]
         array.fortran_order = args[3] == "F"

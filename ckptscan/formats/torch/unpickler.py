@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Protocol
 
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile
 from ckptscan.formats.torch import rebuild
-from ckptscan.formats.torch.objects import Global, Opaque, PickleSet, TensorRef, TorchValue
+from ckptscan.formats.torch.objects import Global, NumpyArray, Opaque, PickleSet, TensorRef, TorchValue
 
 MAX_PICKLE_BYTES = 1 << 30  # a pickle longer than this is refused before it is read
 MAX_MEMO_ENTRIES = 10_000_000
@@ -90,6 +90,37 @@ class SourceStream:
         data: bytes = self._source.read_up_to(self._position, n)
         self._position += len(data)
         return data
+
+
+class _Rest:
+    """The rest of an unpickler's input as a stream: its buffer, then its stream."""
+
+    def __init__(self, outer: Unpickler) -> None:
+        self.pending = outer.data[outer.pos :]
+        self._stream = outer.stream
+        outer.base += outer.pos  # the inner unpickler counts from here
+        outer.data, outer.pos = b"", 0
+
+    def read(self, n: int, /) -> bytes:
+        if self.pending:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out
+        return self._stream.read(n) if self._stream is not None else b""
+
+
+def numpy_itemsize(spec: str) -> int | None:
+    """Bytes per element of a numpy dtype string (``<f8``, ``|b1``, ``<U10``), None when unknown."""
+    body = spec.lstrip("<>|=")
+    kind, digits = body[:1], body[1:]
+    if not digits.isdigit():
+        return {"?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8, "e": 2,
+                "f": 4, "d": 8, "g": 16, "F": 8, "D": 16}.get(body)  # fmt: skip
+    size = int(digits)
+    if kind == "U":
+        return 4 * size
+    if kind in "biufcSVMma":
+        return size
+    return None
 
 
 class SkippedBytes(bytes):
@@ -798,7 +829,40 @@ class Unpickler:
 
     def op_build(self) -> None:
         state = self._pop()
-        rebuild.build(self._top(), state)
+        target = self._top()
+        rebuild.build(target, state)
+        if isinstance(target, Opaque) and target.callee in JOBLIB_WRAPPERS and isinstance(state, dict):
+            self.stack[-1] = self._joblib_array(state)
+
+    def _joblib_array(self, state: dict[Any, Any]) -> Any:
+        """joblib writes each array's bytes right after its wrapper's BUILD; ``joblib.load`` reads them
+        from the file there. Object arrays are a nested pickle in the same place, scanned like the rest."""
+        dtype = state.get("dtype")
+        spec = rebuild.dtype_spec(dtype)
+        shape = state.get("shape")
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            self._fail("joblib array record has no valid shape")
+        count = 1
+        for dim in shape:
+            count *= dim
+        if spec.lstrip("<>|=") in ("O", "O8"):
+            rest = _Rest(self)
+            inner = Unpickler(label=f"{self.label} joblib object array", stream=rest, nested_depth=1)
+            try:
+                inner.load()
+            finally:
+                self.nested.extend(inner.all_globals())
+            self.base += inner.base + inner.pos
+            self.data, self.pos = inner.data[inner.pos :] + rest.pending, 0
+            return Opaque("numpy.ndarray[object]", args=(shape,), how="joblib")
+        itemsize = numpy_itemsize(spec)
+        if itemsize is None:
+            self._fail(f"joblib array has a dtype ckptscan cannot size ({spec!r})")
+        if state.get("numpy_array_alignment_bytes") is not None:
+            self._skip(self._byte())
+        offset = self.base + self.pos - self.start
+        self._skip(count * itemsize)
+        return NumpyArray(shape, spec, state.get("order") == "F", count * itemsize, file_offset=offset)
 
     # -- persistent ids ----------------------------------------------------------------------------
 
@@ -814,6 +878,8 @@ class Unpickler:
         else:
             self.stack.append(self.persistent_load(pid))
 
+
+JOBLIB_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper"})
 
 # loaders that unpickle a bytes argument: the payload is itself a pickle to scan
 NESTED_LOADERS = frozenset(
