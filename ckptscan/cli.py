@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -469,6 +470,11 @@ def run_audit(argv: list[str]) -> int:
         all_targets=args.all_targets,
         top=args.top,
     )
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # a typo must not pass a CI gate as "0 files found"
+        for p in missing:
+            print(f"ckptscan: {p}: no such file or folder", file=sys.stderr)
+        return EXIT_INPUT_FAILED
     try:
         audit = Audit(args.paths, options)
     except UsageError as e:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ckptscan import registry
 from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
-from ckptscan.inventory import Inventory
+from ckptscan.inventory import Finding, Inventory
 from ckptscan.source import Source
 
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
@@ -34,6 +34,9 @@ class ScanError:
     code: str
     message: str
     detail: str = ""  # a traceback, only for internal errors (shown with --debug)
+    # what was found before the error (dangerous globals of a truncated pickle...): a file can be
+    # both unreadable and unsafe, and --fail-on / the reports see both
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,8 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
     try:
         inventory = read_inventory(path)
     except CkptscanError as e:
-        return ScanResult(shown, e.format, None, ScanError(e.code, str(e.located(path=shown))))
+        message = str(e.located(path=shown))
+        return ScanResult(shown, e.format, None, ScanError(e.code, message, findings=error_findings(e)))
     except (RecursionError, MemoryError) as e:
         message = f"{shown}: too deeply nested or too large to read ({type(e).__name__})"
         return ScanResult(shown, None, None, ScanError("limit-exceeded", message))
@@ -106,6 +110,17 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
         message = f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it"
         return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
     return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown))
+
+
+def error_findings(error: CkptscanError) -> tuple[Finding, ...]:
+    """The findings a reader attached to its error (``pickle_globals``, container ``findings``)."""
+    found: list[Finding] = list(getattr(error, "findings", []))
+    uses = getattr(error, "pickle_globals", [])
+    if uses:
+        from ckptscan.formats.torch.safety import findings_for
+
+        found = findings_for(uses) + found
+    return tuple(found)
 
 
 def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:

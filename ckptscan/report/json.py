@@ -95,7 +95,7 @@ def _result_dict(
             "tensors": [],
             "metadata": {},
             "warnings": [],
-            "findings": [],
+            "findings": [finding_dict(f) for f in result.error.findings] if result.error is not None else [],
             "error": error,
         }
     analysis = analyze(inventory, options)

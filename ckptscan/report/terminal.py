@@ -74,6 +74,8 @@ def result_report(result: ScanResult, options: Options, stats: StatsResult | Non
     out: list[RenderableType] = [Rule(title, align="left", style="blue")]
     if result.error is not None:
         out.append(Text.assemble(("error ", "bold red"), (f"[{result.error.code}] ", "red"), result.error.message))
+        if result.error.findings:  # found before the error: the file is unreadable and unsafe
+            out.append(findings_table(result.error.findings))
     inventory = result.inventory
     if inventory is not None:
         for section in SECTIONS:
@@ -126,13 +128,17 @@ def overview(inventory: Inventory, options: Options) -> RenderableType:
 def findings(inventory: Inventory, options: Options) -> RenderableType | None:
     if not inventory.findings:
         return None
+    return findings_table(inventory.findings)
+
+
+def findings_table(found: Sequence[Finding]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="Findings", title_justify="left", title_style="bold red", show_edge=False, expand=False)
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    for severity, code, group in _grouped(inventory.findings):
+    for severity, code, group in _grouped(found):
         label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
         if len(group) == 1:
             table.add_row(label, code, group[0].message)
@@ -147,7 +153,7 @@ def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding
     rows: list[tuple[Severity, str, list[Finding]]] = []
     groups: dict[tuple[Severity, str], list[Finding]] = {}
     for f in sorted(found, key=lambda f: -f.severity.rank):
-        if f.severity.rank <= Severity.LOW.rank and f.subject:
+        if (f.severity.rank <= Severity.LOW.rank or f.code == "unknown-global") and f.subject:
             key = (f.severity, f.code)
             if key not in groups:
                 groups[key] = []
