@@ -18,17 +18,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ckptscan import pipeline
 from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
-from ckptscan.errors import CkptscanError
 from ckptscan.inventory import Finding, Severity
-from ckptscan.scan import ScanError, ScanResult, model_inputs, scan
 
 if TYPE_CHECKING:
-    from ckptscan.stats import StatsOptions, StatsResult
+    from ckptscan.pipeline import ModelReport
+    from ckptscan.stats import StatsOptions
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1  # at least one input could not be read (or is incomplete)
@@ -146,26 +145,34 @@ def run_scan(argv: list[str]) -> int:
         parser.error("--group-size must be 0 or more")
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
-    results = [result for path in args.paths for result in scan_path(path)]
-    options = analysis_options(args)
-    stats = stats_for_results(results, args, options)
+    reports = build_reports(args.paths, pipeline_options(args), show_progress=not args.json)
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results, explain=args.explain, tensor_plans=args.tensors, options=options, stats=stats))
-        report_errors(results)
+        emit_json(document(reports, explain=args.explain, tensor_plans=args.tensors))
+        report_errors(reports)
     else:
         from ckptscan.report.terminal import Options, report
 
         console = make_console(args.no_color)
-        view = Options(tensors=args.tensors, explain=args.explain, analysis=options)
-        for renderable in report(results, view, stats):
+        for renderable in report(reports, Options(tensors=args.tensors, explain=args.explain)):
             console.print(renderable)
     if args.debug:
-        for r in results:
+        for r in reports:
             if r.error is not None and r.error.detail:
                 print(r.error.detail, file=sys.stderr)
-    return exit_code(results, FAIL_ON_LEVELS[args.fail_on], stats)
+    return exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
+
+
+def build_reports(paths: Sequence[str], options: pipeline.Options, *, show_progress: bool = False) -> list[ModelReport]:
+    """Every model's report; a stats pass that could not run is said on stderr (the report stands)."""
+    progress = progress_bar if show_progress and sys.stderr.isatty() else None
+    reports = []
+    for model in pipeline.run(paths, options, progress):
+        if model.stats_problem:
+            print(f"ckptscan: {model.path}: {model.stats_problem}", file=sys.stderr)
+        reports.append(model)
+    return reports
 
 
 # -- the stats pass ------------------------------------------------------------------------------
@@ -181,39 +188,19 @@ def sample_fraction(text: str) -> float:
     return value
 
 
-def stats_for_results(
-    results: list[ScanResult], args: argparse.Namespace, options: AnalysisOptions
-) -> list[StatsResult | None] | None:
-    """The value statistics of every result read, when --stats or --stats-sample asks for them."""
+def stats_options(args: argparse.Namespace) -> StatsOptions | None:
+    """The stats pass's options when --stats or --stats-sample asks for it."""
     if not (args.stats or args.stats_sample is not None):
         return None
     from ckptscan.stats import StatsOptions
 
-    stats_options = StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
-    return [stats_for(r, stats_options, options, show_progress=not args.json) for r in results]
+    return StatsOptions(workers=args.stats_workers, sample=args.stats_sample)
 
 
-def stats_for(
-    result: ScanResult, options: StatsOptions, analysis: AnalysisOptions | None = None, *, show_progress: bool = False
-) -> StatsResult | None:
-    """The value statistics of one model (roles from the analyzer), with a progress bar on a terminal."""
-    if result.inventory is None:
-        return None
-    from ckptscan.analyze.analysis import analyze
-    from ckptscan.stats import compute
-
-    inventory = result.inventory
-    decisions = analyze(inventory, analysis).decisions
-    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
-    bar = ProgressBar(result.path) if show_progress and sys.stderr.isatty() else None
-    try:
-        return compute(inventory, options, progress=bar.update if bar is not None else None, roles=roles)
-    except CkptscanError as e:  # e.g. numpy missing: the inventory still stands
-        print(f"ckptscan: {result.path}: --stats: {e}", file=sys.stderr)
-        return None
-    finally:
-        if bar is not None:
-            bar.close()
+def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar for one model's stats pass (pipeline.ProgressFactory)."""
+    bar = ProgressBar(label)
+    return bar.update, bar.close
 
 
 class ProgressBar:
@@ -256,10 +243,15 @@ def make_progress(label: str) -> Any:
     )
 
 
-def report_errors(results: list[ScanResult]) -> None:
-    for r in results:
+def report_errors(reports: Sequence[ModelReport]) -> None:
+    for r in reports:
         if r.error is not None:
             print(f"ckptscan: {r.error.message}", file=sys.stderr)
+
+
+def pipeline_options(args: argparse.Namespace) -> pipeline.Options:
+    stats = stats_options(args) if hasattr(args, "stats") else None  # `ckptscan memory` has no stats pass
+    return pipeline.Options(analysis=analysis_options(args), stats=stats)
 
 
 def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
@@ -286,26 +278,11 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
     )
 
 
-def scan_path(path: str) -> list[ScanResult]:
-    """Results for one argument; a folder may hold several models (or none, which is an error)."""
-    p = Path(path)
-    if p.is_dir():
-        found = model_inputs(p)
-        if not found:
-            message = f"{path}: no checkpoint found in this folder"
-            return [ScanResult(path, None, None, ScanError("unrecognized-format", message))]
-        return [scan(child) for child in found]
-    return [scan(path)]
-
-
-def exit_code(
-    results: list[ScanResult], fail_on: Severity | None, stats: Sequence[StatsResult | None] | None = None
-) -> int:
-    if any(r.error is not None for r in results):
+def exit_code(reports: Sequence[ModelReport], fail_on: Severity | None) -> int:
+    if any(r.error is not None for r in reports):
         return EXIT_INPUT_FAILED
     if fail_on is not None:
-        found: list[Finding] = [f for r in results if r.inventory for f in r.inventory.findings]
-        found += [f for s in stats or () if s is not None for f in s.findings]
+        found: list[Finding] = [f for r in reports for f in r.findings()]
         if any(f.severity.rank >= fail_on.rank for f in found):
             return EXIT_FINDINGS
     return EXIT_OK
@@ -660,20 +637,19 @@ def positive(text: str) -> int:
 
 def run_memory(argv: list[str]) -> int:
     args = memory_parser().parse_args(argv)
-    results = [result for path in args.paths for result in scan_path(path)]
-    options = analysis_options(args)
+    reports = build_reports(args.paths, pipeline_options(args))
     if args.json:
         from ckptscan.report.json import document
 
-        emit_json(document(results, options=options))
-        report_errors(results)
+        emit_json(document(reports))
+        report_errors(reports)
     else:
-        from ckptscan.report.terminal import Options, memory_report
+        from ckptscan.report.terminal import memory_report
 
         console = make_console(args.no_color)
-        for renderable in memory_report(results, Options(analysis=options)):
+        for renderable in memory_report(reports):
             console.print(renderable)
-    return exit_code(results, None)
+    return exit_code(reports, None)
 
 
 # -- other commands ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ckptscan
-from ckptscan import cli, registry
+from ckptscan import cli, pipeline, registry
 from ckptscan.analyze.analysis import analyze
 from ckptscan.analyze.roles import Role
 from ckptscan.errors import CkptscanError
@@ -210,7 +210,7 @@ def test_every_fixture_analyzes_and_adds_up(path: Path) -> None:
     assert len(a.decisions) == len(result.inventory.tensors)
     assert sum(p.bytes for p in a.overhead.parts.values()) == result.inventory.file_bytes
     assert a.parameters.total <= sum(t.elements for t in result.inventory.tensors)
-    _validate(document([result], explain=True, tensor_plans=True))
+    _validate(document([pipeline.build(result)], explain=True, tensor_plans=True))
 
 
 def _real_files() -> list[str]:
@@ -225,7 +225,7 @@ def test_every_real_model_json_validates(rel: str | None) -> None:
     if rel is None:
         pytest.skip(f"{REAL_MODELS} not present")
     result = ckptscan.scan(REAL_MODELS / rel)
-    doc = document([result], explain=True)
+    doc = document([pipeline.build(result)], explain=True)
     _validate(doc)
     record = doc["results"][0]
     if result.inventory is not None and result.inventory.complete:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ckptscan import registry
+from ckptscan import pipeline, registry
 from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
 from ckptscan.audit.model import digest as model_digest
@@ -250,32 +250,39 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
 
 
 def analyzer_target(result: ScanResult, name: str) -> int:
-    targets = result_dict(result)["reduction"]["targets"]
+    targets = result_dict(pipeline.build(result))["reduction"]["targets"]
     saving: int = next(t["saving_bytes"] for t in targets if t["name"] == name)
     return saving
 
 
-def test_estimates_without_the_analyzer() -> None:
-    """Records without the analyzer's sections: roles from the readers' structure tags, labelled."""
-    f32 = {"dtype": "F32", "offset": 0, "file": "m.pt"}
-    record = {
-        "files": [{"path": "m.pt", "size": 4000, "role": "weights"}],
-        "tensors": [
-            {**f32, "name": "w", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 0},
-            {**f32, "name": "b", "shape": [8], "elements": 8, "bytes": 32, "offset": 512},
-            {**f32, "name": "exp_avg", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 544,
-             "attrs": {"structure": "optimizer"}},
-            {**f32, "name": "w_tied", "shape": [16, 8], "elements": 128, "bytes": 512, "offset": 0},
-        ],
-    }  # fmt: skip
-    d = model_digest(record, "int8")
-    assert (d.roles_source, d.strip_source, d.quantize_source) == ("inventory", "inventory", "inventory")
-    assert d.by_role == {"model": (3, 264, 1056), "optimizer_state": (1, 128, 512)}
-    assert d.parameters == 128 + 8  # w_tied views w's bytes: one tensor
-    assert d.strip_bytes == 512
-    assert d.quantize_saving == 512 - 128  # the matrix at 8 bits; the vector stays
-    assert [k[0] for k in d.dedupe_keys] == ["w", "b"]
-    assert GENERATED["quantize_int8_bytes"] > 0  # the estimate of the tree's generated models
+def test_digest_comes_from_the_typed_report() -> None:
+    """The totals read the analyzer's answers through the ModelReport: roles (one role model, no
+    fallback), parameters (a tied view once), strip and quantize targets; never the rendered record."""
+    from ckptscan.analyze.analysis import analyze
+    from ckptscan.pipeline import ModelReport
+    from ckptscan.scan import ScanResult
+    from tests._analysis_helpers import loose, tensor
+
+    tensors = [
+        tensor("w.weight", (16, 8), offset=0),
+        tensor("w.bias", (8,), offset=512),
+        tensor("optimizer.state.0.exp_avg", (16, 8), offset=544, attrs={"structure": "optimizer"}),
+        tensor("w_tied.weight", (16, 8), offset=0),
+    ]
+    inventory = loose(tensors)
+    analysis = analyze(inventory)
+    model = ModelReport(ScanResult("m.bin", inventory.format, inventory, None), analysis)
+    d = model_digest(model, "int8")
+    assert (d.roles_source, d.strip_source, d.quantize_source) == ("analyzer", "analyzer", "analyzer")
+    assert d.by_role == {role: (c.tensors, c.elements, c.bytes) for role, c in analysis.by_role.items()}
+    assert "optimizer_state" in d.by_role
+    assert d.parameters == analysis.parameters.total
+    strip = next(t for t in analysis.targets if t.name == "strip")
+    int8 = next(t for t in analysis.targets if t.name == "int8")
+    assert d.strip_bytes == max(0, strip.saving_bytes) > 0
+    assert d.quantize_saving == max(0, int8.saving_bytes)
+    assert [k[0] for k in d.dedupe_keys] == ["w.weight", "w.bias"]  # the tied view once, no optimizer state
+    assert model_digest(ModelReport(ScanResult("x", None, None, None)), "int8").dedupe_keys == ()
 
 
 def test_problems_and_skipped_files(audited: Audit, tree: Path) -> None:
@@ -531,7 +538,7 @@ def test_reduction_targets_per_model(tree: Path) -> None:
     names = {tuple(t["name"] for t in r["reduction"]["targets"]) for r in default.records}
     assert names == {("strip", "dedupe", "Q4_K_M")}
     every = run_audit([folder], workers=0, all_targets=True)
-    full = result_dict(scan(folder / "step-100" / "model.safetensors"))["reduction"]["targets"]
+    full = result_dict(pipeline.build(scan(folder / "step-100" / "model.safetensors")))["reduction"]["targets"]
     assert {len(r["reduction"]["targets"]) for r in every.records} == {len(full)}
 
 

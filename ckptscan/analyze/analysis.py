@@ -1,8 +1,8 @@
 """Every analysis of one inventory, computed once: roles, parameters, overhead, reduction, memory.
 
-``analyze`` is what the reports call. It is pure (the inventory and the options in, the answers out)
-and remembers its last answer, so that the terminal sections and the JSON document of one result
-share one computation.
+``analyze`` is pure (the inventory and the options in, the answers out). ``ckptscan.pipeline`` calls
+it once per model and hands the answer to every renderer inside a ``ModelReport``; nothing else in
+the package calls it.
 """
 
 from __future__ import annotations
@@ -39,19 +39,8 @@ class Analysis:
     training: dict[str, Any] | None
 
 
-_last: list[tuple[Inventory, AnalysisOptions, Analysis]] = []
-
-
 def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Analysis:
     options = options or AnalysisOptions()
-    if _last and _last[0][0] is inventory and _last[0][1] == options:
-        return _last[0][2]
-    result = _analyze(inventory, options)
-    _last[:] = [(inventory, options, result)]
-    return result
-
-
-def _analyze(inventory: Inventory, options: AnalysisOptions) -> Analysis:
     decisions = roles.classify(inventory)
     ties, decisions = parameters.find_ties(inventory, decisions)
     params = parameters.count_parameters(inventory, decisions, ties)

@@ -1,6 +1,6 @@
 """Totals across every model of an audit: what there is, what it costs, what could go.
 
-Fed one model at a time (its JSON record and its :class:`~ckptscan.audit.model.Digest`), in
+Fed one model at a time (its typed :class:`~ckptscan.audit.model.Facts` and :class:`~ckptscan.audit.model.Digest`), in
 whatever order workers finish; :meth:`Aggregate.summary` is deterministic all the same (models
 are ordered by path before anything order-dependent is decided) and can be asked for at any time,
 which is how an interrupted audit still reports what it did.
@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckptscan.audit.model import DedupeKey, Digest
+from ckptscan.audit.model import DedupeKey, Digest, Facts
 from ckptscan.inventory import Severity
+from ckptscan.report.json import finding_dict
 
 INCOMPLETE_CODES = frozenset({"lfs-pointer", "incomplete-model", "truncated", "missing-file"})
 MAX_LISTED_FINDINGS = 200
@@ -69,28 +70,24 @@ class Aggregate:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def add_model(self, record: Mapping[str, Any], digest: Digest, size: int) -> None:
-        """One model's record (at least its ``worker.FACTS``); ``size`` is what its unit occupies on
-        disk (for failed reads)."""
+    def add_model(self, facts: Facts, digest: Digest, size: int) -> None:
+        """One model's facts and digest; ``size`` is what its unit occupies on disk (for failed reads)."""
         index = len(self.models)
-        error = record.get("error")
-        code = error.get("code") if isinstance(error, Mapping) else None
-        status = "ok" if error is None else "incomplete" if code in INCOMPLETE_CODES else "failed"
-        totals = record.get("totals") or {}
-        file_bytes = record.get("file_bytes")
+        code = facts.error_code
+        status = "ok" if code is None else "incomplete" if code in INCOMPLETE_CODES else "failed"
         model = _Model(
-            path=str(record.get("path")),
-            folder=str(record.get("folder")),
-            format=record.get("format"),
+            path=facts.path,
+            folder=facts.folder,
+            format=facts.format,
             status=status,
-            file_bytes=file_bytes if isinstance(file_bytes, int) else size,
-            files=max(1, len(record.get("files") or ())),
-            tensors=int(totals.get("tensors", 0)),
+            file_bytes=facts.file_bytes if facts.file_bytes is not None else size,
+            files=max(1, facts.files),
+            tensors=facts.tensors or 0,
             parameters=digest.parameters,
             strip_bytes=digest.strip_bytes,
             strip_source=digest.strip_source,
             quantize_saving=digest.quantize_saving,
-            error=error if isinstance(error, Mapping) else None,
+            error=None if code is None else {"code": code, "message": facts.error_message},
         )
         self.models.append(model)
 
@@ -98,11 +95,9 @@ class Aggregate:
         fmt.update(
             models=1, files=model.files, file_bytes=model.file_bytes, tensors=model.tensors, parameters=model.parameters
         )
-        for name, c in (record.get("by_dtype") or {}).items():
-            self.by_dtype.setdefault(name, Counter()).update(
-                tensors=c.get("tensors", 0), elements=c.get("elements", 0), bytes=c.get("bytes", 0)
-            )
-        if record.get("totals") is not None:
+        for name, (tensors, elements, nbytes) in facts.by_dtype.items():
+            self.by_dtype.setdefault(name, Counter()).update(tensors=tensors, elements=elements, bytes=nbytes)
+        if facts.tensors is not None:
             self.role_sources.add(digest.roles_source)
             self.quantize_sources.add(digest.quantize_source)
             if digest.strip_bytes:
@@ -113,8 +108,8 @@ class Aggregate:
             holders = self.dedupe.setdefault(key, [])
             if not holders or holders[-1] != index:
                 holders.append(index)
-        for f in record.get("findings") or ():
-            self.findings.append({"path": model.path, **f})
+        for f in facts.findings:
+            self.findings.append({"path": model.path, **finding_dict(f)})
 
     def add_skipped(self, path: str, size: int, reason: str, *, named_like_checkpoint: bool) -> None:
         self.skipped[reason] += 1

@@ -1,47 +1,30 @@
 """What an audit keeps of one model: its JSON record, and a digest for the cross-model totals.
 
-The record is the single-scan result (``ckptscan.report.json.result_dict``) plus the model's
-``folder`` and a ``recoverable`` section. The digest is internal: role totals, parameters and the
-keys that identify each tensor across files, so that the parent process can deduplicate across
-thousands of models without keeping their tensor lists.
+The record is the single-scan result (``ckptscan.report.json.result_dict`` of the model's
+``ModelReport``) plus the model's ``folder`` and a ``recoverable`` section. The digest is internal:
+role totals, parameters and the keys that identify each tensor across files, so that the parent
+process can deduplicate across thousands of models without keeping their tensor lists.
 
-Roles, parameters and reduction figures come from the analyzer's sections of the record
-(``by_role``, ``parameters``, ``reduction``; docs/contracts.md) when they are there. Without them
-they are derived from the inventory alone and labelled ``"inventory"``: a tensor's role is then
-what its reader recorded in ``attrs["structure"]`` (``optimizer``, ``ema``, ``scheduler``...), and
-every other tensor is ``model``.
+Both come from the typed ``ModelReport`` (``ckptscan.pipeline``): roles, parameters and reduction
+figures are the analyzer's, computed once per model; nothing here reads a rendered record back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ckptscan.dtypes import DTYPES, lookup
+from ckptscan.dtypes import DTYPES
+from ckptscan.inventory import Finding, Tensor
+
+if TYPE_CHECKING:
+    from ckptscan.analyze.analysis import Analysis
+    from ckptscan.pipeline import ModelReport
 
 # Roles whose bytes a deployment does not need: what "strip" removes (as the analyzer's target).
 STRIP_ROLES = frozenset({"optimizer_state", "training_state", "ema", "master_weight"})
-# Roles that are not model parameters (for the inventory-only parameter count).
-NON_PARAMETER_ROLES = STRIP_ROLES | {"quantization", "buffer"}
-
-# attrs["structure"] (set by readers) -> role, for when the analyzer is absent
-STRUCTURE_ROLES = {
-    "optimizer": "optimizer_state",
-    "optimizer_states": "optimizer_state",
-    "ema": "ema",
-    "scheduler": "training_state",
-    "lr_scheduler": "training_state",
-    "lr_schedulers": "training_state",
-    "rng": "training_state",
-    "training": "training_state",
-    "hyper_parameters": "training_state",
-    "callbacks": "training_state",
-    "loops": "training_state",
-    "scaler": "training_state",
-}
-FALLBACK_MODEL_ROLE = "model"
 
 # Quantization targets: bits per element of the stored values (scales included for block types).
 QUANTIZE_BITS: dict[str, Fraction] = {
@@ -64,77 +47,94 @@ DedupeKey = tuple[str, tuple[int, ...], str, int, "str | None"]
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    roles_source: str  # "analyzer" or "inventory"
+    roles_source: str  # "analyzer" ("inventory" was the pre-pipeline fallback; kept in the schema)
     by_role: Mapping[str, tuple[int, int, int]]  # role -> (tensors, elements, bytes), every entry
     parameters: int
     strip_bytes: int
-    strip_source: str  # "files", "analyzer" or "inventory"
+    strip_source: str  # "files" or "analyzer"
     quantize_saving: int
-    quantize_source: str  # "analyzer" or "inventory"
+    quantize_source: str  # "analyzer"
     dedupe_keys: tuple[DedupeKey, ...]  # one per stored tensor outside STRIP_ROLES
 
 
-EMPTY_DIGEST = Digest("inventory", {}, 0, 0, "inventory", 0, "inventory", ())
+EMPTY_DIGEST = Digest("analyzer", {}, 0, 0, "analyzer", 0, "analyzer", ())
 
 
-def digest(record: Mapping[str, Any], quantize: str) -> Digest:
-    """The digest of a record that still holds its tensor list."""
-    tensors: list[Mapping[str, Any]] = record.get("tensors") or []
-    analyzed = isinstance(record.get("by_role"), Mapping)
-    roles = [tensor_role(t, analyzed) for t in tensors]
-    unique = _unique_views(tensors)
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the cross-model totals read of one model, typed (sent from the worker with its record)."""
 
-    if analyzed:
-        by_role = {
-            str(role): (int(c.get("tensors", 0)), int(c.get("elements", 0)), int(c.get("bytes", 0)))
-            for role, c in record["by_role"].items()
-            if isinstance(c, Mapping)
-        }
-    else:
-        by_role = _count_roles(tensors, roles)
+    path: str
+    folder: str
+    format: str | None
+    files: int  # files the model read
+    file_bytes: int | None  # None when the model could not be read
+    tensors: int | None  # None when the model could not be read
+    by_dtype: Mapping[str, tuple[int, int, int]]  # dtype -> (tensors, elements, bytes)
+    findings: tuple[Finding, ...]  # the reader's, then the stats pass's
+    error_code: str | None
+    error_message: str | None
 
-    # the analyzer's figures, when it ran, are the ones to trust (ties, dead storage, quantization
-    # layouts); the inventory-level estimates below stand in for them otherwise
-    analyzer_parameters = _analyzer_parameters(record)
-    analyzer_strip = _target_saving(record, "strip")
-    analyzer_saving = _target_saving(record, quantize)
-    target_bits = None if analyzer_saving is not None else QUANTIZE_BITS.get(quantize)
-    estimate_parameters = analyzer_parameters is None
 
-    parameters = strip = saving = 0
+def facts(model: ModelReport, folder: str) -> Facts:
+    from ckptscan.analyze import summary
+
+    inventory = model.inventory
+    error = model.error
+    by_dtype: dict[str, tuple[int, int, int]] = {}
+    if inventory is not None:
+        by_dtype = {n: (c.tensors, c.elements, c.bytes) for n, c in summary.by_dtype(inventory.tensors).items()}
+    return Facts(
+        path=model.path,
+        folder=folder,
+        format=inventory.format if inventory is not None else model.format,
+        files=len(inventory.files) if inventory is not None else 0,
+        file_bytes=inventory.file_bytes if inventory is not None else None,
+        tensors=len(inventory.tensors) if inventory is not None else None,
+        by_dtype=by_dtype,
+        findings=tuple(model.findings()),
+        error_code=error.code if error is not None else None,
+        error_message=error.message if error is not None else None,
+    )
+
+
+def digest(model: ModelReport, quantize: str) -> Digest:
+    """The digest of one model report (EMPTY_DIGEST when it could not be read)."""
+    inventory, analysis = model.inventory, model.analysis
+    if inventory is None or analysis is None:
+        return EMPTY_DIGEST
+    tensors = inventory.tensors
+    roles = [d.role.value for d in analysis.decisions]
+    hashes = [s.hash for s in model.stats.tensors] if model.stats is not None else [None] * len(tensors)
+    strip = 0
     keys = []
-    whole_files = _training_state_files(record, tensors, roles)
-    for i in unique:
+    whole_files = _training_state_files(model, roles)
+    for i in _unique_views(tensors):
         t, role = tensors[i], roles[i]
-        nbytes = t["bytes"]
         if role in STRIP_ROLES:
-            if t["file"] not in whole_files:
-                strip += nbytes
+            if t.file not in whole_files:
+                strip += t.nbytes
             continue
-        if nbytes:
-            keys.append(_dedupe_key(t))
-        if role not in NON_PARAMETER_ROLES:
-            if estimate_parameters:
-                parameters += t["elements"]
-            if target_bits is not None:
-                saving += _quantize_saving(t, target_bits)
-
+        if t.nbytes:
+            keys.append((t.name, tuple(t.shape), t.dtype.name, t.nbytes, hashes[i]))
     # Training state in files of its own (a Trainer folder's optimizer.pt...) goes with its files,
-    # framing and all: their sizes on disk are exact.
+    # framing and all: their sizes on disk are exact. Otherwise the analyzer's strip target, which
+    # knows ties, dead storage and framing.
+    analyzer_strip = _target_saving(analysis, "strip")
     if whole_files:
         strip, strip_source = strip + sum(whole_files.values()), "files"
     elif analyzer_strip is not None:
         strip, strip_source = analyzer_strip, "analyzer"
     else:
-        strip_source = "inventory"
+        strip_source = "analyzer"  # no strip target asked for: its roles' unique bytes
     return Digest(
-        roles_source="analyzer" if analyzed else "inventory",
-        by_role=by_role,
-        parameters=parameters if analyzer_parameters is None else analyzer_parameters,
+        roles_source="analyzer",
+        by_role={role: (c.tensors, c.elements, c.bytes) for role, c in analysis.by_role.items()},
+        parameters=analysis.parameters.total,
         strip_bytes=strip,
         strip_source=strip_source,
-        quantize_saving=saving if analyzer_saving is None else analyzer_saving,
-        quantize_source="inventory" if analyzer_saving is None else "analyzer",
+        quantize_saving=_target_saving(analysis, quantize) or 0,
+        quantize_source="analyzer",
         dedupe_keys=tuple(keys),
     )
 
@@ -147,103 +147,44 @@ def recoverable_section(d: Digest, quantize: str) -> dict[str, Any]:
     }
 
 
-def _training_state_files(
-    record: Mapping[str, Any], tensors: list[Mapping[str, Any]], roles: list[str]
-) -> dict[str, int]:
+def _training_state_files(model: ModelReport, roles: Sequence[str]) -> dict[str, int]:
     """Files of a folder model that hold no model tensor (``optimizer.pt``, ``scheduler.pt``,
     ``rng_state.pth``, ``training_args.bin`` in a Trainer folder): stripping deletes them whole.
     Only folder models: their parts are files of their own, where a data shard of a TF checkpoint
     or a sharded index cannot go without rewriting the index."""
     from ckptscan.registry import FOLDER_FORMATS
 
-    if record.get("format") not in {spec.name for spec in FOLDER_FORMATS}:
+    inventory = model.inventory
+    assert inventory is not None
+    if inventory.format not in {spec.name for spec in FOLDER_FORMATS}:
         return {}
-    weights = [f for f in record.get("files") or () if f.get("role") == "weights"]
+    weights = [f for f in inventory.files if f.role == "weights"]
     if len(weights) < 2:
         return {}
-    holding_model = {t.get("file") for t, role in zip(tensors, roles, strict=True) if role not in STRIP_ROLES}
-    return {f["path"]: int(f["size"]) for f in weights if f["path"] not in holding_model}
+    holding_model = {t.file for t, role in zip(inventory.tensors, roles, strict=True) if role not in STRIP_ROLES}
+    return {f.path: f.size for f in weights if f.path not in holding_model}
 
 
-def tensor_role(tensor: Mapping[str, Any], analyzed: bool) -> str:
-    role = tensor.get("role")
-    if analyzed and isinstance(role, str):
-        return role
-    attrs = tensor.get("attrs")
-    structure = attrs.get("structure") if isinstance(attrs, Mapping) else None
-    if isinstance(structure, str):
-        return STRUCTURE_ROLES.get(structure, FALLBACK_MODEL_ROLE)
-    return FALLBACK_MODEL_ROLE
-
-
-def _count_roles(tensors: list[Mapping[str, Any]], roles: list[str]) -> dict[str, tuple[int, int, int]]:
-    counts: dict[str, tuple[int, int, int]] = {}
-    for t, role in zip(tensors, roles, strict=True):
-        n, elements, nbytes = counts.get(role, (0, 0, 0))
-        counts[role] = (n + 1, elements + int(t.get("elements", 0)), nbytes + int(t.get("bytes", 0)))
-    return counts
-
-
-def _unique_views(tensors: Iterable[Mapping[str, Any]]) -> list[int]:
+def _unique_views(tensors: Sequence[Tensor]) -> list[int]:
     """Indices of the first entry of each distinct view (a tied weight saved twice counts once)."""
     seen: set[tuple[Any, ...]] = set()
     unique = []
     for i, t in enumerate(tensors):
-        if "storage" in t:
-            key: tuple[Any, ...] = ("s", t["storage"], t.get("storage_offset", 0), t["dtype"], tuple(t["shape"]))
-            key += (tuple(t.get("strides") or ()),)
-        elif t.get("offset") is None:
-            key = ("n", t.get("file"), t["name"])
+        if t.storage is not None:
+            key: tuple[Any, ...] = ("s", t.storage, t.storage_offset, t.dtype.name, tuple(t.shape))
+            key += (tuple(t.strides or ()),)
+        elif t.offset is None:
+            key = ("n", t.file, t.name)
         else:
-            key = ("o", t.get("file"), t["offset"], t["dtype"], tuple(t["shape"]))
+            key = ("o", t.file, t.offset, t.dtype.name, tuple(t.shape))
         if key not in seen:
             seen.add(key)
             unique.append(i)
     return unique
 
 
-def _dedupe_key(t: Mapping[str, Any]) -> DedupeKey:
-    stats = t.get("stats")
-    content = stats.get("hash") if isinstance(stats, Mapping) else None
-    return (t["name"], tuple(t["shape"]), t["dtype"], int(t["bytes"]), content if isinstance(content, str) else None)
-
-
-def _analyzer_parameters(record: Mapping[str, Any]) -> int | None:
-    parameters = record.get("parameters")
-    total = parameters.get("total") if isinstance(parameters, Mapping) else None
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
-
-
-def _target_saving(record: Mapping[str, Any], name: str) -> int | None:
-    reduction = record.get("reduction")
-    targets = reduction.get("targets") if isinstance(reduction, Mapping) else None
-    if not isinstance(targets, list):
-        return None
-    for target in targets:
-        if isinstance(target, Mapping) and target.get("name") == name:
-            saving = target.get("saving_bytes")
-            if isinstance(saving, int) and not isinstance(saving, bool):
-                return max(0, saving)
+def _target_saving(analysis: Analysis, name: str) -> int | None:
+    for target in analysis.targets:
+        if target.name == name:
+            return max(0, target.saving_bytes)
     return None
-
-
-def _quantize_saving(t: Mapping[str, Any], bits: Fraction) -> int:
-    """Bytes saved by storing a floating matrix at ``bits`` per element (an estimate)."""
-    current = _float_bits(t["dtype"])
-    if current is None or len(t["shape"]) < 2 or current[0] * bits.denominator <= bits.numerator * current[1]:
-        return 0
-    elements = int(t.get("elements", 0))
-    after = -(-(elements * bits.numerator) // (8 * bits.denominator))  # ceil, exact
-    return max(0, int(t.get("bytes", 0)) - after)
-
-
-_FLOAT_BITS: dict[str, tuple[int, int] | None] = {}
-
-
-def _float_bits(name: str) -> tuple[int, int] | None:
-    """Bits per element (numerator, denominator) of a floating dtype of known size, else None."""
-    if name not in _FLOAT_BITS:
-        dtype = lookup(name)
-        bits = dtype.bits_per_element
-        _FLOAT_BITS[name] = (bits.numerator, bits.denominator) if dtype.is_floating and dtype.known else None
-    return _FLOAT_BITS[name]

@@ -166,7 +166,7 @@ class Audit:
         if unit.kind == "file" and own in schedule.claimed:
             self._settle(own)  # read as part of another model that finished first
             return None
-        path = str(outcome.facts["path"])
+        path = outcome.facts.path
         for member in outcome.members:
             if member != own and member in self._emitted:
                 self.aggregate.note(f"{self._emitted[member]} was audited as a model and is also part of {path}")
@@ -178,7 +178,7 @@ class Audit:
         self.texts.append(outcome.text)
         self._paths.append(path)
         self.progress.models += 1
-        if outcome.facts.get("error") is not None:
+        if outcome.facts.error_code is not None:
             self.progress.failed += 1
         return ModelDone(outcome.text, outcome.detail)
 

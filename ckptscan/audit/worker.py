@@ -14,18 +14,14 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ckptscan import registry
+from ckptscan import pipeline, registry
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
-from ckptscan.audit.model import EMPTY_DIGEST, Digest, digest, recoverable_section
-from ckptscan.errors import CkptscanError, UnrecognizedFormat
+from ckptscan.audit.model import Digest, Facts, digest, facts, recoverable_section
+from ckptscan.errors import UnrecognizedFormat
 from ckptscan.report.json import result_dict
 from ckptscan.scan import ScanError, ScanResult, scan
-
-if TYPE_CHECKING:
-    from ckptscan.stats import StatsResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +40,28 @@ class WorkerOptions:
             return AnalysisOptions(memory=False)
         return AnalysisOptions(targets=("strip", "dedupe", self.quantize), memory=False)
 
+    def pipeline(self) -> pipeline.Options:
+        """One thread for the stats pass: the audit's workers are the parallelism."""
+        stats = None
+        if self.stats:
+            from ckptscan.stats import StatsOptions
+
+            stats = StatsOptions(workers=1, sample=self.stats_sample, executor="thread")
+        return pipeline.Options(analysis=self.analysis(), stats=stats)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelOutcome:
     """A model, as the parent needs it: the record already serialized (JSON text is cheaper to
-    send, keep and print than the dict it comes from), the few fields the totals read, its members."""
+    send, keep and print than the dict it comes from), the typed facts and digest the totals read
+    (taken from the model's ``ModelReport``, never parsed back from the record), its members."""
 
     unit_id: int
     text: str  # the per-model JSON record, compact
-    facts: dict[str, Any]  # the record's fields that the cross-model totals read (FACTS)
+    facts: Facts
     members: tuple[str, ...]  # normalized paths of every file the model read
     digest: Digest
     detail: str = ""  # traceback of an internal error, for --debug
-
-
-FACTS = ("path", "folder", "format", "files", "file_bytes", "totals", "by_dtype", "findings", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +89,6 @@ def process(unit: Unit, options: WorkerOptions) -> Outcome:
         return error_outcome(unit, ScanError("internal-error", message, traceback.format_exc()), options)
 
 
-def _stats(result: ScanResult, options: WorkerOptions, analysis: AnalysisOptions) -> tuple[StatsResult | None, str]:
-    """The value statistics of one model (one thread: the audit's workers are the parallelism),
-    or why there are none; the inventory stands either way."""
-    inventory = result.inventory
-    if inventory is None:
-        return None, ""
-    from ckptscan.analyze.analysis import analyze
-    from ckptscan.stats import StatsOptions, compute
-
-    decisions = analyze(inventory, analysis).decisions
-    roles = {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
-    stats_options = StatsOptions(workers=1, sample=options.stats_sample, executor="thread")
-    try:
-        return compute(inventory, stats_options, roles=roles), ""
-    except CkptscanError as e:
-        return None, f"--stats: {e}"
-
-
 def _unrecognized(result: ScanResult) -> bool:
     """No format's sniff accepted the file's first bytes (a reader failing inside a recognized
     file has its format set by ``registry.read_source``, so it is not mistaken for this)."""
@@ -111,13 +96,12 @@ def _unrecognized(result: ScanResult) -> bool:
 
 
 def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> ModelOutcome:
-    analysis = options.analysis()
-    stats, stats_problem = _stats(result, options, analysis) if options.stats else (None, "")
-    record = result_dict(result, options=analysis, stats=stats)
-    if stats_problem:
-        record["warnings"].append(stats_problem)
+    model = pipeline.build(result, options.pipeline())
+    record = result_dict(model)
+    if model.stats_problem:
+        record["warnings"].append(model.stats_problem)
     record["folder"] = unit.folder
-    d = digest(record, options.quantize) if result.inventory is not None else EMPTY_DIGEST
+    d = digest(model, options.quantize)
     record["recoverable"] = recoverable_section(d, options.quantize)
     if not options.tensors:
         record["tensors"] = []
@@ -132,7 +116,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
         record["companions"] = companions
     detail = result.error.detail if result.error is not None else ""
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    return ModelOutcome(unit.id, text, {k: record[k] for k in FACTS}, members, d, detail)
+    return ModelOutcome(unit.id, text, facts(model, unit.folder), members, d, detail)
 
 
 def error_outcome(unit: Unit, error: ScanError, options: WorkerOptions) -> ModelOutcome:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ckptscan.report.terminal import SEVERITY_STYLE, human_bytes, human_count
+from ckptscan.report.format import SEVERITY_STYLE, human_bytes, human_count
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

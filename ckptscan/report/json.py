@@ -8,76 +8,53 @@ the package (``ckptscan/schema/ckptscan.schema.json``) and ``ckptscan schema`` p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
 from ckptscan.analyze import modules, summary
-from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
+from ckptscan.analyze.analysis import Analysis
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Finding, Inventory, Tensor
-from ckptscan.scan import ScanResult
 
 if TYPE_CHECKING:
-    from ckptscan.stats import StatsResult, TensorStats
+    from ckptscan.pipeline import ModelReport
+    from ckptscan.stats import TensorStats
+    from ckptscan.stats.summary import MeasuredError
 
 SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
-def document(
-    results: Iterable[ScanResult],
-    *,
-    explain: bool = False,
-    tensor_plans: bool = False,
-    options: AnalysisOptions | None = None,
-    stats: Sequence[StatsResult | None] | None = None,
-) -> dict[str, Any]:
-    """The --json document; ``stats`` (one per result, or None) adds the value statistics."""
-    listed = list(results)
-    per_result = list(stats) if stats is not None else [None] * len(listed)
+def document(reports: Iterable[ModelReport], *, explain: bool = False, tensor_plans: bool = False) -> dict[str, Any]:
+    """The --json document: one record per model report (with its value statistics when it has them)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ckptscan", "version": __version__},
-        "results": [
-            result_dict(r, explain=explain, tensor_plans=tensor_plans, options=options, stats=s)
-            for r, s in zip(listed, per_result, strict=True)
-        ],
+        "results": [result_dict(r, explain=explain, tensor_plans=tensor_plans) for r in reports],
     }
 
 
 def result_dict(
-    result: ScanResult,
-    *,
-    include_tensors: bool = True,
-    explain: bool = False,
-    tensor_plans: bool = False,
-    options: AnalysisOptions | None = None,
-    stats: StatsResult | None = None,
+    report: ModelReport, *, include_tensors: bool = True, explain: bool = False, tensor_plans: bool = False
 ) -> dict[str, Any]:
     """One result. ``explain`` adds each tensor's role reason; ``tensor_plans`` each reduction
-    target's per-tensor plan (large: one record per tensor and target); ``stats`` the value
-    statistics (per-tensor ``stats``, ``stats_summary``, their findings, measured reduction error)."""
-    record = _result_dict(result, include_tensors=include_tensors, explain=explain, tensor_plans=tensor_plans,
-                          options=options)  # fmt: skip
-    if stats is not None and result.inventory is not None:
-        add_stats(record, stats, analyze(result.inventory, options), include_tensors=include_tensors)
+    target's per-tensor plan (large: one record per tensor and target); a report with stats adds the
+    value statistics (per-tensor ``stats``, ``stats_summary``, their findings, measured reduction error)."""
+    record = _result_dict(report, include_tensors=include_tensors, explain=explain, tensor_plans=tensor_plans)
+    if report.stats is not None and report.inventory is not None:
+        add_stats(record, report, include_tensors=include_tensors)
     return record
 
 
-def _result_dict(
-    result: ScanResult,
-    *,
-    include_tensors: bool,
-    explain: bool,
-    tensor_plans: bool,
-    options: AnalysisOptions | None,
-) -> dict[str, Any]:
+def _result_dict(report: ModelReport, *, include_tensors: bool, explain: bool, tensor_plans: bool) -> dict[str, Any]:
+    result = report.scan
     inventory = result.inventory
+    analysis = report.analysis
     error = {"code": result.error.code, "message": result.error.message} if result.error else None
-    if inventory is None:
+    if inventory is None or analysis is None:
         return {
             "path": result.path,
             "format": result.format,
@@ -98,7 +75,6 @@ def _result_dict(
             "findings": [finding_dict(f) for f in result.error.findings] if result.error is not None else [],
             "error": error,
         }
-    analysis = analyze(inventory, options)
     return {
         "path": result.path,
         "format": inventory.format,
@@ -131,20 +107,25 @@ def _result_dict(
     }
 
 
-def add_stats(record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True) -> None:
+def add_stats(record: dict[str, Any], report: ModelReport, *, include_tensors: bool = True) -> None:
     """Per-tensor ``stats``, the result's ``stats_summary``, the stats findings, and the quantization
     error measured for the tensors each int8/int4 reduction target quantizes."""
-    from ckptscan.stats.summary import measured_targets
-
+    stats = report.stats
+    assert stats is not None
     if include_tensors:
         for tensor_record, tensor_stats in zip(record["tensors"], stats.tensors, strict=True):
             tensor_record["stats"] = stats_dict(tensor_stats)
     record["stats_summary"] = jsonable(dict(stats.summary))
     record["findings"].extend(finding_dict(f) for f in stats.findings)
-    measured = measured_targets(analysis.targets, stats.tensors)
     for target in record["reduction"]["targets"] if record.get("reduction") else ():
-        if target["name"] in measured:
-            target["measured"] = jsonable(measured[target["name"]])
+        if target["name"] in report.measured:
+            target["measured"] = measured_dict(report.measured[target["name"]])
+
+
+def measured_dict(m: MeasuredError) -> dict[str, Any]:
+    record = {"sqnr_db": m.sqnr_db, "min_db": m.min_db, "tensors": m.tensors, "of": m.of, "sampled": m.sampled}
+    out: dict[str, Any] = jsonable({**record, "note": m.note})
+    return out
 
 
 def stats_dict(s: TensorStats) -> dict[str, Any]:

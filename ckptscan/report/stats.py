@@ -5,33 +5,32 @@ and quantization sensitivity, and with ``--tensors`` the per-tensor figures. Ren
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ckptscan.inventory import Inventory, Severity
-from ckptscan.report.terminal import SEVERITY_STYLE, human_bytes
+from ckptscan.inventory import Severity
+from ckptscan.report.format import SEVERITY_STYLE, human_bytes
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from ckptscan.analyze.analysis import AnalysisOptions
+    from ckptscan.pipeline import ModelReport
     from ckptscan.stats import StatsResult, TensorStats
+    from ckptscan.stats.summary import MeasuredError
 
 MAX_FINDING_ROWS = 20
 
 
-def stats_sections(
-    inventory: Inventory, stats: StatsResult, *, tensors: bool = False, analysis: AnalysisOptions | None = None
-) -> list[RenderableType]:
-    from ckptscan.analyze.analysis import analyze
-    from ckptscan.stats.summary import measured_targets
-
-    measured = measured_targets(analyze(inventory, analysis).targets, stats.tensors)
+def stats_sections(model: ModelReport, *, tensors: bool = False) -> list[RenderableType]:
+    """The value statistics sections of one model report (empty when it has no statistics)."""
+    stats = model.stats
+    if stats is None:
+        return []
     out = [header(stats), integrity(stats)]
-    for section in (pruning(stats), quantization(stats, measured)):
+    for section in (pruning(stats), quantization(stats, model.measured)):
         if section is not None:
             out.append(section)
     if tensors:
-        out.append(tensor_stats(inventory, stats))
+        out.append(tensor_stats(stats))
     return out
 
 
@@ -127,7 +126,7 @@ def pruning(stats: StatsResult) -> RenderableType | None:
     return table
 
 
-def quantization(stats: StatsResult, measured: Mapping[str, Mapping[str, Any]] | None = None) -> RenderableType | None:
+def quantization(stats: StatsResult, measured: Mapping[str, MeasuredError] | None = None) -> RenderableType | None:
     data = stats.summary["quantization"]
     if not data["ranking"]:
         return None
@@ -152,10 +151,10 @@ def quantization(stats: StatsResult, measured: Mapping[str, Mapping[str, Any]] |
         overall("int4_g128", "  int4 groups of 128"),
     )
     for name, record in (measured or {}).items():  # the analyzer's reduction targets
-        if record["sqnr_db"] is not None:
+        if record.sqnr_db is not None:
             lines.append(
-                f"\n  reduction target {name}: {record['sqnr_db']:.1f} dB, measured on {record['tensors']} of the "
-                f"{record['of']} tensors it quantizes"
+                f"\n  reduction target {name}: {record.sqnr_db:.1f} dB, measured on {record.tensors} of the "
+                f"{record.of} tensors it quantizes"
             )
     table = Table(title="Most sensitive tensors", title_justify="left", title_style="bold", show_edge=False)
     table.add_column("tensor", overflow="fold")
@@ -184,7 +183,7 @@ def quantization(stats: StatsResult, measured: Mapping[str, Mapping[str, Any]] |
     return Group(lines, table, note)
 
 
-def tensor_stats(inventory: Inventory, stats: StatsResult) -> RenderableType:
+def tensor_stats(stats: StatsResult) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="Tensor values", title_justify="left", title_style="bold", show_edge=False)

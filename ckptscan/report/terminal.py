@@ -12,23 +12,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.analyze import modules, summary
-from ckptscan.analyze.analysis import Analysis, AnalysisOptions, analyze
+from ckptscan.analyze.analysis import Analysis
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.inventory import Finding, Inventory, Severity
-from ckptscan.scan import ScanResult
+from ckptscan.report.format import SEVERITY_STYLE, human_bytes, human_count
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from ckptscan.stats import StatsResult
+    from ckptscan.pipeline import ModelReport
 
-SEVERITY_STYLE = {
-    Severity.CRITICAL: "bold white on red",
-    Severity.HIGH: "bold red",
-    Severity.MEDIUM: "yellow",
-    Severity.LOW: "cyan",
-    Severity.INFO: "dim",
-}
+__all__ = ["SEVERITY_STYLE", "Options", "human_bytes", "human_count", "memory_report", "report"]
+
 MAX_MODULE_ROWS = 30
 MAX_METADATA_ROWS = 14
 HIDDEN_METADATA = frozenset({"kv_types"})  # detail for --json; noise on a terminal
@@ -45,47 +40,42 @@ class Options:
     tensors: bool = False  # the full tensor table
     largest: int = 10
     explain: bool = False  # each tensor's role and the evidence for it
-    analysis: AnalysisOptions | None = None
 
 
-Section = Callable[[Inventory, Options], "RenderableType | None"]
+# a section of one model's report: (inventory, its analysis, view options) -> renderable or None
+Section = Callable[[Inventory, Analysis, Options], "RenderableType | None"]
 
 
-def report(
-    results: Iterable[ScanResult],
-    options: Options | None = None,
-    stats: Sequence[StatsResult | None] | None = None,
-) -> list[RenderableType]:
-    """Renderables for every result; ``stats`` (one per result, or None) adds the value statistics."""
+def report(reports: Iterable[ModelReport], options: Options | None = None) -> list[RenderableType]:
+    """Renderables for every model report (with the value statistics of those that have them)."""
     options = options or Options()
-    listed = list(results)
-    per_result = list(stats) if stats is not None else [None] * len(listed)
     out: list[RenderableType] = []
-    for result, result_stats in zip(listed, per_result, strict=True):
-        out.extend(result_report(result, options, result_stats))
+    for model in reports:
+        out.extend(result_report(model, options))
     return out
 
 
-def result_report(result: ScanResult, options: Options, stats: StatsResult | None = None) -> list[RenderableType]:
+def result_report(model: ModelReport, options: Options) -> list[RenderableType]:
     from rich.rule import Rule
     from rich.text import Text
 
+    result = model.scan
     title = Text.assemble((result.path, "bold"), "  ", (result.format or "unrecognized", "magenta"))
     out: list[RenderableType] = [Rule(title, align="left", style="blue")]
     if result.error is not None:
         out.append(Text.assemble(("error ", "bold red"), (f"[{result.error.code}] ", "red"), result.error.message))
         if result.error.findings:  # found before the error: the file is unreadable and unsafe
             out.append(findings_table(result.error.findings))
-    inventory = result.inventory
-    if inventory is not None:
+    inventory, analysis = result.inventory, model.analysis
+    if inventory is not None and analysis is not None:
         for section in SECTIONS:
-            rendered = section(inventory, options)
+            rendered = section(inventory, analysis, options)
             if rendered is not None:
                 out.append(rendered)
-        if stats is not None:
+        if model.stats is not None:
             from ckptscan.report.stats import stats_sections
 
-            out.extend(stats_sections(inventory, stats, tensors=options.tensors, analysis=options.analysis))
+            out.extend(stats_sections(model, tensors=options.tensors))
     out.append(Text(""))
     return out
 
@@ -93,7 +83,7 @@ def result_report(result: ScanResult, options: Options, stats: StatsResult | Non
 # -- sections ------------------------------------------------------------------------------------
 
 
-def overview(inventory: Inventory, options: Options) -> RenderableType:
+def overview(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType:
     from rich.table import Table
 
     t = summary.totals(inventory)
@@ -125,7 +115,7 @@ def overview(inventory: Inventory, options: Options) -> RenderableType:
     return grid
 
 
-def findings(inventory: Inventory, options: Options) -> RenderableType | None:
+def findings(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.findings:
         return None
     return findings_table(inventory.findings)
@@ -164,7 +154,7 @@ def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding
     return rows
 
 
-def dtypes(inventory: Inventory, options: Options) -> RenderableType | None:
+def dtypes(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
     return _count_table("By dtype", "dtype", summary.by_dtype(inventory.tensors), inventory)
@@ -186,7 +176,7 @@ def _count_table(title: str, key: str, counts: Mapping[str, summary.Count], inve
     return table
 
 
-def module_rollup(inventory: Inventory, options: Options) -> RenderableType | None:
+def module_rollup(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     groups = modules.rollup(inventory.tensors)
     if not 2 <= len(groups) < len(inventory.tensors):
         return None  # one row, or no grouping at all: the other tables say it better
@@ -213,7 +203,7 @@ def module_rollup(inventory: Inventory, options: Options) -> RenderableType | No
     return table
 
 
-def largest_tensors(inventory: Inventory, options: Options) -> RenderableType | None:
+def largest_tensors(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if options.tensors or len(inventory.tensors) < 2:
         return None
     from rich.table import Table
@@ -225,13 +215,13 @@ def largest_tensors(inventory: Inventory, options: Options) -> RenderableType | 
     table.add_column("dtype")
     table.add_column("bytes", justify="right")
     table.add_column("role")
-    role = _role_names(inventory, options)
+    role = _role_names(inventory, analysis)
     for t in summary.largest(inventory.tensors, options.largest):
         table.add_row(t.name, _shape(t.shape), t.dtype.name, human_bytes(t.nbytes), role[t.name])
     return table
 
 
-def tensor_table(inventory: Inventory, options: Options) -> RenderableType | None:
+def tensor_table(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not options.tensors or not inventory.tensors:
         return None
     from rich.table import Table
@@ -239,7 +229,7 @@ def tensor_table(inventory: Inventory, options: Options) -> RenderableType | Non
     multi_file = len({t.file for t in inventory.tensors}) > 1
     table = Table(title="Tensors", title_justify="left", title_style="bold", show_edge=False)
     _tensor_columns(table, multi_file=multi_file, longest=max(len(t.name) for t in inventory.tensors))
-    decisions = _analysis(inventory, options).decisions
+    decisions = analysis.decisions
     for t, d in zip(inventory.tensors, decisions, strict=True):
         row = [t.name, _shape(t.shape), t.dtype.name, f"{t.elements:,}", human_bytes(t.nbytes)]
         row.append("-" if t.offset is None else f"{t.offset:,}")
@@ -250,21 +240,17 @@ def tensor_table(inventory: Inventory, options: Options) -> RenderableType | Non
     return table
 
 
-def _analysis(inventory: Inventory, options: Options) -> Analysis:
-    return analyze(inventory, options.analysis)
-
-
-def _role_names(inventory: Inventory, options: Options) -> dict[str, str]:
-    decisions = _analysis(inventory, options).decisions
+def _role_names(inventory: Inventory, analysis: Analysis) -> dict[str, str]:
+    decisions = analysis.decisions
     return {t.name: d.role.value for t, d in zip(inventory.tensors, decisions, strict=True)}
 
 
-def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
+def parameters(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
     from rich.table import Table
 
-    p = _analysis(inventory, options).parameters
+    p = analysis.parameters
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -278,18 +264,18 @@ def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
     return grid
 
 
-def roles(inventory: Inventory, options: Options) -> RenderableType | None:
+def roles(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
-    return _count_table("By role", "role", _analysis(inventory, options).by_role, inventory)
+    return _count_table("By role", "role", analysis.by_role, inventory)
 
 
-def overhead(inventory: Inventory, options: Options) -> RenderableType | None:
+def overhead(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.files or not inventory.file_bytes:
         return None
     from rich.table import Table
 
-    o = _analysis(inventory, options).overhead
+    o = analysis.overhead
     note = "parts add up to the file size exactly" if o.exact else "; ".join(o.notes) or "approximate"
     table = Table(title="Where the bytes go", title_justify="left", title_style="bold", show_edge=False,
                   caption=note, caption_justify="left", caption_style="dim")  # fmt: skip
@@ -312,12 +298,11 @@ def overhead(inventory: Inventory, options: Options) -> RenderableType | None:
     return table
 
 
-def reduction(inventory: Inventory, options: Options) -> RenderableType | None:
+def reduction(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.tensors or not inventory.file_bytes:
         return None
     from rich.table import Table
 
-    analysis = _analysis(inventory, options)
     targets = {t.name: t for t in analysis.targets}
     table = Table(title="Reduction (exact tensor bytes; format overhead as today)", title_justify="left",
                   title_style="bold", show_edge=False)  # fmt: skip
@@ -351,12 +336,11 @@ def _composition(target: Any) -> str:
     return ", ".join(shown)
 
 
-def memory(inventory: Inventory, options: Options) -> RenderableType | None:
+def memory(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
     from rich.table import Table
 
-    analysis = _analysis(inventory, options)
     table = Table(title="Memory (estimates)", title_justify="left", title_style="bold", show_edge=False,
                   show_header=False, box=None, padding=(0, 2))  # fmt: skip
     table.add_column(style="bold")
@@ -394,22 +378,21 @@ def memory_lines(analysis: Analysis) -> list[tuple[str, str]]:
     return rows
 
 
-def memory_report(results: Iterable[ScanResult], options: Options | None = None) -> list[RenderableType]:
+def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
     """``ckptscan memory``: the estimates in full, with every formula and assumption."""
     from rich.rule import Rule
     from rich.table import Table
     from rich.text import Text
 
-    options = options or Options()
     out: list[RenderableType] = []
-    for result in results:
+    for model in reports:
+        result, analysis = model.scan, model.analysis
         title = Text.assemble((result.path, "bold"), "  ", (result.format or "unrecognized", "magenta"))
         out.append(Rule(title, align="left", style="blue"))
-        if result.error is not None or result.inventory is None:
+        if result.error is not None or analysis is None:
             message = result.error.message if result.error else "no inventory"
             out.append(Text.assemble(("error ", "bold red"), message))
             continue
-        analysis = _analysis(result.inventory, options)
         arch = analysis.architecture
         if arch is not None:
             out.append(Text(
@@ -455,12 +438,12 @@ def memory_report(results: Iterable[ScanResult], options: Options | None = None)
     return out
 
 
-def explain(inventory: Inventory, options: Options) -> RenderableType | None:
+def explain(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not options.explain or not inventory.tensors:
         return None
     from rich.table import Table
 
-    decisions = _analysis(inventory, options).decisions
+    decisions = analysis.decisions
     rows = explain_rows(inventory, decisions)
     table = Table(title=f"Roles and why ({len(inventory.tensors):,} tensors, {len(rows):,} rows with blocks "
                   "collapsed)", title_justify="left", title_style="bold", show_edge=False)  # fmt: skip
@@ -498,7 +481,7 @@ def explain_rows(inventory: Inventory, decisions: Sequence[RoleDecision]) -> lis
     return rows
 
 
-def metadata(inventory: Inventory, options: Options) -> RenderableType | None:
+def metadata(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     rows = list(_flatten(inventory.metadata))
     if not rows:
         return None
@@ -515,7 +498,7 @@ def metadata(inventory: Inventory, options: Options) -> RenderableType | None:
     return table
 
 
-def warnings(inventory: Inventory, options: Options) -> RenderableType | None:
+def warnings(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.warnings:
         return None
     from rich.text import Text
@@ -542,22 +525,6 @@ SECTIONS: list[Section] = [
 
 
 # -- formatting ----------------------------------------------------------------------------------
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
-        value /= 1000
-    return f"{n} B"
-
-
-def human_count(n: int) -> str:
-    for threshold, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if abs(n) >= threshold:
-            return f"{n / threshold:.2f}{suffix}"
-    return str(n)
 
 
 def _with_human(n: int) -> str:

@@ -11,6 +11,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.inventory import Finding, Inventory, Severity, Tensor
@@ -263,7 +264,22 @@ def _place(t: Tensor) -> tuple[Any, ...]:
 MEASURED_SCHEMES = {"I8 per-channel": "int8", "I4 g128": "int4"}
 
 
-def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class MeasuredError:
+    """The quantization error the stats pass measured on the tensors one reduction target quantizes."""
+
+    sqnr_db: float | None  # energy-weighted: 10 log10(total signal / total error)
+    min_db: float | None  # the worst tensor's SQNR
+    tensors: int  # tensors measured
+    of: int  # tensors the target quantizes
+    sampled: bool
+    note: str
+
+
+MEASURED_NOTE = "symmetric absmax scales, one per row of the first dimension (groups of 128 along it for int4)"
+
+
+def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> dict[str, MeasuredError]:
     """For each reduction target that quantizes tensors to int8 per channel or int4 in groups of 128:
     the error measured on those tensors (energy-weighted SQNR), as ``{target name: record}``.
 
@@ -271,7 +287,7 @@ def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> di
     points does no worse, and one whose channel is the last dimension (Keras kernels, ONNX MatMul
     weights) is measured on the other axis: ``note`` says so.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, MeasuredError] = {}
     for target in targets:
         quantized = [p for p in getattr(target, "plans", ()) if p.result in MEASURED_SCHEMES]
         if not quantized:
@@ -291,12 +307,12 @@ def measured_targets(targets: Sequence[Any], stats: Sequence[TensorStats]) -> di
             value = s.sqnr_int8_db if which == "int8" else s.sqnr_int4_g128_db
             if value is not None:
                 values.append(value)
-        out[target.name] = {
-            "sqnr_db": 10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
-            "min_db": min(values) if values else None,
-            "tensors": measured,
-            "of": len(quantized),
-            "sampled": any(stats[p.index].sampled for p in quantized),
-            "note": "symmetric absmax scales, one per row of the first dimension (groups of 128 along it for int4)",
-        }
+        out[target.name] = MeasuredError(
+            sqnr_db=10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
+            min_db=min(values) if values else None,
+            tensors=measured,
+            of=len(quantized),
+            sampled=any(stats[p.index].sampled for p in quantized),
+            note=MEASURED_NOTE,
+        )
     return out
