@@ -125,7 +125,7 @@ def _read_pickles(source: Source, loaded: Loaded) -> None:
                     f"offset {position}",
                 )
             )
-            return
+            break
         if index >= MAX_PICKLES:
             raise MalformedFile(f"holds more than {MAX_PICKLES} pickles back to back", where=f"offset {position}")
         label = "pickle" if index == 0 else f"pickle {index + 1}"
