@@ -337,3 +337,36 @@ def test_pre_commit_try_repo(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "unsafe-global" in run.stdout
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_safetensors_rejects_foreign_dtypes_as_unknown(tmp_path: Path) -> None:
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F128", "shape": [2], "data_offsets": [0, 32]}}).encode()
+    path = tmp_path / "f128.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(32))
+    inventory = ckptscan.read_inventory(path)
+    assert not inventory.tensors[0].dtype.known
+    assert any("F128" in w and "not a safetensors dtype" in w for w in inventory.warnings)
+    doc = run_cli(path, "--json").json()["results"][0]
+    assert all(t["saving_bytes"] == 0 for t in doc["reduction"]["targets"])
+
+
+def test_gguf_empty_key_warns(tmp_path: Path) -> None:
+    import struct
+
+    def text(s: bytes) -> bytes:
+        return struct.pack("<Q", len(s)) + s
+
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + text(b"") + struct.pack("<I", 4) + struct.pack("<I", 7)
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(body)
+    inventory = ckptscan.read_inventory(path)
+    assert any("empty string" in w for w in inventory.warnings)
+
+
+def test_onnx_without_graph_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "nograph.onnx"
+    path.write_bytes(b"\x08\x07\x12\x07pytorch")  # ir_version 7, producer_name; no graph
+    result = ckptscan.scan(path)
+    assert result.error is not None and "no graph" in result.error.message

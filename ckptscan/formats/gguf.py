@@ -134,6 +134,7 @@ class _Parser:
             value_type = self.unpack("I", f"type of {key!r}")
             kv[key], kv_types[key] = self.value(value_type, key, 0)
         kv_end = self.pos
+        empty_key_warnings = ["a metadata key is the empty string"] if "" in kv else []
 
         alignment = kv.get("general.alignment", DEFAULT_ALIGNMENT)
         if "general.alignment" in kv and (
@@ -148,6 +149,7 @@ class _Parser:
             raise TruncatedFile("the file ends before its data section begins", where=f"offset {infos_end}")
 
         tensors, regions, warnings = self.place_tensors(infos, data_start, alignment)
+        warnings = empty_key_warnings + list(warnings)
         name = self.source.name
         regions[:0] = [
             Region(name, RegionKind.HEADER, 0, header_end, "magic, version and counts"),
