@@ -370,3 +370,58 @@ def test_onnx_without_graph_is_an_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x08\x07\x12\x07pytorch")  # ir_version 7, producer_name; no graph
     result = ckptscan.scan(path)
     assert result.error is not None and "no graph" in result.error.message
+
+
+class _Reduce:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_numpy_object_arrays_are_scanned(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    marker = tmp_path / "PWNED"
+    array = np.array([_Reduce(marker), 1], dtype=object)
+    np.save(tmp_path / "o.npy", array, allow_pickle=True)
+    np.savez(tmp_path / "o.npz", a=array)
+    np.savez_compressed(tmp_path / "oc.npz", a=array)
+    for name in ("o.npy", "o.npz", "oc.npz"):
+        result = ckptscan.scan(tmp_path / name)
+        assert result.inventory is not None, result.error
+        assert any(f.code == "unsafe-global" and f.severity is Severity.CRITICAL for f in result.inventory.findings)
+    assert not marker.exists()
+
+
+def test_hdf5_attribute_pickles_are_scanned(tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    np = pytest.importorskip("numpy")
+    marker = tmp_path / "PWNED"
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["x"] = np.zeros(3)
+        f.attrs["blob"] = np.void(pickle.dumps(_Reduce(marker)))
+        f.attrs["text"] = pickle.dumps(_Reduce(marker), protocol=0)
+    result = ckptscan.scan(tmp_path / "a.h5")
+    assert result.inventory is not None, result.error
+    where = {f.where.split(" byte")[0] for f in result.inventory.findings if f.code == "unsafe-global"}
+    assert where == {"attribute 'blob'", "attribute 'text'"}
+    assert not marker.exists()
+
+
+def test_keras_config_callables_are_named() -> None:
+    from ckptscan.formats.keras import config_findings
+
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "layers": [
+                {"class_name": "system", "module": "os", "config": {}},
+                {"class_name": "Lambda", "config": {"name": "l", "function": {"module": "os", "config": "system"}}},
+            ]
+        },
+    }
+    found = config_findings(config, "config.json")
+    subjects = {f.subject: f.severity for f in found}
+    assert subjects["os.system"] is Severity.CRITICAL
+    assert any("os.system" in f.message for f in found)
