@@ -23,7 +23,7 @@ from typing import Any
 
 from ckptscan.dtypes import DType, lookup
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
-from ckptscan.inventory import FileRef, Inventory, Region, RegionKind, Tensor
+from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
 FORMAT = "gguf"
@@ -181,6 +181,7 @@ class _Parser:
             regions=tuple(regions),
             metadata=metadata,
             warnings=tuple(warnings),
+            findings=tuple(template_findings(kv)),
         )
 
     def _check_count(self, declared: int, min_bytes_each: int, what: str) -> None:
@@ -374,3 +375,30 @@ def _align(position: int, alignment: int) -> int:
 
 def dtype_for(type_id: int) -> DType:
     return lookup(GGML_TYPES.get(type_id, f"GGML_TYPE_{type_id}"))
+
+
+# Jinja chat templates are rendered by llama.cpp bindings and transformers; a sandbox escape through
+# Python attributes runs code (CVE-2024-34359, llama-cpp-python). These spellings reach them.
+_TEMPLATE_ESCAPES = ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__", "__mro__",
+                     "__base__", "__init__", "__getattribute__", "os.popen", "os.system", "subprocess")  # fmt: skip
+
+
+def template_findings(kv: dict[str, Any]) -> list[Finding]:
+    """A chat template (``tokenizer.chat_template*``) reaching Python internals: a template injection."""
+    found = []
+    for key, value in kv.items():
+        if not (key.startswith("tokenizer.chat_template") and isinstance(value, str)):
+            continue
+        hits = sorted({escape for escape in _TEMPLATE_ESCAPES if escape in value})
+        if hits:
+            shown = key.encode("unicode_escape").decode("ascii")
+            found.append(
+                Finding(
+                    "gguf-template-injection",
+                    Severity.CRITICAL,
+                    f"{shown} reaches Python internals ({', '.join(hits)}): rendering it can run code",
+                    shown,
+                    subject=hits[0],
+                )
+            )
+    return found
