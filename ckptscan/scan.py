@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ckptscan import registry
-from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
-from ckptscan.inventory import Finding, Inventory
+from ckptscan.errors import CkptscanError, MissingFile, ReadFailure, UnsafePath
+from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.source import Source
 
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
@@ -115,6 +115,10 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
 def error_findings(error: CkptscanError) -> tuple[Finding, ...]:
     """The findings a reader attached to its error (``pickle_globals``, container ``findings``)."""
     found: list[Finding] = list(getattr(error, "findings", []))
+    if isinstance(error, UnsafePath):
+        # a file that names a path outside its folder (ONNX external data, a shard) is an attack on
+        # whoever loads it, not only a read failure
+        found.append(Finding("unsafe-path", Severity.HIGH, error.what, error.where or "", subject=error.what[:80]))
     uses = getattr(error, "pickle_globals", [])
     if uses:
         from ckptscan.formats.torch.safety import findings_for

@@ -155,7 +155,7 @@ def test_nested_loads_payload_is_scanned(tmp_path: Path) -> None:
         result = ckptscan.scan(path)
         assert result.inventory is not None, result.error
         subjects = {f.subject for f in result.inventory.findings}
-        assert "pickle.loads" in subjects and "posix.system" in subjects or "os.system" in subjects
+        assert ("pickle.loads" in subjects and "posix.system" in subjects) or "os.system" in subjects
 
 
 def test_every_zip_member_that_is_a_pickle(tmp_path: Path) -> None:
@@ -247,13 +247,15 @@ def test_deflated_pickle_bomb_is_streamed(tmp_path: Path) -> None:
     size = 128 << 20
     body = b"\x80\x04}\x94\x8c\x04blob\x94\x8e" + size.to_bytes(8, "little")
     path = tmp_path / "bomb.pt"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data.pkl", "w", force_zip64=True) as out:
-            out.write(body)
-            chunk = b"\x00" * (1 << 20)
-            for _ in range(size >> 20):
-                out.write(chunk)
-            out.write(b"s.")
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("archive/data.pkl", "w", force_zip64=True) as out,
+    ):
+        out.write(body)
+        chunk = b"\x00" * (1 << 20)
+        for _ in range(size >> 20):
+            out.write(chunk)
+        out.write(b"s.")
     assert path.stat().st_size < (1 << 20)
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to measure peak memory")

@@ -694,10 +694,8 @@ def pickle_attr_findings(walk: Walk, cap: int = MAX_ATTR_BYTES) -> list[Finding]
             continue
         label = f"attribute {name!r}".encode("unicode_escape").decode("ascii")
         unpickler = Unpickler(raw, label=label)
-        try:
+        with contextlib.suppress(CkptscanError):  # what it named before failing is reported all the same
             unpickler.load()
-        except CkptscanError:
-            pass  # what it named before failing is reported all the same
         found += findings_for(unpickler.all_globals(), kind=f"HDF5 {label} pickle")
     return found
 

@@ -18,9 +18,10 @@ their file offsets); every global outside the tensor allowlist is a finding.
 from __future__ import annotations
 
 import re
+
 from ckptscan.errors import CkptscanError, MalformedFile
 from ckptscan.formats.torch.containers import Loaded, PickleRead, keep_globals
-from ckptscan.formats.torch.unpickler import SourceStream, Unpickler, _OPCODES
+from ckptscan.formats.torch.unpickler import _OPCODES, SourceStream, Unpickler
 from ckptscan.inventory import Finding, Inventory, Region, RegionKind, Severity
 from ckptscan.source import Head, Source
 

@@ -11,6 +11,7 @@ GitHub code scanning uses to rank alerts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -65,7 +66,9 @@ def document(files: Iterable[SarifFile], *, version: str, base: str | None = Non
         uri = _uri(item.path, base)
         for finding in item.findings:
             _rule(rules, finding.code, finding.severity)
-            results.append(_result(finding.code, finding.severity, finding.message, uri, finding.where, finding.subject))
+            results.append(
+                _result(finding.code, finding.severity, finding.message, uri, finding.where, finding.subject)
+            )
         if item.error_code:
             _rule(rules, "read-error", Severity.HIGH)
             message = f"[{item.error_code}] {item.error_message}"
@@ -132,8 +135,6 @@ def _uri(path: str, base: str | None) -> str:
 
     pure = PurePath(path)
     if base is not None:
-        try:
+        with contextlib.suppress(ValueError):  # outside the base: kept as given
             pure = pure.relative_to(base)
-        except ValueError:
-            pass
     return quote(pure.as_posix(), safe="/._-~")

@@ -16,7 +16,6 @@ from ckptscan.errors import MalformedFile
 from ckptscan.formats.torch import optimizer as optimizer_names
 from ckptscan.formats.torch.containers import Loaded, StorageData
 from ckptscan.formats.torch.objects import TensorRef, canonical_dtype, storage_element_size
-from ckptscan.formats.torch.rebuild import is_allowlisted
 from ckptscan.formats.torch.safety import findings_for
 from ckptscan.formats.torch.storage import sharing_summary
 from ckptscan.formats.torch.tree import FoundTensor, TreeSummary, walk

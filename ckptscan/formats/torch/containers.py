@@ -514,7 +514,9 @@ def _load_legacy_tar(source: Source, members: dict[str, TarMember], loaded: Load
             pickle_at(source, info.data_offset, info.data_offset + info.size, "sys_info", loaded=loaded)
         except CkptscanError as e:
             loaded.findings.append(
-                Finding("pickle-unreadable", Severity.MEDIUM, f"sys_info pickle could not be read: {e.what}", "sys_info")
+                Finding(
+                    "pickle-unreadable", Severity.MEDIUM, f"sys_info pickle could not be read: {e.what}", "sys_info"
+                )
             )
     loaded.regions.extend(_tar_padding(source, loaded.regions, loaded.storages.values()))
 

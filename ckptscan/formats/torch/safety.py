@@ -73,7 +73,7 @@ _DANGEROUS_MODULES: dict[str, Severity] = {
     "types": _CRITICAL, "inspect": _HIGH, "gc": _HIGH, "weakref": _HIGH, "atexit": _HIGH,
     # picklescan
     "test": _CRITICAL, "uuid": _HIGH, "_osx_support": _CRITICAL, "_aix_support": _CRITICAL,
-    "_pyrepl": _CRITICAL, "idlelib": _CRITICAL, "lib2to3": _HIGH, "doctest": _CRITICAL, "cloudpickle": _CRITICAL,
+    "_pyrepl": _CRITICAL, "idlelib": _CRITICAL, "lib2to3": _HIGH, "doctest": _CRITICAL,
     # ModelAudit
     "zipimport": _CRITICAL, "compileall": _CRITICAL, "py_compile": _CRITICAL, "pexpect": _CRITICAL,
     "nntplib": _HIGH, "filecmp": _HIGH, "select": _HIGH, "selectors": _HIGH, "syslog": _HIGH,

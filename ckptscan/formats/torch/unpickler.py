@@ -17,6 +17,7 @@ that a hostile key cannot make hashing recurse without bound.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -228,7 +229,8 @@ class Unpickler:
                 if pos >= len(data):
                     if not self._fill(1):
                         raise TruncatedFile(
-                            f"{self.label} ends without a STOP opcode", where=f"{self.label} byte {self.end - self.start}"
+                            f"{self.label} ends without a STOP opcode",
+                            where=f"{self.label} byte {self.end - self.start}",
                         )
                     pos, data = self.pos, self.data
                 self._op_offset = self.base + pos - self.start
@@ -744,10 +746,8 @@ class Unpickler:
             return
         label = f"{self.label} > {loader} argument at byte {self._op_offset}"
         inner = Unpickler(bytes(payload), label=label, nested_depth=self.nested_depth + 1)
-        try:
+        with contextlib.suppress(CkptscanError):  # its globals up to the failure are recorded all the same
             inner.load()
-        except CkptscanError:
-            pass  # its globals up to the failure are recorded all the same
         self.nested.extend(inner.all_globals())
 
     def _scan_rest(self) -> None:
@@ -792,9 +792,9 @@ class Unpickler:
                 index = len(memo) if name == "MEMOIZE" else _memo_index(name, value)
                 memo[index] = strings[-1]
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                text = memo.get(_memo_index(name, value))
-                if text is not None:
-                    strings = [*strings[-1:], text]
+                recalled = memo.get(_memo_index(name, value))
+                if recalled is not None:
+                    strings = [*strings[-1:], recalled]
             elif name == "STOP":
                 return
             self.opcodes += 1
