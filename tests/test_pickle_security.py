@@ -134,6 +134,9 @@ def test_truncated_pickle_keeps_its_findings(tmp_path: Path) -> None:
     run = run_cli(path, "--fail-on", "unsafe", "--json")
     assert run.code != 0
     assert run.json()["results"][0]["findings"][0]["code"] == "unsafe-global"
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "ckptscan" / "schema" / "ckptscan.schema.json").read_text())
+    jsonschema.validate(run.json(), schema, cls=jsonschema.Draft202012Validator)
 
 
 def test_failure_after_reduce_in_a_zip_keeps_findings(tmp_path: Path) -> None:

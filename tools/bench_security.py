@@ -34,6 +34,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -445,6 +446,29 @@ def run_modelaudit(bindir: Path, corpus: Path, workdir: Path, env: dict[str, str
     return ToolRun("modelaudit", wall, rss, flagged, errors, text)
 
 
+def bomb(workdir: Path, env: dict[str, str]) -> str:
+    """A 1 MB zip whose data.pkl inflates to 128 MiB (one BINBYTES8 of zeros): ckptscan's time and peak RSS."""
+    size = 128 << 20
+    path = workdir / "bomb.pt"
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("archive/data.pkl", "w", force_zip64=True) as out,
+    ):
+        out.write(b"\x80\x04}\x94\x8c\x04blob\x94\x8e" + struct.pack("<Q", size))
+        chunk = bytes(1 << 20)
+        for _ in range(size >> 20):
+            out.write(chunk)
+        out.write(b"s.")
+    best = (float("inf"), 0.0)
+    for _ in range(3):
+        wall, rss, _ = run_tool("bomb", [sys.executable, "-m", "ckptscan", str(path), "--json"], workdir, env)
+        best = min(best, (wall, rss))
+    return (
+        f"deflate bomb: {path.stat().st_size / 1e6:.2f} MB zip, data.pkl inflates to {size >> 20} MiB: "
+        f"ckptscan --json {best[0]:.2f} s, peak RSS {best[1]:.0f} MiB (whole process)"
+    )
+
+
 def table(runs: list[ToolRun], labels: dict[str, tuple[str, str]]) -> str:
     malicious = {i for i, (kind, _) in labels.items() if kind == "malicious"}
     benign = set(labels) - malicious
@@ -487,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     malicious = sum(1 for kind, _ in corpus.labels.values() if kind == "malicious")
     print(f"corpus: {malicious} malicious, {len(corpus.labels) - malicious} benign files in {corpus_dir}")
     print(table(runs, corpus.labels))
+    print(bomb(workdir, env))
     ours = runs[0].flagged
     missed = sorted({i for r in runs[1:] for i in r.flagged} - ours)
     if missed:
