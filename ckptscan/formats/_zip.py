@@ -383,8 +383,15 @@ def _check_content(entry: ZipEntry, size: int, crc: int, what: str) -> None:
 
 
 def iter_content(source: Source, entry: ZipEntry, what: str | None = None) -> Iterator[bytes]:
-    """The entry's content in pieces of at most 64 KiB (for streaming it, e.g. through the unpickler)."""
-    return _content(source, entry, what or f"zip entry {entry.name!r}")
+    """The entry's content in pieces of at most 64 KiB (for streaming it, e.g. through the unpickler);
+    size and CRC-32 are checked once the last piece has been taken."""
+    what = what or f"zip entry {entry.name!r}"
+    size, crc = 0, 0
+    for piece in _content(source, entry, what):
+        size += len(piece)
+        crc = zlib.crc32(piece, crc)
+        yield piece
+    _check_content(entry, size, crc, what)
 
 
 def _content(source: Source, entry: ZipEntry, what: str) -> Iterator[bytes]:

@@ -156,7 +156,10 @@ def stream_entry(source: Source, entry: _zip.ZipEntry, label: str, persistent: A
         raise LimitExceeded(f"{label} is {entry.uncompressed_size:,} bytes; the limit is {MAX_PICKLE_BYTES:,}")
     stream = ChunkStream(_zip.iter_content(source, entry, label))
     unpickler = Unpickler(persistent_load=persistent, label=label, stream=stream)
-    return unpickler.load(), unpickler
+    value = unpickler.load()
+    while stream.read(1 << 16):  # what follows STOP (normally nothing): read so that the CRC is checked
+        pass
+    return value, unpickler
 
 
 # -- zip -------------------------------------------------------------------------------------------

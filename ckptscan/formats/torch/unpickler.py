@@ -100,6 +100,7 @@ class _Rest:
         self.pending = outer.data[outer.pos :]
         self._stream = outer.stream
         outer.base += outer.pos  # the inner unpickler counts from here
+        outer._op_index -= outer.pos
         outer.data, outer.pos = b"", 0
 
     def read(self, n: int, /) -> bytes:
@@ -204,7 +205,7 @@ class Unpickler:
         self.retained = 0
         self.skipped_payloads = 0
         self.nested_depth = nested_depth
-        self._op_offset = 0  # offset of the current opcode from the pickle's start
+        self._op_index = 0  # where the current opcode starts in ``data`` (kept in step when it is refilled)
         self._dispatch = self._build_dispatch()
 
     # -- driving -----------------------------------------------------------------------------------
@@ -223,25 +224,27 @@ class Unpickler:
 
     def _load(self) -> Any:
         dispatch = self._dispatch
+        limit = MAX_BUILD_OPCODES - self.opcodes
+        counted = 0
         try:
             while True:
                 pos, data = self.pos, self.data
                 if pos >= len(data):
                     if not self._fill(1):
-                        raise TruncatedFile(
-                            f"{self.label} ends without a STOP opcode",
-                            where=f"{self.label} byte {self.end - self.start}",
-                        )
+                        self._op_index = self.pos
+                        self._truncated("ends without a STOP opcode")
                     pos, data = self.pos, self.data
-                self._op_offset = self.base + pos - self.start
+                self._op_index = pos
                 self.pos = pos + 1
-                self.opcodes += 1
+                counted += 1
                 handler = dispatch[data[pos]]
                 if handler is None:
                     self._fail(f"unknown pickle opcode 0x{data[pos]:02x}")
                 if handler():
                     break
-                if self.opcodes > MAX_BUILD_OPCODES:
+                if counted > limit:
+                    self.opcodes += counted
+                    counted = 0
                     self._scan_rest()
                     self._fail(
                         f"has more than {MAX_BUILD_OPCODES:,} opcodes; the rest was scanned for imports only",
@@ -251,9 +254,16 @@ class Unpickler:
             self._fail(f"cannot be interpreted within limits ({type(e).__name__})", limit=True)
         except (ValueError, TypeError, OverflowError, UnicodeDecodeError, IndexError, KeyError, struct.error) as e:
             self._fail(f"is malformed ({type(e).__name__}: {e})")
+        finally:
+            self.opcodes += counted
         if not self.stack:
             self._fail("STOP with an empty stack")
         return self.stack.pop()
+
+    @property
+    def _op_offset(self) -> int:
+        """The current opcode's offset from the pickle's start (for messages and findings)."""
+        return self.base + self._op_index - self.start
 
     @property
     def end(self) -> int:
@@ -283,6 +293,7 @@ class Unpickler:
             pieces.append(piece)
             have += len(piece)
         self.base += self.pos
+        self._op_index -= self.pos
         self.data = b"".join(pieces)
         self.pos = 0
         return have >= need
@@ -306,6 +317,7 @@ class Unpickler:
             self._truncated(f"opcode needs {n:,} bytes but only {available:,} remain")
         n -= available
         self.base += len(self.data)
+        self._op_index -= len(self.data)
         self.data, self.pos = b"", 0
         while n > 0:
             piece = self.stream.read(min(n, 1 << 20))
@@ -313,6 +325,7 @@ class Unpickler:
                 self._truncated("payload runs past the end")
             n -= len(piece)
             self.base += len(piece)
+            self._op_index -= len(piece)
 
     def _payload(self, n: int) -> bytes | None:
         """A bytes/str payload of ``n`` bytes, or None when it is skipped as too large to keep."""
@@ -760,7 +773,7 @@ class Unpickler:
         strings: list[str] = []
         memo: dict[int, str] = {}
         while True:
-            self._op_offset = self.base + self.pos - self.start
+            self._op_index = self.pos
             code = self._take(1)[0]
             op = _OPCODES.get(code)
             if op is None:
@@ -853,6 +866,7 @@ class Unpickler:
             finally:
                 self.nested.extend(inner.all_globals())
             self.base += inner.base + inner.pos
+            self._op_index -= inner.base + inner.pos
             self.data, self.pos = inner.data[inner.pos :] + rest.pending, 0
             return Opaque("numpy.ndarray[object]", args=(shape,), how="joblib")
         itemsize = numpy_itemsize(spec)
