@@ -94,15 +94,16 @@ def test_several_pickles_and_trailing_bytes(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_plain_pickle_state_dict_gets_its_inventory(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    path = tmp_path / "sd.pkl"
-    state = {"w": torch.zeros(3, 4), "b": torch.ones(4, dtype=torch.float16)}
-    # torch tensors pickled plainly (no persistent ids): pickle.dumps runs torch's reduce
-    path.write_bytes(pickle.dumps({"epoch": 1, "shapes": {k: list(v.shape) for k, v in state.items()}}))
+def test_plain_pickle_of_arrays_gets_its_inventory(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "state.pkl"
+    path.write_bytes(pickle.dumps({"epoch": 1, "weights": np.arange(6, dtype=np.float32).reshape(2, 3)}))
     result = ckptscan.scan(path)
-    assert result.inventory is not None and result.inventory.format == "pickle"
-    assert result.inventory.metadata["values"]["epoch"] == 1
+    assert result.inventory is not None and result.inventory.format == "pickle", result.error
+    assert result.inventory.metadata["top_level"]["epoch"] == "int"
+    (array,) = result.inventory.metadata["numpy_arrays"]
+    assert array["shape"] == [2, 3] and array["data_bytes"] == 24
+    assert not _unsafe(result)
 
 
 def test_joblib_arrays_are_tensors(tmp_path: Path) -> None:
@@ -430,3 +431,41 @@ def test_keras_config_callables_are_named() -> None:
     subjects = {f.subject: f.severity for f in found}
     assert subjects["os.system"] is Severity.CRITICAL
     assert any("os.system" in f.message for f in found)
+
+
+def test_plainly_pickled_tensors_are_inventoried(tmp_path: Path) -> None:
+    """pickle.dump(state_dict): each storage is a nested legacy torch checkpoint (_load_from_bytes)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    state = {"w": torch.randn(2, 3), "b": torch.arange(4), "big": torch.ones(1200, 1024)}
+    state["view"] = state["big"][3:5]
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"sd{protocol}.pkl"
+        path.write_bytes(pickle.dumps(state, protocol=protocol))
+        inventory = ckptscan.read_inventory(path)
+        raw = path.read_bytes()
+        tensors = {t.name: t for t in inventory.tensors}
+        assert set(tensors) == set(state)
+        for name, value in state.items():
+            t = tensors[name]
+            assert t.shape == tuple(value.shape) and t.nbytes == value.numel() * value.element_size()
+            if protocol > 2:  # protocols 0-2 spell bytes as latin-1 text: not addressable
+                assert raw[t.offset : t.offset + t.nbytes] == value.contiguous().numpy().tobytes()
+        (finding,) = inventory.findings
+        assert finding.severity is Severity.MEDIUM and finding.subject == "torch.storage._load_from_bytes"
+        covered = sum(r.nbytes for r in inventory.regions) + sum(s.nbytes for s in inventory.storages)
+        assert covered == path.stat().st_size or protocol == 2
+
+
+def test_nested_storage_with_a_payload_is_critical(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    inner = payloads(marker)["reduce-protocol-2"]
+    outer = b"\x80\x04\x8c\rtorch.storage\x8c\x10_load_from_bytes\x93C" + bytes([len(inner)]) + inner + b"\x85R."
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(outer)
+    result = ckptscan.scan(path)
+    assert result.inventory is not None, result.error
+    severities = {f.subject: f.severity for f in result.inventory.findings}
+    assert severities["torch.storage._load_from_bytes"] is Severity.CRITICAL
+    assert severities["posix.system"] is Severity.CRITICAL or severities.get("os.system") is Severity.CRITICAL
+    assert not marker.exists()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from ckptscan.errors import CkptscanError, MalformedFile
-from ckptscan.formats.torch.containers import Loaded, PickleRead, keep_globals
+from ckptscan.formats.torch.containers import Loaded, PickleRead, StorageData, keep_globals
 from ckptscan.formats.torch.unpickler import _OPCODES, SourceStream, Unpickler
 from ckptscan.inventory import Finding, Inventory, Region, RegionKind, Severity
 from ckptscan.source import Head, Source
@@ -135,6 +135,17 @@ def _read_pickles(source: Source, loaded: Loaded) -> None:
         loaded.pickles.append(read)
         read.root = unpickler.load()
         read.nbytes = unpickler.end
+        for ref, data_offset in unpickler.embedded_storages:
+            # a tensor pickled plainly carries its storage as a nested legacy checkpoint
+            located = data_offset is not None
+            loaded.storages[f"{source.name}:{label}:{ref.key}"] = StorageData(
+                ref,
+                source.name,
+                position + data_offset if data_offset is not None else None,
+                ref.nbytes,
+                "raw" if located else "pickle-latin1",
+                {"torch_key": ref.key, "embedded": True},
+            )
         loaded.regions.append(Region(source.name, RegionKind.PICKLE, position, unpickler.end, label))
         position += unpickler.end
         index += 1
@@ -194,10 +205,13 @@ def _with_arrays(inventory: Inventory, source: Source) -> Inventory:
                 attrs={"structure": "model"},
             )
         )
-    if len(tensors) == len(inventory.tensors):
+    spans = sorted(
+        [(t.offset, t.offset + t.nbytes) for t in tensors[len(inventory.tensors) :] if t.offset is not None]
+        + [(s.offset, s.offset + s.nbytes) for s in inventory.storages if s.offset is not None]
+    )
+    if not spans:
         return inventory
-    # the arrays' bytes were counted inside the pickle regions: cut them out
-    spans = sorted((t.offset, t.offset + t.nbytes) for t in tensors[len(inventory.tensors) :] if t.offset is not None)
+    # array and storage bytes were counted inside the pickle regions: cut them out
     cut: list[Region] = []
     for region in regions:
         if region.kind is not RegionKind.PICKLE:

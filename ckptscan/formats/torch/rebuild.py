@@ -22,6 +22,8 @@ from ckptscan.formats.torch.objects import (
     Opaque,
     OrderedDictValue,
     PickleSet,
+    SkippedBytes,
+    SkippedText,
     StorageRef,
     TensorRef,
     TorchValue,
@@ -234,6 +236,8 @@ def _set(args: tuple[Any, ...]) -> PickleSet:
 
 def _encode(args: tuple[Any, ...]) -> bytes:
     """``_codecs.encode(text, "latin1")``: how protocol 2 pickles bytes objects."""
+    if args and isinstance(args[0], SkippedText):
+        return SkippedBytes(args[0].nbytes, args[0].head.encode("latin-1", "replace"))
     if not args or not isinstance(args[0], str):
         raise MalformedFile("_codecs.encode needs a string")
     encoding = args[1] if len(args) > 1 and isinstance(args[1], str) else "utf-8"

@@ -184,7 +184,13 @@ def findings_for(uses: Iterable[tuple[str, Any]], *, kind: str = "pickle") -> li
         where = f"{label} byte {use.first_offset}"
         shown = qualname.encode("unicode_escape").decode("ascii")
         severity = classify(use.module, use.name)
-        if qualname in SAFE_DATA_CLASSES:
+        if getattr(use, "vetted", None) is True:
+            findings.append(
+                Finding("unknown-global", Severity.MEDIUM, f"{kind} calls {shown} to load tensors saved as nested "
+                        "torch checkpoints; each was scanned and names only storage classes (loading still runs "
+                        "torch.load on them)", where, subject=shown)
+            )  # fmt: skip
+        elif qualname in SAFE_DATA_CLASSES:
             findings.append(
                 Finding("unknown-global", Severity.LOW, f"{kind} names {shown}, a data record its library's "
                         "loader reads without running code", where, subject=shown)

@@ -25,7 +25,17 @@ from typing import Any, NoReturn, Protocol
 
 from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile
 from ckptscan.formats.torch import rebuild
-from ckptscan.formats.torch.objects import Global, NumpyArray, Opaque, PickleSet, TensorRef, TorchValue
+from ckptscan.formats.torch.objects import (
+    Global,
+    NumpyArray,
+    Opaque,
+    PickleSet,
+    SkippedBytes,
+    SkippedText,
+    StorageRef,
+    TensorRef,
+    TorchValue,
+)
 
 MAX_PICKLE_BYTES = 1 << 30  # a pickle longer than this is refused before it is read
 MAX_MEMO_ENTRIES = 10_000_000
@@ -45,6 +55,7 @@ MAX_LINE = 16 << 20  # a protocol 0 text opcode (a STRING, a GLOBAL name)
 # rest of the stream is only scanned for globals, and the pickle is reported as over the limit.
 MAX_BUILD_OPCODES = 2_000_000
 MAX_NESTED_DEPTH = 4  # pickles inside bytes constants handed to pickle.loads, scanned recursively
+PAYLOAD_HEAD = 1 << 16  # bytes kept of a skipped payload (the pickles of a nested torch storage)
 
 _unpack_int32 = struct.Struct("<i").unpack_from
 _unpack_uint32 = struct.Struct("<I").unpack_from
@@ -125,31 +136,6 @@ def numpy_itemsize(spec: str) -> int | None:
     return None
 
 
-class SkippedBytes(bytes):
-    """A bytes payload too large to keep: empty, but ``len()`` is its size in the file."""
-
-    nbytes: int
-
-    def __new__(cls, nbytes: int) -> SkippedBytes:
-        self = super().__new__(cls, b"")
-        self.nbytes = nbytes
-        return self
-
-    def __len__(self) -> int:
-        return self.nbytes
-
-
-class SkippedText(str):
-    """A text payload too large to keep, shown as a placeholder."""
-
-    nbytes: int
-
-    def __new__(cls, nbytes: int) -> SkippedText:
-        self = super().__new__(cls, f"<{nbytes:,} bytes of text not kept>")
-        self.nbytes = nbytes
-        return self
-
-
 @dataclass(slots=True)
 class GlobalUse:
     """A global named in the pickle: how often, and where first (byte offset in the pickle)."""
@@ -158,6 +144,9 @@ class GlobalUse:
     name: str
     first_offset: int
     count: int = 1
+    # True when every call of it was checked harmless (a nested torch storage whose pickles name
+    # only storage classes); False once one call was not; None when never called
+    vetted: bool | None = None
 
     @property
     def qualname(self) -> str:
@@ -204,6 +193,9 @@ class Unpickler:
         self.opcodes = 0
         self.retained = 0
         self.skipped_payloads = 0
+        self.payload_offsets: dict[int, int] = {}  # id(bytes payload) -> its offset
+        # storages embedded by torch.storage._load_from_bytes (a plain pickle of tensors): (ref, data offset)
+        self.embedded_storages: list[tuple[StorageRef, int | None]] = []
         self.nested_depth = nested_depth
         self._op_index = 0  # where the current opcode starts in ``data`` (kept in step when it is refilled)
         self._dispatch = self._build_dispatch()
@@ -586,7 +578,7 @@ class Unpickler:
         self.stack.append(self._bytes_payload(self._uint32()))
 
     def op_short_binbytes(self) -> None:
-        self.stack.append(bytes(self._take(self._byte())))
+        self.stack.append(self._bytes_payload(self._byte()))
 
     def op_binbytes8(self) -> None:
         self.stack.append(self._bytes_payload(self._uint64()))
@@ -603,16 +595,28 @@ class Unpickler:
         self._top()
 
     def _bytes_payload(self, length: int, *, text: bool = False) -> Any:
-        payload = self._payload(length)
-        if payload is None:
-            return SkippedBytes(length)
-        return _py2_string(payload) if text else payload
+        offset = self.base + self.pos - self.start
+        if length > MAX_INLINE_PAYLOAD or self.retained + length > MAX_RETAINED_PAYLOAD:
+            head = self._take(min(length, PAYLOAD_HEAD))
+            self._skip(length - len(head))
+            self.skipped_payloads += 1
+            value: Any = SkippedBytes(length, head)
+        else:
+            self.retained += length
+            value = self._take(length)
+            if text:
+                return _py2_string(value)
+        self.payload_offsets[id(value)] = offset
+        return value
 
     def _text_payload(self, length: int) -> str:
-        payload = self._payload(length)
-        if payload is None:
-            return SkippedText(length)
-        return str(payload, "utf-8", "surrogatepass")
+        if length > MAX_INLINE_PAYLOAD or self.retained + length > MAX_RETAINED_PAYLOAD:
+            head = self._take(min(length, PAYLOAD_HEAD))
+            self._skip(length - len(head))
+            self.skipped_payloads += 1
+            return SkippedText(length, head.decode("utf-8", "ignore"))
+        self.retained += length
+        return str(self._take(length), "utf-8", "surrogatepass")
 
     # -- containers --------------------------------------------------------------------------------
 
@@ -743,9 +747,64 @@ class Unpickler:
         func = self._pop()
         if not isinstance(args, tuple):
             self._fail(f"REDUCE arguments are a {type(args).__name__}, not a tuple")
+        if isinstance(func, Global) and func.qualname in _STORAGE_LOADERS and args:
+            storage = self._nested_storage(args[0], func.qualname)
+            use = self.globals.get(func.qualname)
+            if use is not None:
+                use.vetted = storage is not None and use.vetted is not False
+            if storage is not None:
+                self.stack.append(storage)
+                return
         if isinstance(func, Global) and func.qualname in NESTED_LOADERS and args:
             self._scan_nested(args[0], func.qualname)
         self.stack.append(rebuild.call(func, args, None, "reduce"))
+
+    def _nested_storage(self, payload: Any, loader: str) -> StorageRef | None:
+        """``torch.storage._load_from_bytes(b)``: how a tensor's storage pickles outside torch.save.
+
+        ``b`` is a legacy torch checkpoint of the one storage (magic, protocol, sys info, the
+        storage pickle, its key list, an 8-byte count, the raw bytes). Its pickles are read the
+        same restricted way; when they name nothing but storage classes, the storage is returned
+        (its bytes located in this file) and the call counts as vetted; otherwise None.
+        """
+        if not isinstance(payload, bytes):
+            return None
+        head = payload.head if isinstance(payload, SkippedBytes) else bytes(payload)
+        offset = self.payload_offsets.get(id(payload))
+        pids: list[Any] = []
+        position = 0
+        values = []
+        uses: list[tuple[str, GlobalUse]] = []
+        label = f"{self.label} > {loader} argument"
+        try:
+            for _ in range(5):
+                inner = Unpickler(head, start=position, label=label, persistent_load=_collect(pids), nested_depth=9)
+                try:
+                    values.append(inner.load())
+                finally:
+                    uses.extend(inner.all_globals())
+                position = inner.end
+        except CkptscanError:
+            self.nested.extend(uses)
+            return None
+        self.nested.extend(uses)
+        if any(not rebuild.is_allowlisted(u.module, u.name) for _, u in uses):
+            return None
+        if values[0] != 0x1950A86A20F9469CFC6C or values[1] != 1001 or len(pids) != 1 or values[4] != [pids[0][2]]:
+            return None
+        pid = pids[0]
+        dtype = rebuild.storage_dtype(pid[1]) if isinstance(pid, tuple) and len(pid) >= 5 else None
+        numel = pid[4] if dtype is not None else None
+        if dtype is None or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+            return None
+        if position + 8 > len(head) or int.from_bytes(head[position : position + 8], "little") != numel:
+            return None
+        ref = StorageRef(str(pid[2]), dtype, str(pid[3]), numel)
+        if position + 8 + ref.nbytes > len(payload):
+            return None
+        # protocols 0-2 spell bytes as latin-1 text (_codecs.encode): not addressable in the file
+        self.embedded_storages.append((ref, None if offset is None else offset + position + 8))
+        return ref
 
     def _scan_nested(self, payload: Any, loader: str) -> None:
         """A pickle inside a bytes constant handed to ``pickle.loads`` and the like: its globals too."""
@@ -894,6 +953,17 @@ class Unpickler:
 
 
 JOBLIB_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper"})
+
+_STORAGE_LOADERS = frozenset({"torch.storage._load_from_bytes", "torch.serialization._load_from_bytes"})
+
+
+def _collect(pids: list[Any]) -> Callable[[Any], Any]:
+    def persistent(pid: Any) -> Any:
+        pids.append(pid)
+        return Opaque("persistent_id", args=(pid,), how="persistent")
+
+    return persistent
+
 
 # loaders that unpickle a bytes argument: the payload is itself a pickle to scan
 NESTED_LOADERS = frozenset(
