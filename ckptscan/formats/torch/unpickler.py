@@ -810,9 +810,13 @@ class Unpickler:
         """A pickle inside a bytes constant handed to ``pickle.loads`` and the like: its globals too."""
         if isinstance(payload, Opaque) and payload.callee in _DECODERS and payload.args:
             payload = _decode(payload.callee, payload.args[0])
-        if isinstance(payload, str) and not isinstance(payload, SkippedText):
+        if isinstance(payload, SkippedText):
+            payload = payload.head
+        if isinstance(payload, str):
             payload = payload.encode("latin-1", "replace")
-        if not isinstance(payload, bytes | bytearray) or isinstance(payload, SkippedBytes):
+        if isinstance(payload, SkippedBytes):
+            payload = payload.head  # a large payload: its first 64 KiB are scanned (a truncation error is expected)
+        if not isinstance(payload, bytes | bytearray):
             return
         if self.nested_depth >= MAX_NESTED_DEPTH:
             return
