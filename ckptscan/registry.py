@@ -60,15 +60,16 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("hdf5", "ckptscan.formats.hdf5", (".h5", ".hdf5", ".he5"), "HDF5 (generic)"),
     FormatSpec("tf-checkpoint", "ckptscan.formats.tf_checkpoint", (".index",), "TensorFlow checkpoint (tensor bundle)"),
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
-    # after every format with a magic number: content (opcode structure) decides, not the extension
+    # ONNX has no magic number: its sniff parses the first protobuf fields, so it goes last
+    FormatSpec("onnx", "ckptscan.formats.onnx", (".onnx",), "ONNX"),
+    # last, after every other format (ONNX included): opcode structure decides, not the extension,
+    # and no file another format reads is ever taken for a plain pickle
     FormatSpec(
         "pickle",
         "ckptscan.formats.pickle",
         (".pkl", ".pickle", ".joblib", ".dill"),
         "Python pickle (plain, joblib; scanned, never loaded)",
     ),
-    # ONNX has no magic number: its sniff parses the first protobuf fields, so it goes last
-    FormatSpec("onnx", "ckptscan.formats.onnx", (".onnx",), "ONNX"),
 )
 
 

@@ -2,7 +2,7 @@
 
 Recognised by opcode structure, not by extension: the first bytes must decode as a run of valid
 pickle opcodes that starts the way a pickler starts (PROTO, FRAME, MARK, an empty container, a
-global...). Registered after every other format, so that a PyTorch zip/legacy file, a .npy (whose
+global...). Registered last (after ONNX too), so that a PyTorch zip/legacy file, a .npy (whose
 magic ``\\x93NUMPY`` is also a valid opcode) or a Keras file is never taken for a plain pickle.
 
 A file may hold several pickles back to back (``pickle.dump`` called repeatedly; the pre-1.6
