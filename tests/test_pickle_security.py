@@ -469,3 +469,14 @@ def test_nested_storage_with_a_payload_is_critical(tmp_path: Path) -> None:
     assert severities["torch.storage._load_from_bytes"] is Severity.CRITICAL
     assert severities["posix.system"] is Severity.CRITICAL or severities.get("os.system") is Severity.CRITICAL
     assert not marker.exists()
+
+
+def test_pickle_too_long_to_scan_is_unsafe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unpickler_module, "MAX_BUILD_OPCODES", 10)
+    monkeypatch.setattr(unpickler_module, "MAX_SCAN_OPCODES", 100)
+    path = tmp_path / "long.pkl"
+    path.write_bytes(b"\x80\x04]" + b"K\x01a" * 200 + b".")
+    result = ckptscan.scan(path)
+    assert result.error is not None and result.error.code == "limit-exceeded"
+    assert [f.code for f in result.error.findings] == ["pickle-not-scanned"]
+    assert run_cli(path, "--fail-on", "unsafe").code != 0

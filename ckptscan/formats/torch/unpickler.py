@@ -36,6 +36,7 @@ from ckptscan.formats.torch.objects import (
     TensorRef,
     TorchValue,
 )
+from ckptscan.inventory import Finding, Severity
 
 MAX_PICKLE_BYTES = 1 << 30  # a pickle longer than this is refused before it is read
 MAX_MEMO_ENTRIES = 10_000_000
@@ -54,6 +55,9 @@ MAX_LINE = 16 << 20  # a protocol 0 text opcode (a STRING, a GLOBAL name)
 # Past this many opcodes, values are no longer built (they would cost memory without bound): the
 # rest of the stream is only scanned for globals, and the pickle is reported as over the limit.
 MAX_BUILD_OPCODES = 2_000_000
+# Past this many opcodes in all, scanning stops too (time, not memory, is then the limit): the
+# unscanned rest could import anything, so the pickle is a HIGH ``pickle-not-scanned`` finding.
+MAX_SCAN_OPCODES = 50_000_000
 MAX_NESTED_DEPTH = 4  # pickles inside bytes constants handed to pickle.loads, scanned recursively
 PAYLOAD_HEAD = 1 << 16  # bytes kept of a skipped payload (the pickles of a nested torch storage)
 
@@ -874,6 +878,21 @@ class Unpickler:
             elif name == "STOP":
                 return
             self.opcodes += 1
+            if self.opcodes > MAX_SCAN_OPCODES:
+                error = LimitExceeded(
+                    f"{self.label} has more than {MAX_SCAN_OPCODES:,} opcodes; not scanned past byte {self._op_offset}",
+                    where=f"{self.label} byte {self._op_offset}",
+                )
+                error.findings = [  # type: ignore[attr-defined]
+                    Finding(
+                        "pickle-not-scanned",
+                        Severity.HIGH,
+                        f"{self.label} is too long to scan whole ({MAX_SCAN_OPCODES:,} opcodes); what follows byte "
+                        f"{self._op_offset:,} could import anything: treat it as unsafe",
+                        f"{self.label} byte {self._op_offset}",
+                    )
+                ]
+                raise error
 
     def op_newobj(self) -> None:
         args = self._pop()
