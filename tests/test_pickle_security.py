@@ -480,3 +480,16 @@ def test_pickle_too_long_to_scan_is_unsafe(tmp_path: Path, monkeypatch: pytest.M
     assert result.error is not None and result.error.code == "limit-exceeded"
     assert [f.code for f in result.error.findings] == ["pickle-not-scanned"]
     assert run_cli(path, "--fail-on", "unsafe").code != 0
+
+
+def test_npz_and_tar_member_names_that_escape(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    path = tmp_path / "evil.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.npy", buffer.getvalue())
+        archive.writestr("../b.npy", buffer.getvalue())
+    result = ckptscan.scan(path)
+    assert result.inventory is not None, result.error
+    assert [f.code for f in result.inventory.findings] == ["zip-unsafe-name"]

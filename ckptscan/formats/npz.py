@@ -32,7 +32,7 @@ def read(source: Source) -> Inventory:
     directory = _zip.read_directory(source)  # refuses duplicate names
     tensors: list[Tensor] = []
     regions: list[Region] = _zip.framing_regions(source, directory)
-    findings: list[Finding] = []
+    findings: list[Finding] = _zip.name_findings(directory)
     warnings: list[str] = []
     for entry in directory.entries:
         if entry.name.endswith("/"):

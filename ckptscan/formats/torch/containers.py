@@ -487,6 +487,13 @@ def load_legacy_tar(source: Source) -> Loaded:
 
 
 def _load_legacy_tar(source: Source, members: dict[str, TarMember], loaded: Loaded) -> None:
+    for name in members:
+        why = _zip.unsafe_name(name)
+        if why is not None:
+            shown = name.encode("unicode_escape").decode("ascii")
+            loaded.findings.append(
+                Finding("zip-unsafe-name", Severity.HIGH, f"tar member name {shown!r} {why}", shown, subject=shown)
+            )
     for m in members.values():
         loaded.regions.append(
             Region(source.name, RegionKind.FRAMING, m.header_offset, TAR_BLOCK, f"tar header {m.name}")
