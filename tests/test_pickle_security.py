@@ -329,7 +329,8 @@ def test_pre_commit_try_repo(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     (project / "evil.pt").write_bytes(payloads(tmp_path / "PWNED")["reduce-protocol-2"])
     subprocess.run(["git", "add", "evil.pt"], cwd=project, check=True)
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache")}
+    # offline CI: pip gives up at once instead of retrying, and the test skips
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "PIP_DEFAULT_TIMEOUT": "5", "PIP_RETRIES": "0"}
     run = subprocess.run(
         [pre_commit, "try-repo", str(clone), "ckptscan", "--all-files"],
         cwd=project,
