@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ckptscan import pipeline
 from ckptscan._version import __version__
 from ckptscan.analyze.analysis import AnalysisOptions
+from ckptscan.errors import UsageError
 from ckptscan.inventory import Finding, Severity
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]
     try:
         return COMMANDS[command](args)
+    except UsageError as e:  # a bad option value found past argparse (e.g. by an options' validated())
+        print(f"ckptscan: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("ckptscan: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -81,7 +85,7 @@ def scan_parser() -> argparse.ArgumentParser:
         "Lightning, HF Trainer folders), ONNX, Keras/HDF5, NumPy, TensorFlow checkpoints; see `ckptscan formats`. "
         "Other commands: `ckptscan audit`, `ckptscan memory`, `ckptscan schema`, `ckptscan formats`.",
         epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
@@ -97,6 +101,21 @@ def scan_parser() -> argparse.ArgumentParser:
     add_output_arguments(parser)
     parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
     return parser
+
+
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's RawDescriptionHelpFormatter with the width argparse would pick, found without
+    importing shutil (argparse makes a formatter for every add_argument: ~2 ms of each run)."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(columns, 20) - 2)
 
 
 def add_fail_on_argument(parser: argparse.ArgumentParser) -> None:
@@ -368,7 +387,7 @@ def audit_parser() -> argparse.ArgumentParser:
         "their index, HF model and Trainer folders, external data), read in parallel worker processes "
         "with a time limit each, and totalled across models. See docs/audit.md.",
         epilog=AUDIT_EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("paths", nargs="+", metavar="DIR", help="folders to walk (or single files)")
     output = parser.add_mutually_exclusive_group()
@@ -459,7 +478,6 @@ def audit_parser() -> argparse.ArgumentParser:
 def run_audit(argv: list[str]) -> int:
     from ckptscan.audit import Audit, AuditOptions, Discovered, ModelDone
     from ckptscan.audit.run import DEFAULT_TIMEOUT_S, STATS_TIMEOUT_S
-    from ckptscan.errors import UsageError
     from ckptscan.report import audit as audit_report
 
     parser = audit_parser()
@@ -651,7 +669,7 @@ def memory_parser() -> argparse.ArgumentParser:
         "architecture comes from a config.json beside the file, GGUF metadata, or the tensor shapes. Formulas "
         "and their sources: docs/analysis.md.",
         epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
     parser.add_argument("--optimizer", default="adamw", type=str.lower,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -107,6 +108,43 @@ def detect_folder(folder: Path) -> FolderFormatSpec | None:
         if spec.load().claims(folder):
             return spec
     return None
+
+
+# -- which files make a model: one policy for `ckptscan DIR`, `ckptscan audit` and folder formats --
+
+# Files beside a model that belong with it in a HF model folder (by name: they hold no tensors).
+COMPANION_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "preprocessor_config.json",
+    "quantize_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer*",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "*.tiktoken",
+    "trainer_state.json",
+)
+# Text files that are never a model (a sharded index, ``*.index.json``, is one: see MODEL_TEXT_SUFFIXES).
+TEXT_SUFFIXES = (".json", ".txt", ".md", ".py")
+MODEL_TEXT_SUFFIXES = (".index.json",)
+
+
+def is_companion(name: str) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in COMPANION_NAMES)
+
+
+def could_be_model(name: str) -> bool:
+    """Whether a file of this name may be a model (or a model's entry point), before its content
+    is sniffed. Only names that are never a model are ruled out: configs, tokenizers, text and code;
+    every extension in ``FORMATS`` (``.model`` included) is left to the content to decide."""
+    lower = name.lower()
+    if lower.endswith(MODEL_TEXT_SUFFIXES):
+        return True
+    return not (is_companion(name) or lower.endswith(TEXT_SUFFIXES))
 
 
 def by_name(name: str) -> FormatSpec:

@@ -62,7 +62,7 @@ def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
         return indexes
     found = []
     for child in entries:
-        if child.name in SIDECAR_FILES or child.suffix in (".json", ".txt", ".md", ".py", ".model"):
+        if not registry.could_be_model(child.name):
             continue
         try:
             with Source(child) as source:

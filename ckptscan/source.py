@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import stat
-import zipfile
 from pathlib import Path
 from types import TracebackType
 
-from ckptscan.errors import MissingFile, ReadFailure, TruncatedFile, UnsafePath
+from ckptscan.errors import CkptscanError, MissingFile, ReadFailure, TruncatedFile, UnsafePath
 
 HEAD_BYTES = 4096
 
@@ -144,10 +143,11 @@ class Head:
         if self._zip_names is None:
             names: tuple[str, ...] = ()
             if self.data.startswith(b"PK\x03\x04"):
+                from ckptscan.formats import _zip  # the one zip parser (bounded, checked), not stdlib zipfile
+
                 try:
-                    with zipfile.ZipFile(self.source.path) as archive:
-                        names = tuple(archive.namelist())
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
+                    names = _zip.entry_names(self.source)
+                except CkptscanError:
                     names = ()
             self._zip_names = names
         return self._zip_names

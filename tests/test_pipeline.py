@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,77 @@ def test_only_the_pipeline_analyzes_or_computes_stats() -> None:
 def test_renderers_do_not_import_each_other_in_a_cycle() -> None:
     stats_source = (REPO / "ckptscan" / "report" / "stats.py").read_text(encoding="utf-8")
     assert "ckptscan.report.terminal" not in stats_source
+
+
+# -- one policy for which files make a model ------------------------------------------------------------
+
+
+def test_scan_and_audit_agree_on_which_files_are_models(tmp_path: Path) -> None:
+    """A PyTorch file named ``weights.model`` is a model for `ckptscan DIR` and for `ckptscan audit`
+    alike; tokenizers, configs and text beside it are neither read nor counted as failed models."""
+    import shutil
+
+    from ckptscan import registry
+
+    shutil.copy(TESTDATA / "torch" / "legacy.pt", tmp_path / "weights.model")
+    (tmp_path / "tokenizer.model").write_bytes(b"\x0a\x05hello" * 10)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("# notes")
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    scanned = run_cli("--json", tmp_path).json()["results"]
+    assert [Path(r["path"]).name for r in scanned] == ["weights.model"]
+    audit = Audit([str(tmp_path)], AuditOptions(workers=0))
+    for _ in audit.events():
+        pass
+    summary = audit.summary()
+    assert summary["totals"]["models"] == 1 and not summary["failed"]
+    assert [Path(json.loads(t)["path"]).name for t in audit.sorted_texts()] == ["weights.model"]
+    assert registry.could_be_model("model.safetensors.index.json")
+    assert not registry.could_be_model("tokenizer.model") and registry.could_be_model("weights.model")
+
+
+def test_head_zip_names_use_the_one_zip_parser() -> None:
+    source_text = (REPO / "ckptscan" / "source.py").read_text(encoding="utf-8")
+    assert "import zipfile" not in source_text and "zipfile." not in source_text
+
+
+# -- bad option values ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "adamax"},
+        {"precision": "fp64"},
+        {"attention": "linear"},
+        {"optimizer_impl": "cuda"},
+        {"batch": 0},
+    ],
+)
+def test_bad_memory_options_are_usage_errors(options: dict[str, object]) -> None:
+    from ckptscan.analyze.memory import TrainingOptions
+    from ckptscan.errors import UsageError
+
+    with pytest.raises(UsageError):
+        TrainingOptions(**options).validated()  # type: ignore[arg-type]
+
+
+def test_usage_error_past_argparse_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptscan.analyze import memory
+
+    monkeypatch.setattr(memory.TrainingOptions, "validated", lambda self: memory.resolve_optimizer("nope"))
+    run = run_cli("memory", A)
+    assert run.code == 2 and "unknown optimizer 'nope'" in run.err and "Traceback" not in run.err
+
+
+def test_optimizer_table_sizes_state() -> None:
+    from ckptscan.analyze.memory import OPTIMIZER_TABLE, OPTIMIZERS, optimizer_state_bytes
+    from tests._analysis_helpers import tensor
+
+    w = tensor("w", (64, 128))
+    assert set(OPTIMIZERS) == set(OPTIMIZER_TABLE)
+    assert optimizer_state_bytes("adamw", w, 4) == 2 * 64 * 128 * 4 + 4
+    assert optimizer_state_bytes("sgd", w, 4) == 0
+    assert optimizer_state_bytes("lion", w, 4) == 64 * 128 * 4
+    assert optimizer_state_bytes("adafactor", w, 4) == (64 + 128) * 4 + 4
+    assert optimizer_state_bytes("adam-8bit", w, 4) == 2 * 8192 + 2 * 4 * 4

@@ -113,7 +113,7 @@ def test_every_safetensors_dtype_matches_numpy(dtypes_result: tuple[Inventory, S
 def test_complex_tensors_are_skipped_with_the_reason(dtypes_result: tuple[Inventory, StatsResult]) -> None:
     _, result = dtypes_result
     assert "complex" in (by_name(result)["c64"].skipped or "")
-    assert {"name": "c64", "reason": by_name(result)["c64"].skipped} in result.summary["skipped"]
+    assert ("c64", by_name(result)["c64"].skipped) in {(k.name, k.reason) for k in result.summary.skipped}
 
 
 def test_one_dimensional_and_odd_shapes_say_why_quantization_does_not_apply(
@@ -363,8 +363,8 @@ def test_quantization_error_agrees_with_direct_quantize_dequantize(tmp_path: Pat
 
     assert abs((got.sqnr_int8_db or 0) - (sqnr(values, 127) or 0)) < 0.1
     assert abs((got.sqnr_int4_g128_db or 0) - (sqnr(values.reshape(-1, 128), 7) or 0)) < 0.1
-    ranked = result.summary["quantization"]["keep_high_precision"]
-    assert ranked and ranked[0]["name"] == "heavy"
+    ranked = result.summary.quantization.keep_high_precision
+    assert ranked and ranked[0].name == "heavy"
 
 
 # -- sampling ----------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def test_sampling_reads_the_stated_fraction_and_says_so(tmp_path: Path) -> None:
     assert abs((got.std or 0) - (exact.std or 0)) / (exact.std or 1) < 0.02
     assert abs((got.sqnr_int4_g128_db or 0) - (exact.sqnr_int4_g128_db or 0)) < 0.2
     assert not by_name(sampled)["small"].sampled and by_name(sampled)["small"].hash is not None
-    assert sampled.sampled and sampled.summary["sample_fraction"] == 0.1 and sampled.summary["pruning"]["estimated"]
+    assert sampled.sampled and sampled.summary.sample_fraction == 0.1 and sampled.summary.pruning.estimated
     assert sampled.bytes_read < 0.2 * full.bytes_read
 
 
@@ -403,11 +403,11 @@ def test_integrity_fixture_produces_its_findings() -> None:
     assert stats["layers.0.mlp.weight"].structured_2_4 is True
     assert stats["layers.0.attn.weight"].structured_2_4 is False
     assert stats["layers.2.nan.weight"].nan == 2 and stats["layers.2.inf.weight"].inf == 2
-    integrity = result.summary["integrity"]
-    assert integrity["nan_tensors"] == ["layers.2.nan.weight"] and integrity["nan_values"] == 2
-    assert integrity["duplicate_groups"][0]["copies"] == 2
-    assert result.summary["pruning"]["structured_2_4"]["tensors"] == ["layers.0.mlp.weight"]
-    assert "layers.1.mlp.weight" in {e["name"] for e in result.summary["quantization"]["keep_high_precision"]}
+    integrity = result.summary.integrity
+    assert integrity.nan_tensors == ("layers.2.nan.weight",) and integrity.nan_values == 2
+    assert integrity.duplicate_groups[0].copies == 2
+    assert result.summary.pruning.structured_2_4.tensors == ("layers.0.mlp.weight",)
+    assert "layers.1.mlp.weight" in {e.name for e in result.summary.quantization.keep_high_precision}
 
 
 def test_integrity_values_match_numpy() -> None:
@@ -439,7 +439,7 @@ def test_unreadable_tensors_are_skipped_and_the_rest_computed(tmp_path: Path) ->
     assert "some-future-encoding" in (stats["packed_field"].skipped or "")
     assert "out of the model's folder" in (stats["elsewhere"].skipped or "")
     assert "not in the inventory" in (stats["missing_storage"].skipped or "")
-    assert len(result.summary["skipped"]) == 4
+    assert len(result.summary.skipped) == 4
 
 
 def test_bad_options_are_usage_errors() -> None:

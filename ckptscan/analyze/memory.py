@@ -25,6 +25,7 @@ from typing import Any
 from ckptscan.analyze.architecture import Architecture
 from ckptscan.analyze.parameters import Parameters
 from ckptscan.analyze.reduction import Target
+from ckptscan.errors import UsageError
 from ckptscan.inventory import Inventory, Tensor
 
 
@@ -53,17 +54,33 @@ PRECISIONS = {
 PRECISION_ALIASES = {"32": "fp32", "32-true": "fp32", "16-mixed": "fp16-mixed", "fp16": "fp16-mixed",
                      "bf16": "bf16-true", "pure-bf16": "bf16-true", "bf16-pure": "bf16-true"}  # fmt: skip
 
-OPTIMIZERS = {
-    "sgd": "SGD without momentum: no state",
-    "sgd-momentum": "SGD with momentum: one momentum buffer per parameter",
-    "adam": "Adam: two moments per parameter, plus a 4-byte step per tensor (PyTorch)",
-    "adamw": "AdamW: two moments per parameter, plus a 4-byte step per tensor (PyTorch)",
-    "adam-8bit": "8-bit Adam (bitsandbytes): two 1-byte states plus an fp32 absmax per 2048-element block; "
-    "tensors under 4096 elements keep 32-bit states",
-    "adafactor": "Adafactor: factored second moment (rows + columns) for matrices, full for vectors, no first "
-    "moment; a 4-byte step per tensor (PyTorch)",
-    "lion": "Lion: one momentum per parameter",
-}
+
+@dataclass(frozen=True, slots=True)
+class Optimizer:
+    """How an optimizer's state is sized (per trainable tensor of n elements, state_bytes per element)."""
+
+    name: str
+    moments: int  # full-size state tensors per parameter (dense layout)
+    step_bytes: int  # per-tensor step counter (PyTorch keeps a 4-byte step for Adam-family optimizers)
+    layout: str  # "dense", "blockwise-8bit" (bitsandbytes) or "factored" (Adafactor)
+    description: str
+
+
+OPTIMIZER_TABLE = {
+    o.name: o
+    for o in (
+        Optimizer("sgd", 0, 0, "dense", "SGD without momentum: no state"),
+        Optimizer("sgd-momentum", 1, 0, "dense", "SGD with momentum: one momentum buffer per parameter"),
+        Optimizer("adam", 2, 4, "dense", "Adam: two moments per parameter, plus a 4-byte step per tensor (PyTorch)"),
+        Optimizer("adamw", 2, 4, "dense", "AdamW: two moments per parameter, plus a 4-byte step per tensor (PyTorch)"),
+        Optimizer("adam-8bit", 2, 0, "blockwise-8bit", "8-bit Adam (bitsandbytes): two 1-byte states plus an fp32 "
+                  "absmax per 2048-element block; tensors under 4096 elements keep 32-bit states"),
+        Optimizer("adafactor", 1, 4, "factored", "Adafactor: factored second moment (rows + columns) for matrices, "
+                  "full for vectors, no first moment; a 4-byte step per tensor (PyTorch)"),
+        Optimizer("lion", 1, 0, "dense", "Lion: one momentum per parameter"),
+    )
+}  # fmt: skip
+OPTIMIZERS = {name: o.description for name, o in OPTIMIZER_TABLE.items()}
 OPTIMIZER_ALIASES = {"adamw-8bit": "adam-8bit", "adam8bit": "adam-8bit", "adamw8bit": "adam-8bit",
                      "paged-adamw-8bit": "adam-8bit", "momentum": "sgd-momentum"}  # fmt: skip
 ATTENTION = {
@@ -93,6 +110,19 @@ class TrainingOptions:
     attention: str = "sdpa"
     optimizer_impl: str = "foreach"  # PyTorch's implementation: foreach (CUDA default), for-loop, fused
 
+    def validated(self) -> TrainingOptions:
+        """Bad values are the caller's mistake: a UsageError naming the choices (as StatsOptions)."""
+        resolve_precision(self.precision)
+        resolve_optimizer(self.optimizer)
+        if self.attention not in ATTENTION:
+            raise UsageError(f"unknown attention {self.attention!r} (choose from {', '.join(ATTENTION)})")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise UsageError(
+                f"unknown optimizer implementation {self.optimizer_impl!r} (choose from {', '.join(OPTIMIZER_IMPLS)})"
+            )
+        _check_positive(batch=self.batch, seq=self.seq)
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class InferenceOptions:
@@ -100,18 +130,28 @@ class InferenceOptions:
     seq: int | None = None  # default: the model's context length (DEFAULT_INFERENCE_SEQ when unknown)
     kv_bytes: int = 2  # bytes per cached key/value element (F16/BF16)
 
+    def validated(self) -> InferenceOptions:
+        _check_positive(batch=self.batch, seq=self.seq, kv_bytes=self.kv_bytes)
+        return self
+
+
+def _check_positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be 1 or more, not {value}")
+
 
 def resolve_precision(name: str) -> Precision:
     key = PRECISION_ALIASES.get(name.lower(), name.lower())
     if key not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r} (choose from {', '.join([*PRECISIONS, *PRECISION_ALIASES])})")
+        raise UsageError(f"unknown precision {name!r} (choose from {', '.join([*PRECISIONS, *PRECISION_ALIASES])})")
     return PRECISIONS[key]
 
 
 def resolve_optimizer(name: str) -> str:
     key = OPTIMIZER_ALIASES.get(name.lower(), name.lower())
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r} (choose from {', '.join([*OPTIMIZERS, *OPTIMIZER_ALIASES])})")
+        raise UsageError(f"unknown optimizer {name!r} (choose from {', '.join([*OPTIMIZERS, *OPTIMIZER_ALIASES])})")
     return key
 
 
@@ -131,7 +171,7 @@ class Line:
 def inference(
     arch: Architecture | None, targets: Sequence[Target], options: InferenceOptions | None = None
 ) -> dict[str, Any]:
-    options = options or InferenceOptions()
+    options = (options or InferenceOptions()).validated()
     weights = {t.name: t.tensor_bytes for t in targets if t.name not in ("strip",)}
     stored = weights.pop("dedupe", None)
     assumptions = ["weights: tensor bytes at each target (reduction section); runtime buffers, activations of "
@@ -170,25 +210,20 @@ def inference(
 
 
 def optimizer_state_bytes(optimizer: str, tensor: Tensor, state_bytes: int) -> int:
+    spec = OPTIMIZER_TABLE.get(optimizer)
+    if spec is None:
+        raise UsageError(f"unknown optimizer {optimizer!r} (choose from {', '.join(OPTIMIZER_TABLE)})")
     n = tensor.elements
-    if optimizer == "sgd":
-        return 0
-    if optimizer in ("sgd-momentum", "lion"):
-        return n * state_bytes
-    if optimizer in ("adam", "adamw"):
-        return 2 * n * state_bytes + 4
-    if optimizer == "adam-8bit":
+    if spec.layout == "blockwise-8bit":
         if n < BNB_MIN_8BIT:
-            return 2 * n * 4
-        return 2 * n + 2 * 4 * -(-n // BNB_BLOCK)
-    if optimizer == "adafactor":
+            return spec.moments * n * 4
+        return spec.moments * n + spec.moments * 4 * -(-n // BNB_BLOCK)
+    if spec.layout == "factored" and len(tensor.shape) >= 2:
         shape = tensor.shape
-        if len(shape) >= 2:
-            rows = _product(shape[:-1])
-            cols = _product(shape[:-2]) * shape[-1]
-            return (rows + cols) * state_bytes + 4
-        return n * state_bytes + 4
-    raise ValueError(optimizer)
+        rows = _product(shape[:-1])
+        cols = _product(shape[:-2]) * shape[-1]
+        return (rows + cols) * state_bytes + spec.step_bytes
+    return spec.moments * n * state_bytes + spec.step_bytes
 
 
 def step_temporaries(optimizer: str, impl: str, trainable: Sequence[Tensor], state_bytes: int) -> int:
@@ -224,7 +259,7 @@ def training(
     embeddings: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """``embeddings``: names of the embedding tensors (they sit before the first layer)."""
-    options = options or TrainingOptions()
+    options = (options or TrainingOptions()).validated()
     precision = resolve_precision(options.precision)
     optimizer = resolve_optimizer(options.optimizer)
     tensors = [inventory.tensors[i] for i in parameters.counted]

@@ -35,22 +35,8 @@ VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "CVS", "_darcs"})
 # A file whose name ends so may read other files of its folder as part of one model.
 CLAIMANT_SUFFIXES = (".index.json", ".onnx", ".index")
 
-# Files beside a model that belong with it in a HF model folder (by name: they hold no tensors).
-COMPANION_NAMES = (
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "preprocessor_config.json",
-    "quantize_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer*",
-    "vocab.*",
-    "merges.txt",
-    "chat_template.*",
-    "*.tiktoken",
-    "trainer_state.json",
-)
+# Files beside a model that belong with it in a HF model folder (the registry's policy)
+COMPANION_NAMES = registry.COMPANION_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +298,7 @@ def companions_of(folder: Folder) -> tuple[Companion, ...]:
     return tuple(
         Companion(f.key, os.path.basename(f.path), f.size)
         for f in folder.files
-        if any(fnmatchcase(os.path.basename(f.path), pattern) for pattern in COMPANION_NAMES)
+        if registry.is_companion(os.path.basename(f.path))
     )
 
 

@@ -106,6 +106,34 @@ class ZipDirectory:
 
 def read_directory(source: Source) -> ZipDirectory:
     """Every entry with its data offset, checked against its local header and its neighbours."""
+    central, cd_offset, n_entries, end_offset = _central_directory(source)
+    entries = _parse_central(source, central, cd_offset, n_entries)
+    _check_layout(entries, cd_offset)
+    return ZipDirectory(tuple(entries), cd_offset, len(central), end_offset, source.size)
+
+
+def entry_names(source: Source) -> tuple[str, ...]:
+    """The entry names of the central directory, for sniffing: the end records and the directory's
+    bounds are checked as by :func:`read_directory`, but not the entries' declarations or local
+    headers, so that the reader (not the sniff) says what is wrong with a damaged archive."""
+    central, _offset, n_entries, _end = _central_directory(source)
+    names = []
+    pos = 0
+    for _ in range(n_entries):
+        if pos + _CENTRAL.size > len(central):
+            break
+        fields = _CENTRAL.unpack_from(central, pos)
+        if fields[0] != b"PK\x01\x02":
+            break
+        flags, name_len, extra_len, comment_len = fields[3], fields[10], fields[11], fields[12]
+        raw_name = central[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len]
+        names.append(raw_name.decode("utf-8" if flags & _UTF8 else "cp437", "replace"))
+        pos += _CENTRAL.size + name_len + extra_len + comment_len
+    return tuple(names)
+
+
+def _central_directory(source: Source) -> tuple[bytes, int, int, int]:
+    """The central directory's bytes, offset and declared entry count, and where the end records start."""
     eocd_offset, eocd = _find_end_record(source)
     _sig, disk, cd_disk, _n_disk, n_entries, cd_size, cd_offset, _comment = eocd
     end_offset = eocd_offset
@@ -131,9 +159,7 @@ def read_directory(source: Source) -> ZipDirectory:
             where=f"offset {eocd_offset}",
         )
     central = source.read_at(cd_offset, cd_size, "zip central directory")
-    entries = _parse_central(source, central, cd_offset, n_entries)
-    _check_layout(entries, cd_offset)
-    return ZipDirectory(tuple(entries), cd_offset, cd_size, end_offset, source.size)
+    return central, cd_offset, n_entries, end_offset
 
 
 def _find_end_record(source: Source) -> tuple[int, tuple[int, ...]]:

@@ -95,14 +95,81 @@ _FIELD_OF_TYPE: dict[int, int] = {
 _PAIRS = {14, 15}  # complex: two values per element
 _PACKED_IN_INT32 = {21: 2, 22: 2, 23: 2, 25: 4, 26: 4}  # sub-byte types: elements per int32_data value
 
+
+# Protobuf field numbers (onnx/onnx.proto3)
+class _ModelFields:
+    IR_VERSION, PRODUCER_NAME, PRODUCER_VERSION, DOMAIN, MODEL_VERSION, DOC_STRING, GRAPH = 1, 2, 3, 4, 5, 6, 7
+    OPSET_IMPORT, METADATA_PROPS, TRAINING_INFO, FUNCTIONS, CONFIGURATION = 8, 14, 20, 25, 26
+
+
+class _GraphFields:
+    NODE, NAME, INITIALIZER, DOC_STRING, INPUT, OUTPUT, VALUE_INFO = 1, 2, 5, 10, 11, 12, 13
+    SPARSE_INITIALIZER, METADATA_PROPS = 15, 16
+
+
+class _NodeFields:
+    INPUT, OUTPUT, NAME, OP_TYPE, ATTRIBUTE, DOMAIN = 1, 2, 3, 4, 5, 7
+
+
+class _AttributeFields:
+    NAME, FLOAT, INT, STRING, TENSOR, GRAPH = 1, 2, 3, 4, 5, 6  # the one-letter fields f, i, s, t, g
+    FLOATS, INTS, STRINGS, GRAPHS, SPARSE_TENSOR = 7, 8, 9, 11, 22
+
+
+class _TensorFields:  # TensorProto (its typed value fields: FLOAT_DATA... below)
+    DIMS, DATA_TYPE, SEGMENT, NAME, RAW_DATA, EXTERNAL_DATA, DATA_LOCATION = 1, 2, 3, 8, 9, 13, 14
+
+
+class _SparseFields:
+    VALUES, INDICES, DIMS = 1, 2, 3
+
+
+class _EntryFields:  # StringStringEntryProto; OperatorSetIdProto has the same numbers (domain, version)
+    KEY, VALUE = 1, 2
+
+
+class _TrainingInfoFields:
+    INITIALIZATION, ALGORITHM = 1, 2
+
+
+class _FunctionFields:
+    NAME, NODE, DOMAIN = 1, 7, 10
+
+
+class _ValueInfoFields:
+    NAME, TYPE = 1, 2
+
+
+class _TypeFields:  # TypeProto's oneof value, and the fields of its members
+    TENSOR, SEQUENCE, MAP, OPAQUE, SPARSE_TENSOR, OPTIONAL = 1, 4, 5, 7, 8, 9
+    ELEM_TYPE, SHAPE = 1, 2  # Tensor / SparseTensor (Sequence and Optional: elem_type = 1)
+    MAP_KEY_TYPE, MAP_VALUE_TYPE = 1, 2
+
+
+class _ShapeFields:
+    DIM = 1
+    DIM_VALUE, DIM_PARAM = 1, 2  # TensorShapeProto.Dimension
+
+
 # ModelProto fields, with the wire type each must have (used by sniff)
 _MODEL_FIELDS: dict[int, int] = {
-    1: pb.VARINT, 2: pb.LEN, 3: pb.LEN, 4: pb.LEN, 5: pb.VARINT, 6: pb.LEN, 7: pb.LEN, 8: pb.LEN,
-    14: pb.LEN, 20: pb.LEN, 25: pb.LEN, 26: pb.LEN,
+    number: pb.VARINT if number in (_ModelFields.IR_VERSION, _ModelFields.MODEL_VERSION) else pb.LEN
+    for number in (
+        _ModelFields.IR_VERSION, _ModelFields.PRODUCER_NAME, _ModelFields.PRODUCER_VERSION, _ModelFields.DOMAIN,
+        _ModelFields.MODEL_VERSION, _ModelFields.DOC_STRING, _ModelFields.GRAPH, _ModelFields.OPSET_IMPORT,
+        _ModelFields.METADATA_PROPS, _ModelFields.TRAINING_INFO, _ModelFields.FUNCTIONS, _ModelFields.CONFIGURATION,
+    )
 }  # fmt: skip
-_MODEL_TEXT_FIELDS = (2, 3, 4)  # producer_name, producer_version, domain: short printable strings
-_MODEL_LARGE_FIELDS = (6, 7, 20, 25)  # doc_string, graph, training_info, functions
+# short printable strings
+_MODEL_TEXT_FIELDS = (_ModelFields.PRODUCER_NAME, _ModelFields.PRODUCER_VERSION, _ModelFields.DOMAIN)
+_MODEL_LARGE_FIELDS = (_ModelFields.DOC_STRING, _ModelFields.GRAPH, _ModelFields.TRAINING_INFO, _ModelFields.FUNCTIONS)
 MAX_SNIFF_IR_VERSION = 100
+# where each GraphProto field's bytes go in the main graph's accounting (default: graph structure)
+_GRAPH_REGIONS = {
+    _GraphFields.INITIALIZER: RegionKind.INDEX, _GraphFields.SPARSE_INITIALIZER: RegionKind.INDEX,
+    _GraphFields.NAME: RegionKind.METADATA, _GraphFields.DOC_STRING: RegionKind.METADATA,
+    _GraphFields.METADATA_PROPS: RegionKind.METADATA,
+}  # fmt: skip
 
 
 def sniff(head: Head) -> bool:
@@ -120,7 +187,7 @@ def sniff(head: Head) -> bool:
                 return False
             if wire_type == pb.VARINT:
                 value, pos = pb.read_varint(data, after_tag, end)
-                if number == 1:
+                if number == _ModelFields.IR_VERSION:
                     if not 1 <= value <= MAX_SNIFF_IR_VERSION:
                         return False
                     seen_ir = True
@@ -130,7 +197,7 @@ def sniff(head: Head) -> bool:
                 return seen_ir and number in _MODEL_LARGE_FIELDS
             if number in _MODEL_TEXT_FIELDS and not _printable(data[start : start + length]):
                 return False
-            seen_graph = seen_graph or number == 7
+            seen_graph = seen_graph or number == _ModelFields.GRAPH
             pos = start + length
     except CkptscanError:
         return False  # a varint cut off by the end of what sniff sees: not conclusive, so no
@@ -256,7 +323,7 @@ class _Parser:
         buf = self.buf
         for f in pb.fields(buf, 0, self.size):
             n = f.number
-            if n == 7:
+            if n == _ModelFields.GRAPH:
                 if graph_info is not None:
                     raise MalformedFile("the model has two graph fields", where=f"offset {f.tag_offset}")
                 pb.expect(f, pb.LEN, "ModelProto.graph")
@@ -264,29 +331,30 @@ class _Parser:
                 graph_info = _GraphInfo()
                 self.graph(f, "graph", None, 1, "main", graph_info)
                 continue
-            self.covers.append((f.tag_offset, f.end, RegionKind.GRAPH if n in (20, 25) else RegionKind.METADATA))
-            if n == 1:
+            structure = n in (_ModelFields.TRAINING_INFO, _ModelFields.FUNCTIONS)
+            self.covers.append((f.tag_offset, f.end, RegionKind.GRAPH if structure else RegionKind.METADATA))
+            if n == _ModelFields.IR_VERSION:
                 model["ir_version"] = pb.as_int64(pb.scalar(f, "ir_version"))
-            elif n == 2:
+            elif n == _ModelFields.PRODUCER_NAME:
                 model["producer_name"] = pb.text(buf, f, "producer_name", TEXT_LIMIT)
-            elif n == 3:
+            elif n == _ModelFields.PRODUCER_VERSION:
                 model["producer_version"] = pb.text(buf, f, "producer_version", TEXT_LIMIT)
-            elif n == 4:
+            elif n == _ModelFields.DOMAIN:
                 model["domain"] = pb.text(buf, f, "domain", TEXT_LIMIT)
-            elif n == 5:
+            elif n == _ModelFields.MODEL_VERSION:
                 model["model_version"] = pb.as_int64(pb.scalar(f, "model_version"))
-            elif n == 6:
+            elif n == _ModelFields.DOC_STRING:
                 model["doc_string"] = pb.text(buf, f, "doc_string", TEXT_LIMIT)
-            elif n == 8:
+            elif n == _ModelFields.OPSET_IMPORT:
                 domain, version = self.opset(f)
                 opsets[domain] = version
-            elif n == 14:
+            elif n == _ModelFields.METADATA_PROPS:
                 self.string_entry(f, metadata_props, "metadata_props")
-            elif n == 20:
+            elif n == _ModelFields.TRAINING_INFO:
                 pb.expect(f, pb.LEN, "training_info")
                 self.training_info(f, training_count)
                 training_count += 1
-            elif n == 25:
+            elif n == _ModelFields.FUNCTIONS:
                 pb.expect(f, pb.LEN, "functions")
                 described = self.function(f)
                 if len(functions) < MAX_LISTED:
@@ -334,9 +402,9 @@ class _Parser:
         pb.expect(f, pb.LEN, "opset_import")
         domain, version = "", 0
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
+            if g.number == _EntryFields.KEY:  # OperatorSetIdProto.domain
                 domain = pb.text(self.buf, g, "opset domain", TEXT_LIMIT)
-            elif g.number == 2:
+            elif g.number == _EntryFields.VALUE:  # OperatorSetIdProto.version
                 version = pb.as_int64(pb.scalar(g, "opset version"))
         return domain or DEFAULT_DOMAIN, version
 
@@ -345,27 +413,32 @@ class _Parser:
         pb.expect(f, pb.LEN, what)
         key = value = ""
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
+            if g.number == _EntryFields.KEY:
                 key = pb.text(self.buf, g, f"{what} key", TEXT_LIMIT)
-            elif g.number == 2:
+            elif g.number == _EntryFields.VALUE:
                 value = pb.text(self.buf, g, f"{what} value", TEXT_LIMIT)
         if len(into) < MAX_LISTED or key in into:
             into[key] = value
 
     def training_info(self, f: pb.Field, index: int) -> None:
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number in (1, 2):
+            if g.number in (_TrainingInfoFields.INITIALIZATION, _TrainingInfoFields.ALGORITHM):
                 pb.expect(g, pb.LEN, "training_info graph")
-                part = "initialization" if g.number == 1 else "algorithm"
+                part = "initialization" if g.number == _TrainingInfoFields.INITIALIZATION else "algorithm"
                 self.graph(g, f"training_info[{index}].{part}", None, 2, "subgraph", None)
 
     def function(self, f: pb.Field) -> dict[str, Any]:
         parts = list(pb.fields(self.buf, f.offset, f.end))
-        name = next((pb.text(self.buf, g, "function name", TEXT_LIMIT) for g in parts if g.number == 1), "")
-        domain = next((pb.text(self.buf, g, "function domain", TEXT_LIMIT) for g in parts if g.number == 10), "")
+        name = next(
+            (pb.text(self.buf, g, "function name", TEXT_LIMIT) for g in parts if g.number == _FunctionFields.NAME), ""
+        )
+        domain = next(
+            (pb.text(self.buf, g, "function domain", TEXT_LIMIT) for g in parts if g.number == _FunctionFields.DOMAIN),
+            "",
+        )
         scope = _Graph(path=f"function {domain}.{name}" if domain else f"function {name}", parent=None)
         self.graphs.append(scope)
-        nodes = [g for g in parts if g.number == 7]
+        nodes = [g for g in parts if g.number == _FunctionFields.NODE]
         for g in nodes:
             pb.expect(g, pb.LEN, "function node")
             self.node(g, scope, 2, "function", None)
@@ -387,47 +460,47 @@ class _Parser:
         for g in pb.fields(buf, f.offset, f.end):
             n = g.number
             if info is not None:
-                kind_of = {5: RegionKind.INDEX, 15: RegionKind.INDEX, 2: RegionKind.METADATA, 10: RegionKind.METADATA,
-                           16: RegionKind.METADATA}.get(n, RegionKind.GRAPH)  # fmt: skip
+                kind_of = _GRAPH_REGIONS.get(n, RegionKind.GRAPH)
                 self.covers.append((g.tag_offset, g.end, kind_of))
-            if n == 1:
+            if n == _GraphFields.NODE:
                 pb.expect(g, pb.LEN, "graph node")
                 op = self.node(g, scope, depth, kind, info)
                 if info is not None:
                     info.node_count += 1
                     info.ops[op] += 1
-            elif n == 5:
+            elif n == _GraphFields.INITIALIZER:
                 pb.expect(g, pb.LEN, "graph initializer")
                 proto = self.tensor_proto(g)
                 self.add_record(proto.name, initializer_section, scope, proto)
-            elif n == 15:
+            elif n == _GraphFields.SPARSE_INITIALIZER:
                 pb.expect(g, pb.LEN, "graph sparse_initializer")
                 self.sparse(g, None, "sparse_initializer" if kind == "main" else "subgraph_initializer", scope)
-            elif n in (11, 12, 13):
+            elif n in (_GraphFields.INPUT, _GraphFields.OUTPUT, _GraphFields.VALUE_INFO):
                 pb.expect(g, pb.LEN, "graph value info")
                 self.value_info(g, n, scope, kind, info)
-            elif info is not None and n == 2:
+            elif info is not None and n == _GraphFields.NAME:
                 info.name = pb.text(buf, g, "graph name", TEXT_LIMIT)
-            elif info is not None and n == 16:
+            elif info is not None and n == _GraphFields.METADATA_PROPS:
                 self.string_entry(g, info.metadata_props, "graph metadata_props")
 
     def value_info(self, f: pb.Field, number: int, scope: _Graph, kind: str, info: _GraphInfo | None) -> None:
         name = ""
         type_field: pb.Field | None = None
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
+            if g.number == _ValueInfoFields.NAME:
                 name = self.name(g, "value name")
-            elif g.number == 2:
+            elif g.number == _ValueInfoFields.TYPE:
                 pb.expect(g, pb.LEN, "value type")
                 type_field = g
-        if number == 11 and kind != "main":
+        if number == _GraphFields.INPUT and kind != "main":
             scope.defined.setdefault(name, None)  # a subgraph's own input hides an outer value of that name
         if info is None:
             return
-        if number == 13:
+        if number == _GraphFields.VALUE_INFO:
             info.value_info_count += 1
             return
-        listing, counter = (info.inputs, "input_count") if number == 11 else (info.outputs, "output_count")
+        is_input = number == _GraphFields.INPUT
+        listing, counter = (info.inputs, "input_count") if is_input else (info.outputs, "output_count")
         setattr(info, counter, getattr(info, counter) + 1)
         if len(listing) < MAX_LISTED:
             described = {"name": name}
@@ -437,23 +510,28 @@ class _Parser:
 
     def type_proto(self, f: pb.Field, depth: int) -> dict[str, Any]:
         pb.check_depth(depth, MAX_TYPE_DEPTH, "type descriptions", f)
-        kinds = {1: "tensor", 4: "sequence", 5: "map", 9: "optional", 8: "sparse_tensor", 7: "opaque"}
+        t = _TypeFields
+        kinds = {t.TENSOR: "tensor", t.SEQUENCE: "sequence", t.MAP: "map", t.OPTIONAL: "optional",
+                 t.SPARSE_TENSOR: "sparse_tensor", t.OPAQUE: "opaque"}  # fmt: skip
+        tensors, wrappers = (t.TENSOR, t.SPARSE_TENSOR), (t.SEQUENCE, t.OPTIONAL)
         for g in pb.fields(self.buf, f.offset, f.end):
             if g.number not in kinds:
                 continue
             pb.expect(g, pb.LEN, "type")
             described: dict[str, Any] = {"type": kinds[g.number]}
             for h in pb.fields(self.buf, g.offset, g.end):
-                if g.number in (1, 8) and h.number == 1:
+                if g.number in tensors and h.number == _TypeFields.ELEM_TYPE:
                     native, canonical = _type_names(pb.as_int32(pb.scalar(h, "elem_type")))
                     described["dtype"], described["native_dtype"] = canonical, native
-                elif g.number in (1, 8) and h.number == 2:
+                elif g.number in tensors and h.number == _TypeFields.SHAPE:
                     pb.expect(h, pb.LEN, "shape")
                     described["shape"] = self.shape(h)
-                elif (g.number in (4, 9) and h.number == 1) or (g.number == 5 and h.number == 2):
+                elif (g.number in wrappers and h.number == _TypeFields.ELEM_TYPE) or (
+                    g.number == _TypeFields.MAP and h.number == _TypeFields.MAP_VALUE_TYPE
+                ):
                     pb.expect(h, pb.LEN, "element type")
                     described["element"] = self.type_proto(h, depth + 1)
-                elif g.number == 5 and h.number == 1:
+                elif g.number == _TypeFields.MAP and h.number == _TypeFields.MAP_KEY_TYPE:
                     described["key_dtype"] = _type_names(pb.as_int32(pb.scalar(h, "key_type")))[1]
             return described
         return {"type": "unknown"}
@@ -461,16 +539,16 @@ class _Parser:
     def shape(self, f: pb.Field) -> list[int | str | None]:
         dims: list[int | str | None] = []
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number != 1:
+            if g.number != _ShapeFields.DIM:
                 continue
             pb.expect(g, pb.LEN, "shape dim")
             if len(dims) >= MAX_DIMS:
                 raise LimitExceeded(f"a shape has more than {MAX_DIMS} dimensions", where=f"offset {g.tag_offset}")
             dim: int | str | None = None
             for h in pb.fields(self.buf, g.offset, g.end):
-                if h.number == 1:
+                if h.number == _ShapeFields.DIM_VALUE:
                     dim = pb.as_int64(pb.scalar(h, "dim_value"))
-                elif h.number == 2:
+                elif h.number == _ShapeFields.DIM_PARAM:
                     dim = pb.text(self.buf, h, "dim_param", TEXT_LIMIT)
             dims.append(dim)
         return dims
@@ -485,17 +563,17 @@ class _Parser:
         attributes: list[pb.Field] = []
         for g in pb.fields(buf, f.offset, f.end):
             n = g.number
-            if n == 1:
+            if n == _NodeFields.INPUT:
                 inputs.append(self.name(g, "node input"))
-            elif n == 2:
+            elif n == _NodeFields.OUTPUT:
                 outputs.append(self.name(g, "node output"))
-            elif n == 3:
+            elif n == _NodeFields.NAME:
                 name = pb.text(buf, g, "node name", TEXT_LIMIT)
-            elif n == 4:
+            elif n == _NodeFields.OP_TYPE:
                 op_type = pb.text(buf, g, "op_type", TEXT_LIMIT)
-            elif n == 7:
+            elif n == _NodeFields.DOMAIN:
                 domain = pb.text(buf, g, "node domain", TEXT_LIMIT)
-            elif n == 5:
+            elif n == _NodeFields.ATTRIBUTE:
                 pb.expect(g, pb.LEN, "node attribute")
                 attributes.append(g)
         self.node_count_all += 1
@@ -516,10 +594,10 @@ class _Parser:
         name = ""
         fields = list(pb.fields(buf, f.offset, f.end))
         for g in fields:
-            if g.number == 1:
+            if g.number == _AttributeFields.NAME:
                 name = pb.text(buf, g, "attribute name", TEXT_LIMIT)
         for g in fields:
-            if g.number in (6, 11):  # g, graphs
+            if g.number in (_AttributeFields.GRAPH, _AttributeFields.GRAPHS):
                 pb.expect(g, pb.LEN, "graph attribute")
                 self.graph(g, f"{node_path}/{name}", scope, depth + 1, "subgraph", None)
         if constant_outputs is None:
@@ -535,14 +613,14 @@ class _Parser:
             section = "subgraph_constant"
         output = constant_outputs[0]
         if name == "value":
-            t = next((g for g in fields if g.number == 5), None)
+            t = next((g for g in fields if g.number == _AttributeFields.TENSOR), None)
             if t is not None:
                 pb.expect(t, pb.LEN, "Constant value")
                 proto = self.tensor_proto(t)
                 attrs = {"proto_name": proto.name} if proto.name and proto.name != output else {}
                 self.add_record(output, section, scope, proto, attrs)
         elif name == "sparse_value":
-            s = next((g for g in fields if g.number == 22), None)
+            s = next((g for g in fields if g.number == _AttributeFields.SPARSE_TENSOR), None)
             if s is not None:
                 self.sparse(s, output, section, scope)
         elif name in ("value_float", "value_floats", "value_int", "value_ints", "value_string", "value_strings"):
@@ -551,7 +629,9 @@ class _Parser:
     def attribute_constant(self, fields: list[pb.Field], name: str, output: str, section: str, scope: _Graph) -> None:
         """A Constant whose value is a plain attribute (``value_ints`` ...): a tensor with no file bytes."""
         kind = name.removeprefix("value_")
-        number = {"float": 2, "int": 3, "string": 4, "floats": 7, "ints": 8, "strings": 9}[kind]
+        f = _AttributeFields
+        number = {"float": f.FLOAT, "int": f.INT, "string": f.STRING, "floats": f.FLOATS, "ints": f.INTS,
+                  "strings": f.STRINGS}[kind]  # fmt: skip
         values = 0
         string_bytes = 0
         for g in fields:
@@ -596,13 +676,13 @@ class _Parser:
         indices: _TensorProto | None = None
         dense: list[int] = []
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
+            if g.number == _SparseFields.VALUES:
                 pb.expect(g, pb.LEN, "sparse values")
                 values = self.tensor_proto(g)
-            elif g.number == 2:
+            elif g.number == _SparseFields.INDICES:
                 pb.expect(g, pb.LEN, "sparse indices")
                 indices = self.tensor_proto(g)
-            elif g.number == 3:
+            elif g.number == _SparseFields.DIMS:
                 dense.extend(pb.as_int64(d) for d in pb.repeated_varints(self.buf, g, MAX_DIMS, "sparse dims"))
         if values is None:
             raise MalformedFile("a sparse tensor has no values", where=f"offset {f.tag_offset}")
@@ -626,27 +706,27 @@ class _Parser:
         proto = _TensorProto(f.offset, f.end)
         for g in pb.fields(buf, f.offset, f.end):
             n = g.number
-            if n == 1:
+            if n == _TensorFields.DIMS:
                 proto.dims.extend(pb.as_int64(d) for d in pb.repeated_varints(buf, g, MAX_DIMS, "tensor dims"))
                 if len(proto.dims) > MAX_DIMS:
                     raise LimitExceeded(f"a tensor declares more than {MAX_DIMS} dimensions",
                                         where=f"offset {g.tag_offset}")  # fmt: skip
-            elif n == 2:
+            elif n == _TensorFields.DATA_TYPE:
                 proto.data_type = pb.as_int32(pb.scalar(g, "data_type"))
-            elif n == 8:
+            elif n == _TensorFields.NAME:
                 proto.name = self.name(g, "tensor name")
-            elif n == 9:
+            elif n == _TensorFields.RAW_DATA:
                 pb.expect(g, pb.LEN, "raw_data")
                 if proto.raw is not None:
                     raise MalformedFile("a tensor has raw_data twice", where=f"offset {g.tag_offset}")
                 proto.raw = (g.offset, g.value)
             elif n in TYPED_FIELDS:
                 self.typed_value(proto, g)
-            elif n == 13:
+            elif n == _TensorFields.EXTERNAL_DATA:
                 self.string_entry_into(g, proto.external)
-            elif n == 14:
+            elif n == _TensorFields.DATA_LOCATION:
                 proto.data_location = pb.as_int32(pb.scalar(g, "data_location"))
-            elif n == 3:
+            elif n == _TensorFields.SEGMENT:
                 proto.segment = True
         return proto
 
@@ -654,9 +734,9 @@ class _Parser:
         pb.expect(f, pb.LEN, "external_data")
         key = value = ""
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 1:
+            if g.number == _EntryFields.KEY:
                 key = pb.text(self.buf, g, "external_data key", TEXT_LIMIT)
-            elif g.number == 2:
+            elif g.number == _EntryFields.VALUE:
                 value = pb.text(self.buf, g, "external_data value", 4 * TEXT_LIMIT)
         into[key] = value
 

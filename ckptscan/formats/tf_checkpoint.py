@@ -52,6 +52,39 @@ MAX_SHARDS = 100_000
 MAX_OBJECT_GRAPH_BYTES = 64 << 20
 MAX_DATA_ALIGNMENT = 1 << 16
 INDEX_SUFFIX = ".index"
+
+
+# Protobuf field numbers (tensorflow/core/protobuf/tensor_bundle.proto, framework/tensor_shape.proto,
+# framework/tensor_slice.proto, framework/versions.proto)
+class _BundleHeader:
+    NUM_SHARDS, ENDIANNESS, VERSION = 1, 2, 3
+
+
+class _VersionDef:
+    PRODUCER, MIN_CONSUMER, BAD_CONSUMERS = 1, 2, 3
+
+
+class _BundleEntry:
+    DTYPE, SHAPE, SHARD_ID, OFFSET, SIZE, CRC32C, SLICES = 1, 2, 3, 4, 5, 6, 7
+
+
+class _TensorShape:
+    DIM, UNKNOWN_RANK = 2, 3
+    DIM_SIZE = 1  # TensorShapeProto.Dim.size
+
+
+class _TensorSlice:
+    EXTENT = 1
+    EXTENT_START, EXTENT_LENGTH = 1, 2  # TensorSliceProto.Extent
+
+
+class _ObjectGraph:  # protobuf/trackable_object_graph.proto
+    NODES = 1  # TrackableObjectGraph.nodes
+    CHILDREN, ATTRIBUTES, SLOT_VARIABLES = 1, 2, 3  # TrackableObject
+    # ObjectReference (node_id, local_name), SerializedTensor (name, full_name, checkpoint_key),
+    # SlotVariableReference (original_variable_node_id, slot_name, slot_variable_node_id): fields 1, 2, 3
+
+
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_VALUE = "VARIABLE_VALUE"
 
@@ -281,16 +314,17 @@ class _Bundle:
         num_shards, endianness = 1, 0
         version: dict[str, Any] = {}
         for f in pb.fields(self.buf, entry.offset, entry.offset + entry.length):
-            if f.number == 1:
+            if f.number == _BundleHeader.NUM_SHARDS:
                 num_shards = pb.as_int32(pb.scalar(f, "num_shards"))
-            elif f.number == 2:
+            elif f.number == _BundleHeader.ENDIANNESS:
                 endianness = pb.scalar(f, "endianness")
-            elif f.number == 3:
+            elif f.number == _BundleHeader.VERSION:
                 pb.expect(f, pb.LEN, "version")
                 for g in pb.fields(self.buf, f.offset, f.end):
-                    if g.number in (1, 2):
-                        version["producer" if g.number == 1 else "min_consumer"] = pb.as_int32(pb.scalar(g, "version"))
-                    elif g.number == 3:
+                    if g.number in (_VersionDef.PRODUCER, _VersionDef.MIN_CONSUMER):
+                        key = "producer" if g.number == _VersionDef.PRODUCER else "min_consumer"
+                        version[key] = pb.as_int32(pb.scalar(g, "version"))
+                    elif g.number == _VersionDef.BAD_CONSUMERS:
                         bad = [pb.as_int32(v) for v in pb.repeated_varints(self.buf, g, 1024, "bad_consumers")]
                         version.setdefault("bad_consumers", []).extend(bad)
         if not 1 <= num_shards <= MAX_SHARDS:
@@ -314,21 +348,21 @@ class _Bundle:
         slices: list[list[int | None]] = []
         for f in pb.fields(self.buf, entry.offset, entry.offset + entry.length):
             n = f.number
-            if n == 1:
+            if n == _BundleEntry.DTYPE:
                 dtype_id = pb.as_int32(pb.scalar(f, "dtype"))
-            elif n == 2:
+            elif n == _BundleEntry.SHAPE:
                 pb.expect(f, pb.LEN, "shape")
                 shape = self.shape(f, shown)
-            elif n == 3:
+            elif n == _BundleEntry.SHARD_ID:
                 shard = pb.as_int32(pb.scalar(f, "shard_id"))
-            elif n == 4:
+            elif n == _BundleEntry.OFFSET:
                 offset = pb.as_int64(pb.scalar(f, "offset"))
-            elif n == 5:
+            elif n == _BundleEntry.SIZE:
                 size = pb.as_int64(pb.scalar(f, "size"))
-            elif n == 6:
+            elif n == _BundleEntry.CRC32C:
                 pb.expect(f, pb.FIXED32, "crc32c")
                 crc = f.value
-            elif n == 7:
+            elif n == _BundleEntry.SLICES:
                 pb.expect(f, pb.LEN, "slices")
                 slices.append(self.slice_proto(f))
         if offset < 0 or size < 0:
@@ -345,7 +379,7 @@ class _Bundle:
     def shape(self, f: pb.Field, name: str) -> list[int]:
         dims: list[int] = []
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number == 2:
+            if g.number == _TensorShape.DIM:
                 pb.expect(g, pb.LEN, "dim")
                 if len(dims) >= MAX_DIMS:
                     raise LimitExceeded(
@@ -353,12 +387,12 @@ class _Bundle:
                     )
                 size = 0
                 for h in pb.fields(self.buf, g.offset, g.end):
-                    if h.number == 1:
+                    if h.number == _TensorShape.DIM_SIZE:
                         size = pb.as_int64(pb.scalar(h, "dim size"))
                 if size < 0:
                     raise MalformedFile(f"tensor {name!r} has an unknown dimension ({size})", where=f"tensor {name!r}")
                 dims.append(size)
-            elif g.number == 3 and g.value:
+            elif g.number == _TensorShape.UNKNOWN_RANK and g.value:
                 raise MalformedFile(f"tensor {name!r} has an unknown rank", where=f"tensor {name!r}")
         return dims
 
@@ -366,14 +400,14 @@ class _Bundle:
         """A TensorSliceProto as [start, length, start, length, ...] (length None: the whole dimension)."""
         extents: list[int | None] = []
         for g in pb.fields(self.buf, f.offset, f.end):
-            if g.number != 1:
+            if g.number != _TensorSlice.EXTENT:
                 continue
             pb.expect(g, pb.LEN, "slice extent")
             start, length = 0, None
             for h in pb.fields(self.buf, g.offset, g.end):
-                if h.number == 1:
+                if h.number == _TensorSlice.EXTENT_START:
                     start = pb.as_int64(pb.scalar(h, "slice start"))
-                elif h.number == 2:
+                elif h.number == _TensorSlice.EXTENT_LENGTH:
                     length = pb.as_int64(pb.scalar(h, "slice length"))
             extents.extend((start, length))
         return extents
@@ -498,12 +532,12 @@ class _Node:
 def _parse_object_graph(buf: bytes, start: int, end: int) -> list[_Node]:
     nodes = []
     for f in pb.fields(buf, start, end):
-        if f.number != 1:
+        if f.number != _ObjectGraph.NODES:
             continue
         pb.expect(f, pb.LEN, "object graph node")
         node = _Node()
         for g in pb.fields(buf, f.offset, f.end):
-            if g.number not in (1, 2, 3):
+            if g.number not in (_ObjectGraph.CHILDREN, _ObjectGraph.ATTRIBUTES, _ObjectGraph.SLOT_VARIABLES):
                 continue
             pb.expect(g, pb.LEN, "object graph reference")
             values: dict[int, Any] = {}
@@ -512,9 +546,9 @@ def _parse_object_graph(buf: bytes, start: int, end: int) -> list[_Node]:
                     values[h.number] = pb.text(buf, h, "object graph name")
                 elif h.wire_type == pb.VARINT:
                     values[h.number] = pb.as_int32(h.value)
-            if g.number == 1:
+            if g.number == _ObjectGraph.CHILDREN:
                 node.children.append((values.get(1, 0), values.get(2, "")))
-            elif g.number == 2:
+            elif g.number == _ObjectGraph.ATTRIBUTES:
                 node.attributes.append((values.get(1, ""), values.get(2, ""), values.get(3, "")))
             else:
                 node.slot_variables.append((values.get(1, 0), values.get(2, ""), values.get(3, 0)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
@@ -22,7 +21,7 @@ from ckptscan.inventory import Finding, Inventory, Tensor
 if TYPE_CHECKING:
     from ckptscan.pipeline import ModelReport
     from ckptscan.stats import TensorStats
-    from ckptscan.stats.summary import MeasuredError
+    from ckptscan.stats.summary import Amount, MeasuredError, PruneCounts, Ranked, SqnrTotal, StatsSummary
 
 SCHEMA_VERSION = "1.3"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
@@ -115,11 +114,84 @@ def add_stats(record: dict[str, Any], report: ModelReport, *, include_tensors: b
     if include_tensors:
         for tensor_record, tensor_stats in zip(record["tensors"], stats.tensors, strict=True):
             tensor_record["stats"] = stats_dict(tensor_stats)
-    record["stats_summary"] = jsonable(dict(stats.summary))
+    record["stats_summary"] = jsonable(stats_summary_dict(stats.summary))
     record["findings"].extend(finding_dict(f) for f in stats.findings)
     for target in record["reduction"]["targets"] if record.get("reduction") else ():
         if target["name"] in report.measured:
             target["measured"] = measured_dict(report.measured[target["name"]])
+
+
+def stats_summary_dict(s: StatsSummary) -> dict[str, Any]:
+    """The JSON ``stats_summary`` of a typed summary (field names and order are the schema's)."""
+    from ckptscan.stats.summary import THRESHOLDS
+
+    i, p, q = s.integrity, s.pruning, s.quantization
+    pruning: dict[str, Any] = _prune_dict(p.counts)
+    if p.by_role is not None:
+        pruning["by_role"] = {role: _prune_dict(c) for role, c in p.by_role.items()}
+    t24 = p.structured_2_4
+    pruning["structured_2_4"] = {"tensors": list(t24.tensors), "elements": t24.elements, "bytes": t24.bytes}
+    pruning["estimated"] = p.estimated
+    return {
+        "tensors": s.tensors,
+        "skipped": [{"name": k.name, "reason": k.reason} for k in s.skipped],
+        "elements": s.elements,
+        "sampled": s.sampled,
+        "sample_fraction": s.sample_fraction,
+        "integrity": {
+            "nan_values": i.nan_values,
+            "inf_values": i.inf_values,
+            "nan_tensors": list(i.nan_tensors),
+            "inf_tensors": list(i.inf_tensors),
+            "all_zero_tensors": list(i.all_zero_tensors),
+            "duplicate_groups": [
+                {"hash": g.hash, "tensors": list(g.tensors), "bytes": g.bytes, "copies": g.copies}
+                for g in i.duplicate_groups
+            ],
+        },
+        "pruning": pruning,
+        "quantization": {
+            "int8": _sqnr_dict(q.int8),
+            "int4_g128": _sqnr_dict(q.int4_g128),
+            "thresholds": dict(THRESHOLDS),
+            "ranking": [_ranked_dict(r) for r in q.ranking],
+            "keep_high_precision": [_ranked_dict(r) for r in q.keep_high_precision],
+        },
+        "seconds": s.seconds,
+        "workers": s.workers,
+        "bytes_read": s.bytes_read,
+        "hash_algorithm": s.hash_algorithm,
+    }
+
+
+def _amount(a: Amount) -> dict[str, int]:
+    return {"elements": a.elements, "bytes": a.bytes}
+
+
+def _prune_dict(c: PruneCounts) -> dict[str, Any]:
+    return {
+        "elements": c.elements,
+        "bytes": c.bytes,
+        "zeros": _amount(c.zeros),
+        "below": {k: _amount(a) for k, a in c.below.items()},
+        "below_rel": {k: _amount(a) for k, a in c.below_rel.items()},
+    }
+
+
+def _sqnr_dict(t: SqnrTotal) -> dict[str, Any]:
+    return {"tensors": t.tensors, "sqnr_db": t.sqnr_db, "min_db": t.min_db, "median_db": t.median_db}
+
+
+def _ranked_dict(r: Ranked) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "role": r.role,
+        "sqnr_int8_db": r.sqnr_int8_db,
+        "sqnr_int4_g128_db": r.sqnr_int4_g128_db,
+        "outlier": r.outlier,
+        "bytes": r.bytes,
+        "reasons": list(r.reasons),
+    }
 
 
 def measured_dict(m: MeasuredError) -> dict[str, Any]:
@@ -303,6 +375,7 @@ def jsonable(value: Any) -> Any:
 
 def schema() -> dict[str, Any]:
     import json
+    from importlib import resources  # lazily: it costs ~2 ms of every scan's start-up otherwise
 
     text = resources.files("ckptscan.schema").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)

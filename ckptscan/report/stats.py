@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from ckptscan.pipeline import ModelReport
     from ckptscan.stats import StatsResult, TensorStats
-    from ckptscan.stats.summary import MeasuredError
+    from ckptscan.stats.summary import Amount, MeasuredError, SqnrTotal
 
 MAX_FINDING_ROWS = 20
 
@@ -43,16 +43,15 @@ def header(stats: StatsResult) -> RenderableType:
         rate = f" ({stats.bytes_read / stats.seconds / 1e9:.2f} GB/s, {_plural(stats.workers, 'worker')})"
     line = Text.assemble(
         ("Values ", "bold"),
-        f"{_plural(summary['tensors'], 'tensor')}, {human_bytes(stats.bytes_read)} read in {stats.seconds:.1f} s"
-        + rate,
+        f"{_plural(summary.tensors, 'tensor')}, {human_bytes(stats.bytes_read)} read in {stats.seconds:.1f} s" + rate,
     )
     if stats.sampled:
-        line.append(f"  sampled: about {summary['sample_fraction']:.1%} of each large tensor", style="yellow")
-    skipped = summary["skipped"]
+        line.append(f"  sampled: about {summary.sample_fraction or 0:.1%} of each large tensor", style="yellow")
+    skipped = summary.skipped
     if skipped:
         reasons: dict[str, int] = {}
         for entry in skipped:
-            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+            reasons[entry.reason] = reasons.get(entry.reason, 0) + 1
         listed = "; ".join(f"{n} x {reason}" for reason, n in list(reasons.items())[:4])
         line.append(f"\n{_plural(len(skipped), 'tensor')} without statistics: {listed}", style="yellow")
     return line
@@ -80,30 +79,31 @@ def integrity(stats: StatsResult) -> RenderableType:
 
 
 def pruning(stats: StatsResult) -> RenderableType | None:
-    data = stats.summary["pruning"]
-    if not data["elements"]:
+    data = stats.summary.pruning
+    counts = data.counts
+    if not counts.elements:
         return None
     from rich.table import Table
 
-    estimated = " (estimated from samples)" if data["estimated"] else ""
+    estimated = " (estimated from samples)" if data.estimated else ""
     table = Table(title=f"Pruning potential{estimated}", title_justify="left", title_style="bold", show_edge=False)
     table.add_column("values")
     table.add_column("count", justify="right")
     table.add_column("share", justify="right")
     table.add_column("bytes", justify="right")
-    total = data["elements"]
-    rows: list[tuple[str, Mapping[str, int]]] = [("exactly zero", data["zeros"])]
-    rows += [(f"|x| < {key}", value) for key, value in data["below"].items()]
-    rows += [(f"|x| < {float(key):g} x row max", value) for key, value in data["below_rel"].items()]
+    total = counts.elements
+    rows: list[tuple[str, Amount]] = [("exactly zero", counts.zeros)]
+    rows += [(f"|x| < {key}", value) for key, value in counts.below.items()]
+    rows += [(f"|x| < {float(key):g} x row max", value) for key, value in counts.below_rel.items()]
     for label, value in rows:
-        table.add_row(label, f"{value['elements']:,}", f"{value['elements'] / total:.2%}", human_bytes(value["bytes"]))
-    pattern = data["structured_2_4"]
-    if pattern["tensors"]:
+        table.add_row(label, f"{value.elements:,}", f"{value.elements / total:.2%}", human_bytes(value.bytes))
+    pattern = data.structured_2_4
+    if pattern.tensors:
         table.add_row(
-            "2:4 pattern holds", f"{len(pattern['tensors'])} tensors", f"{pattern['elements'] / total:.2%}",
-            human_bytes(pattern["bytes"]),
+            "2:4 pattern holds", f"{len(pattern.tensors)} tensors", f"{pattern.elements / total:.2%}",
+            human_bytes(pattern.bytes),
         )  # fmt: skip
-    by_role = data.get("by_role")
+    by_role = data.by_role
     if by_role:
         from rich.console import Group
 
@@ -113,42 +113,41 @@ def pruning(stats: StatsResult) -> RenderableType | None:
         roles.add_column("zero", justify="right")
         roles.add_column("|x| < 0.001", justify="right")
         roles.add_column("< 0.01 x row max", justify="right")
-        for role, counts in by_role.items():
-            n = counts["elements"] or 1
+        for role, c in by_role.items():
+            n = c.elements or 1
             roles.add_row(
                 role,
-                f"{counts['elements']:,}",
-                f"{counts['zeros']['elements'] / n:.2%}",
-                f"{counts['below'].get('0.001', {}).get('elements', 0) / n:.2%}",
-                f"{counts['below_rel'].get('0.01', {}).get('elements', 0) / n:.2%}",
+                f"{c.elements:,}",
+                f"{c.zeros.elements / n:.2%}",
+                f"{_elements(c.below.get('0.001')) / n:.2%}",
+                f"{_elements(c.below_rel.get('0.01')) / n:.2%}",
             )
         return Group(table, roles)
     return table
 
 
 def quantization(stats: StatsResult, measured: Mapping[str, MeasuredError] | None = None) -> RenderableType | None:
-    data = stats.summary["quantization"]
-    if not data["ranking"]:
+    data = stats.summary.quantization
+    if not data.ranking:
         return None
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    def overall(key: str, label: str) -> str:
-        total = data[key]
-        if total["sqnr_db"] is None:
+    def overall(total: SqnrTotal, label: str) -> str:
+        if total.sqnr_db is None:
             return f"{label}: -"
         return (
-            f"{label}: {total['sqnr_db']:.1f} dB overall (min {total['min_db']:.1f}, median {total['median_db']:.1f},"
-            f" {total['tensors']} tensors)"
+            f"{label}: {total.sqnr_db:.1f} dB overall (min {total.min_db:.1f}, median {total.median_db:.1f},"
+            f" {total.tensors} tensors)"
         )
 
     lines = Text.assemble(
         ("Quantization error, measured ", "bold"),
         "(SQNR, higher is better)\n",
-        overall("int8", "  int8 per channel"),
+        overall(data.int8, "  int8 per channel"),
         "\n",
-        overall("int4_g128", "  int4 groups of 128"),
+        overall(data.int4_g128, "  int4 groups of 128"),
     )
     for name, record in (measured or {}).items():  # the analyzer's reduction targets
         if record.sqnr_db is not None:
@@ -163,19 +162,19 @@ def quantization(stats: StatsResult, measured: Mapping[str, MeasuredError] | Non
     table.add_column("absmax/std", justify="right")
     table.add_column("bytes", justify="right")
     table.add_column("keep in higher precision because", overflow="fold")
-    for entry in data["ranking"]:
+    for entry in data.ranking:
         table.add_row(
-            entry["name"],
-            _db(entry["sqnr_int8_db"]),
-            _db(entry["sqnr_int4_g128_db"]),
-            "-" if entry["outlier"] is None else f"{entry['outlier']:.1f}",
-            human_bytes(entry["bytes"]),
-            "; ".join(entry["reasons"]) or "[dim]-[/dim]",
+            entry.name,
+            _db(entry.sqnr_int8_db),
+            _db(entry.sqnr_int4_g128_db),
+            "-" if entry.outlier is None else f"{entry.outlier:.1f}",
+            human_bytes(entry.bytes),
+            "; ".join(entry.reasons) or "[dim]-[/dim]",
         )
-    keep = data["keep_high_precision"]
+    keep = data.keep_high_precision
     note = Text(
         f"{_plural(len(keep), 'tensor')} meet{'s' if len(keep) == 1 else ''} a sensitivity criterion "
-        f"({human_bytes(sum(e['bytes'] for e in keep))})"
+        f"({human_bytes(sum(e.bytes for e in keep))})"
         if keep
         else "no tensor meets a sensitivity criterion",
         style="yellow" if keep else "dim",
@@ -201,6 +200,10 @@ def tensor_stats(stats: StatsResult) -> RenderableType:
             _db(s.sqnr_int8_db, s, "int8"), _db(s.sqnr_int4_g128_db, s, "int4_g128"),
         )  # fmt: skip
     return table
+
+
+def _elements(amount: Amount | None) -> int:
+    return amount.elements if amount is not None else 0
 
 
 def _plural(count: int, noun: str) -> str:

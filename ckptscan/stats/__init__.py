@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ckptscan.errors import UsageError
 from ckptscan.inventory import Finding, Inventory
+
+if TYPE_CHECKING:
+    from ckptscan.stats.summary import StatsSummary
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -77,7 +80,7 @@ class TensorStats:
 @dataclass(frozen=True, slots=True)
 class StatsResult:
     tensors: tuple[TensorStats, ...]  # one per inventory tensor, same order
-    summary: Mapping[str, Any]  # the JSON ``stats_summary``: see ckptscan.stats.summary
+    summary: StatsSummary  # pruning, quantization sensitivity, integrity (the JSON ``stats_summary``)
     findings: tuple[Finding, ...]
     seconds: float
     workers: int

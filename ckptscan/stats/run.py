@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ckptscan.errors import CkptscanError, MissingDependency
@@ -84,13 +85,9 @@ def run(
     seconds = time.perf_counter() - started
     summary, findings = summarize(inventory, stats, options, roles)
     bytes_read = sum(s.bytes_read for s in stats)
-    summary = {
-        **summary,
-        "seconds": round(seconds, 3),
-        "workers": workers,
-        "bytes_read": bytes_read,
-        "hash_algorithm": algorithm()[0],
-    }
+    summary = replace(
+        summary, seconds=round(seconds, 3), workers=workers, bytes_read=bytes_read, hash_algorithm=algorithm()[0]
+    )
     return StatsResult(
         tensors=stats,
         summary=summary,

@@ -30,62 +30,182 @@ HIGH_PRECISION_ROLES = ("embedding", "output_head")
 MAX_LISTED = 50  # names listed per integrity group in the summary
 
 
+# -- the summary, typed (report/json.py turns it into the JSON ``stats_summary``) -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    elements: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Values of some tensors at or near zero (counts of sampled tensors scaled to the whole)."""
+
+    elements: int
+    bytes: int
+    zeros: Amount
+    below: Mapping[str, Amount]  # |x| < threshold (repr of the threshold) -> amount
+    below_rel: Mapping[str, Amount]  # |x| < r x the row's absolute maximum
+
+
+@dataclass(frozen=True, slots=True)
+class Structured24:
+    tensors: tuple[str, ...]
+    elements: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pruning:
+    counts: PruneCounts  # every floating tensor read
+    by_role: Mapping[str, PruneCounts] | None  # None without roles
+    structured_2_4: Structured24
+    estimated: bool  # some counts come from samples
+
+
+@dataclass(frozen=True, slots=True)
+class SqnrTotal:
+    tensors: int
+    sqnr_db: float | None  # energy-weighted over the tensors
+    min_db: float | None
+    median_db: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One tensor of the quantization sensitivity ranking."""
+
+    name: str
+    role: str | None
+    sqnr_int8_db: float | None
+    sqnr_int4_g128_db: float | None
+    outlier: float | None
+    bytes: int
+    reasons: tuple[str, ...]  # why it is better kept in higher precision (empty: no criterion met)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantization:
+    int8: SqnrTotal
+    int4_g128: SqnrTotal
+    ranking: tuple[Ranked, ...]  # the ``top`` most sensitive
+    keep_high_precision: tuple[Ranked, ...]  # every tensor meeting a criterion
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    hash: str
+    tensors: tuple[str, ...]
+    bytes: int  # each
+    copies: int
+
+
+@dataclass(frozen=True, slots=True)
+class Integrity:
+    nan_values: int
+    inf_values: int
+    nan_tensors: tuple[str, ...]  # at most MAX_LISTED names each
+    inf_tensors: tuple[str, ...]
+    all_zero_tensors: tuple[str, ...]
+    duplicate_groups: tuple[DuplicateGroup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSummary:
+    """What a model's values say as a whole: the JSON ``stats_summary`` (schema), typed."""
+
+    tensors: int  # tensors read
+    skipped: tuple[Skipped, ...]
+    elements: int
+    sampled: bool
+    sample_fraction: float | None
+    integrity: Integrity
+    pruning: Pruning
+    quantization: Quantization
+    # how the pass ran
+    seconds: float = 0.0
+    workers: int = 0
+    bytes_read: int = 0
+    hash_algorithm: str = ""
+
+
+# the sensitivity criteria, as the JSON ``quantization.thresholds`` reports them
+THRESHOLDS: Mapping[str, Any] = {
+    "int8_db": SENSITIVE_INT8_DB,
+    "int4_g128_db": SENSITIVE_INT4_DB,
+    "outlier": OUTLIER_RATIO,
+    "crushed_share": CRUSHED_SHARE,
+    "roles": list(HIGH_PRECISION_ROLES),
+}
+
+
 def summarize(
     inventory: Inventory,
     stats: Sequence[TensorStats],
     options: StatsOptions,
     roles: Mapping[str, str] | None,
-) -> tuple[dict[str, Any], list[Finding]]:
+) -> tuple[StatsSummary, list[Finding]]:
     tensors = inventory.tensors
     read = [(t, s) for t, s in zip(tensors, stats, strict=True) if s.skipped is None]
-    summary: dict[str, Any] = {
-        "tensors": len(read),
-        "skipped": [{"name": s.name, "reason": s.skipped} for s in stats if s.skipped is not None],
-        "elements": sum(s.elements for _, s in read),
-        "sampled": any(s.sampled for _, s in read),
-        "sample_fraction": options.sample,
-        "integrity": {},
-        "pruning": pruning(read, roles),
-        "quantization": quantization(read, roles, options.top),
-    }
     findings: list[Finding] = []
     findings += _nonfinite(read)
     findings += _all_zero(read)
     duplicates, found = _duplicates(read)
     findings += found
-    summary["integrity"] = {
-        "nan_values": sum(s.nan for _, s in read),
-        "inf_values": sum(s.inf for _, s in read),
-        "nan_tensors": [s.name for _, s in read if s.nan][:MAX_LISTED],
-        "inf_tensors": [s.name for _, s in read if s.inf][:MAX_LISTED],
-        "all_zero_tensors": [s.name for t, s in read if _all_zero_tensor(t, s)][:MAX_LISTED],
-        "duplicate_groups": duplicates,
-    }
+    integrity = Integrity(
+        nan_values=sum(s.nan for _, s in read),
+        inf_values=sum(s.inf for _, s in read),
+        nan_tensors=tuple(s.name for _, s in read if s.nan)[:MAX_LISTED],
+        inf_tensors=tuple(s.name for _, s in read if s.inf)[:MAX_LISTED],
+        all_zero_tensors=tuple(s.name for t, s in read if _all_zero_tensor(t, s))[:MAX_LISTED],
+        duplicate_groups=tuple(duplicates),
+    )
+    summary = StatsSummary(
+        tensors=len(read),
+        skipped=tuple(Skipped(s.name, s.skipped) for s in stats if s.skipped is not None),
+        elements=sum(s.elements for _, s in read),
+        sampled=any(s.sampled for _, s in read),
+        sample_fraction=options.sample,
+        integrity=integrity,
+        pruning=pruning(read, roles),
+        quantization=quantization(read, roles, options.top),
+    )
     return summary, findings
 
 
 # -- pruning -------------------------------------------------------------------------------------------
 
 
-def pruning(read: Sequence[tuple[Tensor, TensorStats]], roles: Mapping[str, str] | None) -> dict[str, Any]:
+def pruning(read: Sequence[tuple[Tensor, TensorStats]], roles: Mapping[str, str] | None) -> Pruning:
     floating = [(t, s) for t, s in read if s.near_zero is not None and s.elements]
-    out = _prune_counts(floating)
+    by_role = None
     if roles is not None:
-        by_role: dict[str, list[tuple[Tensor, TensorStats]]] = defaultdict(list)
+        grouped: dict[str, list[tuple[Tensor, TensorStats]]] = defaultdict(list)
         for t, s in floating:
-            by_role[roles.get(t.name, "other")].append((t, s))
-        out["by_role"] = {role: _prune_counts(members) for role, members in sorted(by_role.items())}
+            grouped[roles.get(t.name, "other")].append((t, s))
+        by_role = {role: _prune_counts(members) for role, members in sorted(grouped.items())}
     patterned = [(t, s) for t, s in floating if s.structured_2_4 and s.zeros < s.elements]  # all-zero: reported
-    out["structured_2_4"] = {
-        "tensors": [t.name for t, _ in patterned],
-        "elements": sum(t.elements for t, _ in patterned),
-        "bytes": sum(t.nbytes for t, _ in patterned),
-    }
-    out["estimated"] = any(s.sampled for _, s in floating)
-    return out
+    return Pruning(
+        counts=_prune_counts(floating),
+        by_role=by_role,
+        structured_2_4=Structured24(
+            tensors=tuple(t.name for t, _ in patterned),
+            elements=sum(t.elements for t, _ in patterned),
+            bytes=sum(t.nbytes for t, _ in patterned),
+        ),
+        estimated=any(s.sampled for _, s in floating),
+    )
 
 
-def _prune_counts(members: Iterable[tuple[Tensor, TensorStats]]) -> dict[str, Any]:
+def _prune_counts(members: Iterable[tuple[Tensor, TensorStats]]) -> PruneCounts:
     elements = total_bytes = zeros = zero_bytes = 0
     below = [[0, 0] for _ in ABS_THRESHOLDS]
     below_rel = [[0, 0] for _ in REL_THRESHOLDS]
@@ -102,15 +222,13 @@ def _prune_counts(members: Iterable[tuple[Tensor, TensorStats]]) -> dict[str, An
         for pair, value in zip(below_rel, (s.near_zero_rel or {}).values(), strict=False):
             pair[0] += round(value * scale)
             pair[1] += _bytes(t, round(value * scale))
-    return {
-        "elements": elements,
-        "bytes": total_bytes,
-        "zeros": {"elements": zeros, "bytes": zero_bytes},
-        "below": {repr(th): {"elements": e, "bytes": b} for th, (e, b) in zip(ABS_THRESHOLDS, below, strict=True)},
-        "below_rel": {
-            repr(r): {"elements": e, "bytes": b} for r, (e, b) in zip(REL_THRESHOLDS, below_rel, strict=True)
-        },
-    }
+    return PruneCounts(
+        elements=elements,
+        bytes=total_bytes,
+        zeros=Amount(zeros, zero_bytes),
+        below={repr(th): Amount(e, b) for th, (e, b) in zip(ABS_THRESHOLDS, below, strict=True)},
+        below_rel={repr(r): Amount(e, b) for r, (e, b) in zip(REL_THRESHOLDS, below_rel, strict=True)},
+    )
 
 
 def _bytes(t: Tensor, elements: int) -> int:
@@ -124,34 +242,24 @@ def _bytes(t: Tensor, elements: int) -> int:
 # -- quantization --------------------------------------------------------------------------------------
 
 
-def quantization(
-    read: Sequence[tuple[Tensor, TensorStats]], roles: Mapping[str, str] | None, top: int
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "int8": _sqnr_totals([s for _, s in read], "int8"),
-        "int4_g128": _sqnr_totals([s for _, s in read], "int4"),
-        "thresholds": {
-            "int8_db": SENSITIVE_INT8_DB,
-            "int4_g128_db": SENSITIVE_INT4_DB,
-            "outlier": OUTLIER_RATIO,
-            "crushed_share": CRUSHED_SHARE,
-            "roles": list(HIGH_PRECISION_ROLES),
-        },
-    }
+def quantization(read: Sequence[tuple[Tensor, TensorStats]], roles: Mapping[str, str] | None, top: int) -> Quantization:
     measured = [(t, s) for t, s in read if s.sqnr_int4_g128_db is not None or s.sqnr_int8_db is not None]
     entries = [(_ranked(t, s, roles), s) for t, s in measured]
     # tensors meeting a criterion first, then the lowest int4 error
-    entries.sort(key=lambda es: (not es[0]["reasons"], _rank_key(es[1]), es[1].name))
-    out["ranking"] = [entry for entry, _ in entries[:top]]
-    out["keep_high_precision"] = [entry for entry, _ in entries if entry["reasons"]]
-    return out
+    entries.sort(key=lambda es: (not es[0].reasons, _rank_key(es[1]), es[1].name))
+    return Quantization(
+        int8=_sqnr_totals([s for _, s in read], "int8"),
+        int4_g128=_sqnr_totals([s for _, s in read], "int4"),
+        ranking=tuple(entry for entry, _ in entries[:top]),
+        keep_high_precision=tuple(entry for entry, _ in entries if entry.reasons),
+    )
 
 
 def _rank_key(s: TensorStats) -> float:
     return s.sqnr_int4_g128_db if s.sqnr_int4_g128_db is not None else (s.sqnr_int8_db or 0.0) - 20.0
 
 
-def _ranked(t: Tensor, s: TensorStats, roles: Mapping[str, str] | None) -> dict[str, Any]:
+def _ranked(t: Tensor, s: TensorStats, roles: Mapping[str, str] | None) -> Ranked:
     role = roles.get(t.name) if roles is not None else None
     reasons = []
     if s.sqnr_int4_g128_db is not None and s.sqnr_int4_g128_db < SENSITIVE_INT4_DB:
@@ -165,15 +273,7 @@ def _ranked(t: Tensor, s: TensorStats, roles: Mapping[str, str] | None) -> dict[
         reasons.append(f"{crushed:.0%} of non-zero values are below 1% of their row's max")
     if role in HIGH_PRECISION_ROLES:
         reasons.append(f"role {role}")
-    return {
-        "name": t.name,
-        "role": role,
-        "sqnr_int8_db": s.sqnr_int8_db,
-        "sqnr_int4_g128_db": s.sqnr_int4_g128_db,
-        "outlier": s.outlier,
-        "bytes": t.nbytes,
-        "reasons": reasons,
-    }
+    return Ranked(t.name, role, s.sqnr_int8_db, s.sqnr_int4_g128_db, s.outlier, t.nbytes, tuple(reasons))
 
 
 def _crushed_share(s: TensorStats) -> float | None:
@@ -185,7 +285,7 @@ def _crushed_share(s: TensorStats) -> float | None:
     return below / nonzero if nonzero > 0 else None
 
 
-def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> dict[str, Any]:
+def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> SqnrTotal:
     measured = [
         (s, s.err_int8 if which == "int8" else s.err_int4)
         for s in stats
@@ -194,12 +294,12 @@ def _sqnr_totals(stats: Sequence[TensorStats], which: str) -> dict[str, Any]:
     values = [v for s in stats if (v := (s.sqnr_int8_db if which == "int8" else s.sqnr_int4_g128_db)) is not None]
     signal = sum(s.signal for s, _ in measured)
     error = sum(e or 0.0 for _, e in measured)
-    return {
-        "tensors": len(measured),
-        "sqnr_db": 10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
-        "min_db": min(values) if values else None,
-        "median_db": statistics.median(values) if values else None,
-    }
+    return SqnrTotal(
+        tensors=len(measured),
+        sqnr_db=10 * math.log10(signal / error) if signal > 0 and error > 0 else None,
+        min_db=min(values) if values else None,
+        median_db=statistics.median(values) if values else None,
+    )
 
 
 # -- integrity --------------------------------------------------------------------------------------
@@ -232,20 +332,21 @@ def _all_zero(read: Sequence[tuple[Tensor, TensorStats]]) -> list[Finding]:
     return found
 
 
-def _duplicates(read: Sequence[tuple[Tensor, TensorStats]]) -> tuple[list[dict[str, Any]], list[Finding]]:
+def _duplicates(read: Sequence[tuple[Tensor, TensorStats]]) -> tuple[list[DuplicateGroup], list[Finding]]:
     """Tensors with equal content hashes stored in different places (shared views are not copies)."""
     groups: dict[str, list[Tensor]] = defaultdict(list)
     for t, s in read:
         if s.hash is not None and s.elements:
             groups[s.hash].append(t)
-    out, found = [], []
+    out: list[DuplicateGroup] = []
+    found: list[Finding] = []
     for content, members in groups.items():
         places = {_place(t) for t in members}
         if len(places) < 2:
             continue
         names = [t.name for t in members]
         each = members[0].nbytes
-        out.append({"hash": content, "tensors": names, "bytes": each, "copies": len(places)})
+        out.append(DuplicateGroup(content, tuple(names), each, len(places)))
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         message = f"{len(names)} tensors hold identical values ({each:,} bytes each, {len(places)} copies): {shown}"
         found.append(Finding("duplicate-tensor-content", Severity.INFO, message, names[0]))

@@ -89,13 +89,22 @@ def run(ctx: Context) -> list[Row]:
         "with safe_open(sys.argv[1], 'numpy') as f:\n"
         "    inv = [(k, f.get_slice(k).get_shape(), f.get_slice(k).get_dtype()) for k in f.keys()]\n"
     )
+    # the floor: an interpreter that reads the header and parses its JSON, nothing else (issue 13)
+    bare = (
+        "import json, struct, sys\nwith open(sys.argv[1], 'rb') as f:\n"
+        "    n = struct.unpack('<Q', f.read(8))[0]\n    header = json.loads(f.read(n))\n"
+    )
     rows = []
+    wall, rss = measure([*python(bare), str(real)], ctx)
+    floor = Row(case, "bare python -c (read the header, json.loads)", wall, rss, "the floor")
     wall, rss = measure([*python(reference), str(real)], ctx)
     ref = Row(case, "safetensors.safe_open (names, shapes, dtypes)", wall, rss)
     wall, rss = measure(ckptscan("--json", str(real)), ctx)
-    ours = Row(case, "ckptscan --json", wall, rss, f"{ref.wall_s / wall:.1f}x the reference's speed")
+    note = f"{ref.wall_s / wall:.1f}x the reference's speed; {wall / floor.wall_s:.2f}x the floor's time"
+    ours = Row(case, "ckptscan --json", wall, rss, note)
     wall, rss = measure(ckptscan(str(real)), ctx)
-    rows += [ref, ours, Row(case, "ckptscan (terminal report)", wall, rss)]
+    terminal = Row(case, "ckptscan (terminal report)", wall, rss, f"{wall / floor.wall_s:.2f}x the floor's time")
+    rows += [floor, ref, ours, terminal]
     tiny = Path(__file__).resolve().parents[2] / "testdata" / "safetensors" / "llama-tiny" / "model.safetensors"
     wall, rss = measure(ckptscan("--json", str(tiny)), ctx)
     rows.append(Row(f"tiny Llama safetensors ({tiny.stat().st_size / 1e3:.0f} KB)", "ckptscan --json", wall, rss,
