@@ -62,7 +62,7 @@ def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
         return indexes
     found = []
     for child in entries:
-        if not registry.could_be_model(child.name):
+        if not registry.could_be_model(child.name) and not registry.hides_a_pickle(child):
             continue
         try:
             with Source(child) as source:

@@ -56,7 +56,7 @@ def test_raw_pickles_of_any_name_are_scanned(name: str, tmp_path: Path, monkeypa
 
 
 def test_audit_fails_on_one_raw_pickle(tmp_path: Path) -> None:
-    for name in ("weights.bin", "model.joblib", "thing.dat"):
+    for name in ("weights.bin", "model.joblib", "thing.dat", "notes.txt", "readme.md", "noext", "config.json"):
         folder = tmp_path / name.replace(".", "_")
         folder.mkdir()
         (folder / name).write_bytes(payloads(tmp_path / "PWNED")["reduce-protocol-2"])
