@@ -138,6 +138,9 @@ def test_truncated_pickle_keeps_its_findings(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "ckptscan" / "schema" / "ckptscan.schema.json").read_text())
     jsonschema.validate(run.json(), schema, cls=jsonschema.Draft202012Validator)
+    audit = run_cli("audit", tmp_path, "--json", "--fail-on", "unsafe")
+    assert audit.code == 1
+    assert audit.json()["audit"]["findings"]["by_severity"] == {"critical": 1}
 
 
 def test_failure_after_reduce_in_a_zip_keeps_findings(tmp_path: Path) -> None:
