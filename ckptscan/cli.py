@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,9 @@ def scan_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, index files or model folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.add_argument("--format", choices=("text", "json", "sarif"), default=None,
+                        help="output format: text (the report), json (= --json) or sarif (SARIF 2.1.0: one result "
+                        "per finding, for code scanning)")  # fmt: skip
     parser.add_argument("--tensors", action="store_true", help="list every tensor (with --json: also each "
                         "reduction target's plan per tensor)")  # fmt: skip
     parser.add_argument("--explain", action="store_true", help="show each tensor's role and the evidence for it")
@@ -167,9 +171,17 @@ def run_scan(argv: list[str]) -> int:
         parser.error("--group-size must be 0 or more")
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
-    reports = build_reports(args.paths, pipeline_options(args), show_progress=not args.json)
+    if args.format == "json":
+        args.json = True
+    sarif = args.format == "sarif"
+    reports = build_reports(args.paths, pipeline_options(args), show_progress=not (args.json or sarif))
     failed_reports = 0
-    if args.json:
+    if sarif:
+        from ckptscan.report import sarif as sarif_report
+
+        emit_json(sarif_report.document(sarif_files(reports), version=__version__, base=os.getcwd()))
+        report_errors(reports)
+    elif args.json:
         from ckptscan.report.json import document
 
         emit_json(document(reports, explain=args.explain, tensor_plans=args.tensors))
@@ -195,6 +207,23 @@ def run_scan(argv: list[str]) -> int:
                 print(clean_lines(r.error.detail), file=sys.stderr)
     code = exit_code(reports, FAIL_ON_LEVELS[args.fail_on])
     return EXIT_INPUT_FAILED if failed_reports and code == EXIT_OK else code
+
+
+def sarif_files(reports: Sequence[ModelReport]) -> list[Any]:
+    from ckptscan.report.sarif import SarifFile
+
+    files = []
+    for model in reports:
+        result = model.scan
+        found = list(result.inventory.findings) if result.inventory is not None else []
+        if model.stats is not None:
+            found += model.stats.findings
+        error = result.error
+        if error is not None:
+            found += error.findings
+        code, message = (error.code, error.message) if error is not None else ("", "")
+        files.append(SarifFile(result.path, tuple(found), code, message))
+    return files
 
 
 def build_reports(paths: Sequence[str], options: pipeline.Options, *, show_progress: bool = False) -> list[ModelReport]:
@@ -382,6 +411,9 @@ def audit_parser() -> argparse.ArgumentParser:
         "--jsonl", action="store_true", help="print one JSON record per model as it is read, then a summary record"
     )
     output.add_argument("--csv", action="store_true", help="print one CSV row per model")
+    output.add_argument("--format", choices=("text", "json", "jsonl", "csv", "sarif"), default=None,
+                        help="output format (json, jsonl, csv as the flags; sarif: SARIF 2.1.0, one result per "
+                        "finding, for code scanning)")  # fmt: skip
     parser.add_argument(
         "--include",
         action="append",
@@ -481,11 +513,19 @@ def run_audit(argv: list[str]) -> int:
         all_targets=args.all_targets,
         top=args.top,
     )
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # a typo must not pass a CI gate as "0 files found"
+        for p in missing:
+            print(f"ckptscan: {p}: no such file or folder", file=sys.stderr)
+        return EXIT_INPUT_FAILED
     try:
         audit = Audit(args.paths, options)
     except UsageError as e:
         parser.error(str(e))
-    machine = args.json or args.jsonl or args.csv
+    if args.format in ("json", "jsonl", "csv"):
+        setattr(args, args.format, True)
+    sarif = args.format == "sarif"
+    machine = args.json or args.jsonl or args.csv or sarif
     show_progress = not (machine or args.no_progress) and sys.stdout.isatty() and sys.stderr.isatty()
     progress = _AuditProgress(args.no_color) if show_progress else None
     events = audit.events()
@@ -508,7 +548,12 @@ def run_audit(argv: list[str]) -> int:
             progress.stop()
 
     summary = audit.summary()
-    if args.jsonl:
+    if sarif:
+        from ckptscan.report import sarif as sarif_report
+
+        emit_json(sarif_report.document(audit_sarif_files(audit.sorted_texts()), version=__version__,
+                                        base=os.getcwd()))  # fmt: skip
+    elif args.jsonl:
         emit_line(audit_report.summary_line(summary))
     elif args.json:
         text = audit_report.document_text(audit.sorted_texts(), summary)
@@ -535,6 +580,23 @@ def run_audit(argv: list[str]) -> int:
         for problem in summary["incomplete"] + summary["failed"]:
             print(f"ckptscan: {clean(problem['message'])}", file=sys.stderr)
     return audit_exit_code(summary, FAIL_ON_LEVELS[args.fail_on], args.fail_on_recoverable)
+
+
+def audit_sarif_files(texts: Sequence[str]) -> list[Any]:
+    """The audit's model records (our own JSON) as SARIF inputs."""
+    from ckptscan.inventory import Finding
+    from ckptscan.report.sarif import SarifFile
+
+    files = []
+    for text in texts:
+        record = json.loads(text)
+        found = tuple(
+            Finding(f["code"], Severity(f["severity"]), f["message"], f.get("where", ""), f.get("subject", ""))
+            for f in record.get("findings") or ()
+        )
+        error = record.get("error") or {}
+        files.append(SarifFile(record["path"], found, error.get("code", ""), error.get("message", "")))
+    return files
 
 
 def audit_exit_code(summary: dict[str, object], fail_on: Severity | None, max_recoverable: int | None) -> int:

@@ -90,8 +90,10 @@ class ModelReport:
         return {t.name: d.role.value for t, d in zip(self.inventory.tensors, self.analysis.decisions, strict=True)}
 
     def findings(self) -> list[Finding]:
-        """The reader's findings, then the stats pass's."""
+        """The reader's findings (or those kept with its error), then the stats pass's."""
         found = list(self.inventory.findings) if self.inventory is not None else []
+        if self.scan.error is not None:
+            found += self.scan.error.findings
         if self.stats is not None:
             found += self.stats.findings
         return found

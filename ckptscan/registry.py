@@ -13,6 +13,7 @@ line in ``FORMATS``.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -63,6 +64,14 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("git-lfs-pointer", "ckptscan.formats.lfs", (), "Git LFS pointer (content not downloaded)"),
     # ONNX has no magic number: its sniff parses the first protobuf fields, so it goes last
     FormatSpec("onnx", "ckptscan.formats.onnx", (".onnx",), "ONNX"),
+    # last, after every other format (ONNX included): opcode structure decides, not the extension,
+    # and no file another format reads is ever taken for a plain pickle
+    FormatSpec(
+        "pickle",
+        "ckptscan.formats.pickle",
+        (".pkl", ".pickle", ".joblib", ".dill"),
+        "Python pickle (plain, joblib; scanned, never loaded)",
+    ),
 )
 
 
@@ -123,6 +132,20 @@ COMPANION_NAMES = (
 # Text files that are never a model (a sharded index, ``*.index.json``, is one: see MODEL_TEXT_SUFFIXES).
 TEXT_SUFFIXES = (".json", ".txt", ".md", ".py")
 MODEL_TEXT_SUFFIXES = (".index.json",)
+
+
+def hides_a_pickle(path: str | Path) -> bool:
+    """Whether a file that ``could_be_model`` rules out by name (a ``.txt``, a ``.json``) holds a
+    pickle: code that loads it by another name would run it, so it is scanned all the same."""
+    from ckptscan.formats.pickle import looks_like_pickle
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return looks_like_pickle(head, size)
 
 
 def is_companion(name: str) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ckptscan import registry
-from ckptscan.errors import CkptscanError, MissingFile, ReadFailure
-from ckptscan.inventory import Inventory
+from ckptscan.errors import CkptscanError, MissingFile, ReadFailure, UnsafePath
+from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.safe_text import capped, clean, depth_exceeds
 from ckptscan.source import Source
 
@@ -35,6 +35,9 @@ class ScanError:
     code: str
     message: str
     detail: str = ""  # a traceback, only for internal errors (shown with --debug)
+    # what was found before the error (dangerous globals of a truncated pickle...): a file can be
+    # both unreadable and unsafe, and --fail-on / the reports see both
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
         return indexes
     found = []
     for child in entries:
-        if not registry.could_be_model(child.name):
+        if not registry.could_be_model(child.name) and not registry.hides_a_pickle(child):
             continue
         try:
             with Source(child) as source:
@@ -101,7 +104,8 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
     try:
         inventory = read_inventory(path)
     except CkptscanError as e:  # messages quote names from the file: one line, escaped (safe_text)
-        return ScanResult(shown, e.format, None, ScanError(e.code, clean(str(e.located(path=shown)))))
+        message = clean(str(e.located(path=shown)))
+        return ScanResult(shown, e.format, None, ScanError(e.code, message, findings=error_findings(e)))
     except (RecursionError, MemoryError) as e:
         message = clean(f"{shown}: too deeply nested or too large to read ({type(e).__name__})")
         return ScanResult(shown, None, None, ScanError("limit-exceeded", message))
@@ -109,6 +113,21 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
         message = clean(f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it")
         return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
     return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown))
+
+
+def error_findings(error: CkptscanError) -> tuple[Finding, ...]:
+    """The findings a reader attached to its error (``pickle_globals``, container ``findings``)."""
+    found: list[Finding] = list(getattr(error, "findings", []))
+    if isinstance(error, UnsafePath):
+        # a file that names a path outside its folder (ONNX external data, a shard) is an attack on
+        # whoever loads it, not only a read failure
+        found.append(Finding("unsafe-path", Severity.HIGH, error.what, error.where or "", subject=error.what[:80]))
+    uses = getattr(error, "pickle_globals", [])
+    if uses:
+        from ckptscan.formats.torch.safety import findings_for
+
+        found = findings_for(uses) + found
+    return tuple(found)
 
 
 def incomplete_error(inventory: Inventory, shown: str) -> ScanError | None:

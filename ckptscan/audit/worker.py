@@ -78,7 +78,11 @@ NAMED_LIKE_A_CHECKPOINT = "unrecognized-content"  # a checkpoint's extension, co
 
 def process(unit: Unit, options: WorkerOptions) -> Outcome:
     """Read one unit; never raises."""
-    if unit.kind == "file" and not registry.could_be_model(os.path.basename(unit.path)):
+    if (
+        unit.kind == "file"
+        and not registry.could_be_model(os.path.basename(unit.path))
+        and not registry.hides_a_pickle(unit.path)
+    ):
         return Skipped(unit.id, NOT_A_CHECKPOINT)  # the registry's policy: configs, tokenizers, text
     result = scan(unit.path)
     if unit.kind == "file" and _unrecognized(result):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
-from ckptscan.inventory import Region, RegionKind
+from ckptscan.inventory import Finding, Region, RegionKind, Severity
 from ckptscan.source import Source
 
 MAX_ENTRIES = 1_000_000
@@ -408,6 +408,18 @@ def _check_content(entry: ZipEntry, size: int, crc: int, what: str) -> None:
         raise MalformedFile(f"{what} fails its CRC-32 check (corrupt)", where=entry.name)
 
 
+def iter_content(source: Source, entry: ZipEntry, what: str | None = None) -> Iterator[bytes]:
+    """The entry's content in pieces of at most 64 KiB (for streaming it, e.g. through the unpickler);
+    size and CRC-32 are checked once the last piece has been taken."""
+    what = what or f"zip entry {entry.name!r}"
+    size, crc = 0, 0
+    for piece in _content(source, entry, what):
+        size += len(piece)
+        crc = zlib.crc32(piece, crc)
+        yield piece
+    _check_content(entry, size, crc, what)
+
+
 def _content(source: Source, entry: ZipEntry, what: str) -> Iterator[bytes]:
     """The entry's content in pieces of at most 64 KiB, stopping one piece past what it declares."""
     if entry.stored:
@@ -484,3 +496,43 @@ class SourceWindow(io.RawIOBase):
         buffer[:wanted] = data
         self._position += wanted
         return wanted
+
+
+# -- member names ------------------------------------------------------------------------------------
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why an entry name could write outside an extraction folder (or fool a terminal), or None.
+
+    ``zipfile`` sanitises names on extraction, but other extractors (and ``torch.load`` of a zip
+    handed to a custom loader) need not: ``../``, absolute paths, drive letters, backslashes, NUL
+    and line breaks are all reported.
+    """
+    if "\0" in name:
+        return "contains a NUL byte"
+    if "\n" in name or "\r" in name:
+        return "contains a line break"
+    if "\\" in name:
+        return "contains a backslash (a path separator on Windows)"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
+        return "starts with a drive letter"
+    if ".." in name.split("/"):
+        return "climbs out of its folder with '..'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains control characters"
+    return None
+
+
+def name_findings(directory: ZipDirectory) -> list[Finding]:
+    """A ``zip-unsafe-name`` finding (HIGH) for every entry whose name escapes or hides."""
+    found = []
+    for entry in directory.entries:
+        why = unsafe_name(entry.name)
+        if why is not None:
+            shown = entry.name.encode("unicode_escape").decode("ascii")
+            found.append(
+                Finding("zip-unsafe-name", Severity.HIGH, f"zip entry name {shown!r} {why}", shown, subject=shown)
+            )
+    return found

@@ -24,7 +24,7 @@ from typing import Any
 
 from ckptscan.dtypes import DType, lookup
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
-from ckptscan.inventory import FileRef, Inventory, Region, RegionKind, Tensor
+from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
 FORMAT = "gguf"
@@ -135,6 +135,7 @@ class _Parser:
             value_type = self.unpack("I", f"type of {key!r}")
             kv[key], kv_types[key] = self.value(value_type, key, 0)
         kv_end = self.pos
+        empty_key_warnings = ["a metadata key is the empty string"] if "" in kv else []
 
         alignment = kv.get("general.alignment", DEFAULT_ALIGNMENT)
         if "general.alignment" in kv and (
@@ -149,6 +150,7 @@ class _Parser:
             raise TruncatedFile("the file ends before its data section begins", where=f"offset {infos_end}")
 
         tensors, regions, warnings = self.place_tensors(infos, data_start, alignment)
+        warnings = empty_key_warnings + list(warnings)
         name = self.source.name
         regions[:0] = [
             Region(name, RegionKind.HEADER, 0, header_end, "magic, version and counts"),
@@ -180,6 +182,7 @@ class _Parser:
             regions=tuple(regions),
             metadata=metadata,
             warnings=tuple(warnings),
+            findings=tuple(template_findings(kv)),
         )
 
     def _check_count(self, declared: int, min_bytes_each: int, what: str) -> None:
@@ -376,3 +379,30 @@ def _align(position: int, alignment: int) -> int:
 
 def dtype_for(type_id: int) -> DType:
     return lookup(GGML_TYPES.get(type_id, f"GGML_TYPE_{type_id}"))
+
+
+# Jinja chat templates are rendered by llama.cpp bindings and transformers; a sandbox escape through
+# Python attributes runs code (CVE-2024-34359, llama-cpp-python). These spellings reach them.
+_TEMPLATE_ESCAPES = ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__", "__mro__",
+                     "__base__", "__init__", "__getattribute__", "os.popen", "os.system", "subprocess")  # fmt: skip
+
+
+def template_findings(kv: dict[str, Any]) -> list[Finding]:
+    """A chat template (``tokenizer.chat_template*``) reaching Python internals: a template injection."""
+    found = []
+    for key, value in kv.items():
+        if not (key.startswith("tokenizer.chat_template") and isinstance(value, str)):
+            continue
+        hits = sorted({escape for escape in _TEMPLATE_ESCAPES if escape in value})
+        if hits:
+            shown = key.encode("unicode_escape").decode("ascii")
+            found.append(
+                Finding(
+                    "gguf-template-injection",
+                    Severity.CRITICAL,
+                    f"{shown} reaches Python internals ({', '.join(hits)}): rendering it can run code",
+                    shown,
+                    subject=hits[0],
+                )
+            )
+    return found

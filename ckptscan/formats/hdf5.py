@@ -660,6 +660,7 @@ def _read(source: Source) -> Inventory:
     with open_file(source) as h5:
         walk = walk_file(h5)
         root_attrs = _root_attr_summary(walk)
+        attr_findings = pickle_attr_findings(walk)
     check_extents(walk, source.size)
     tensors = tuple(dataset_tensor(d, source.name) for d in walk.datasets)
     return Inventory(
@@ -670,9 +671,38 @@ def _read(source: Source) -> Inventory:
         tensors=tensors,
         regions=tuple(structure_regions(walk, source.name, source.size)),
         metadata={"hdf5": {**summary(walk), "root_attributes": root_attrs}},
-        findings=tuple(walk.findings),
+        findings=tuple(walk.findings) + tuple(attr_findings),
         warnings=tuple(walk.warnings),
     )
+
+
+def pickle_attr_findings(walk: Walk, cap: int = MAX_ATTR_BYTES) -> list[Finding]:
+    """Root attributes that hold a pickle (bytes a loader may unpickle): their globals, scanned, never run."""
+    from ckptscan.formats.pickle import looks_like_pickle
+    from ckptscan.formats.torch.safety import findings_for
+    from ckptscan.formats.torch.unpickler import Unpickler
+
+    root = walk.group("")
+    found: list[Finding] = []
+    for name in list(root.attrs)[:256]:
+        try:
+            if read_attr(root, name, cap) is None:
+                continue
+            raw = root.attrs[name]
+        except (CkptscanError, OSError, ValueError, RuntimeError, KeyError, TypeError):
+            continue
+        if hasattr(raw, "tobytes") and getattr(getattr(raw, "dtype", None), "kind", "") in ("S", "V", "u", "i"):
+            raw = raw.tobytes()
+        if isinstance(raw, str) and raw[:1] in ("c", "(", "]", "}"):  # a protocol 0 pickle stored as text
+            raw = raw.encode("utf-8", "surrogateescape")
+        if not isinstance(raw, bytes) or not looks_like_pickle(raw[:256], len(raw)):
+            continue
+        label = f"attribute {name!r}".encode("unicode_escape").decode("ascii")
+        unpickler = Unpickler(raw, label=label)
+        with contextlib.suppress(CkptscanError):  # what it named before failing is reported all the same
+            unpickler.load()
+        found += findings_for(unpickler.all_globals(), kind=f"HDF5 {label} pickle")
+    return found
 
 
 def _root_attr_summary(walk: Walk, cap: int = 4096) -> dict[str, Any]:

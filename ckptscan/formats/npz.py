@@ -32,7 +32,7 @@ def read(source: Source) -> Inventory:
     directory = _zip.read_directory(source)  # refuses duplicate names
     tensors: list[Tensor] = []
     regions: list[Region] = _zip.framing_regions(source, directory)
-    findings: list[Finding] = []
+    findings: list[Finding] = _zip.name_findings(directory)
     warnings: list[str] = []
     for entry in directory.entries:
         if entry.name.endswith("/"):
@@ -70,7 +70,7 @@ def _read_member(source: Source, entry: _zip.ZipEntry, name: str) -> tuple[Tenso
         e.where = e.where or where
         raise
     if entry.stored:
-        return describe(
+        described = describe(
             header,
             source.name,
             data_start=entry.data_offset,
@@ -79,10 +79,24 @@ def _read_member(source: Source, entry: _zip.ZipEntry, name: str) -> tuple[Tenso
             attrs=attrs,
             where=where,
         )
-    attrs.update(entry_data_offset=header.data_offset, stored_bytes=entry.compressed_size, compression="deflate")
-    return describe(
-        header, source.name, data_start=None, available=entry.uncompressed_size, name=name, attrs=attrs, where=where
-    )
+    else:
+        attrs.update(entry_data_offset=header.data_offset, stored_bytes=entry.compressed_size, compression="deflate")
+        described = describe(
+            header, source.name, data_start=None, available=entry.uncompressed_size, name=name, attrs=attrs, where=where
+        )
+    if header.has_objects:
+        from ckptscan.formats.numpy import object_pickle_findings
+        from ckptscan.formats.torch.unpickler import ChunkStream
+
+        stream = ChunkStream(_zip.iter_content(source, entry))
+        skipped = 0
+        while skipped < header.data_offset:  # the .npy header, already parsed
+            piece = stream.read(header.data_offset - skipped)
+            if not piece:
+                break
+            skipped += len(piece)
+        described[2].extend(object_pickle_findings(stream, name))
+    return described
 
 
 def _member_header(source: Source, entry: _zip.ZipEntry) -> NpyHeader:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptscan.dtypes import DType, DTypeKind, fixed_width, lookup
-from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
+from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile, UnsupportedFeature
 from ckptscan.inventory import FileRef, Finding, Inventory, Region, RegionKind, Severity, Tensor
 from ckptscan.source import Head, Source
 
@@ -98,6 +98,10 @@ def read(source: Source) -> Inventory:
     prefix = source.read_up_to(0, 12)
     header = parse_header(prefix, lambda offset, length: source.read_at(offset, length, ".npy header"))
     tensor, regions, findings = describe(header, source.name, data_start=0, available=source.size, name="array")
+    if header.has_objects:
+        from ckptscan.formats.torch.unpickler import SourceStream
+
+        findings += object_pickle_findings(SourceStream(source, header.data_offset, source.size), "array")
     return Inventory(
         format=FORMAT,
         path=str(source.path),
@@ -108,6 +112,21 @@ def read(source: Source) -> Inventory:
         metadata={"npy_version": f"{header.version[0]}.{header.version[1]}", "descr": _jsonable(header.descr)},
         findings=tuple(findings),
     )
+
+
+def object_pickle_findings(stream: Any, name: str) -> list[Finding]:
+    """The globals of an object array's pickle (what np.load(allow_pickle=True) would import), scanned, never run."""
+    from ckptscan.formats.torch.safety import findings_for
+    from ckptscan.formats.torch.unpickler import Unpickler
+
+    unpickler = Unpickler(label=f"{name} object pickle", stream=stream)
+    found: list[Finding] = []
+    try:
+        unpickler.load()
+    except CkptscanError as e:
+        found.append(Finding("pickle-unreadable", Severity.MEDIUM, f"{name}: object pickle could not be read: {e.what}",
+                             name))  # fmt: skip
+    return findings_for(unpickler.all_globals(), kind=f"{name} object pickle") + found
 
 
 def describe(

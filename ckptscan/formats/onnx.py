@@ -360,7 +360,8 @@ class _Parser:
                 if len(functions) < MAX_LISTED:
                     functions.append(described)
         if graph_info is None:
-            self.warnings.append("the model has no graph")
+            # onnx.checker refuses it and no runtime can load it: not a model
+            raise MalformedFile("the model has no graph (ModelProto field 7)", where="ModelProto")
         if "ir_version" not in model:
             self.warnings.append("the model declares no ir_version")
         if self.size > PROTOBUF_LIMIT:

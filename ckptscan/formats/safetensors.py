@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from ckptscan.dtypes import lookup
+from ckptscan.dtypes import DType, DTypeKind, lookup
 from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile
 from ckptscan.inventory import FileRef, Inventory, Region, RegionKind, Tensor
 from ckptscan.source import Head, Source
@@ -81,10 +81,12 @@ def read(source: Source) -> Inventory:
 
     tensors = []
     for name, native, shape, begin, end in entries:
-        dtype = lookup(native)
+        dtype = _dtype(native)
         elements = _product(shape)
         if not dtype.known:
-            warnings.append(f"tensor {name!r}: unknown dtype {native!r}; size taken from its offsets")
+            shown = native.encode("unicode_escape").decode("ascii")
+            warnings.append(f"tensor {name!r}: unknown dtype {shown!r} (not a safetensors dtype); size taken from "
+                            "its offsets")  # fmt: skip
         tensors.append(
             Tensor(
                 name=name,
@@ -161,7 +163,7 @@ def _check_tiling(entries: list[tuple[str, str, tuple[int, ...], int, int]], hea
         if begin != position:
             kind = "overlaps the previous tensor" if begin < position else f"leaves a gap after byte {position}"
             raise MalformedFile(f"tensor {name!r} data_offsets [{begin}, {end}] {kind}", where=where)
-        dtype = lookup(dtype_name)
+        dtype = _dtype(dtype_name)
         if dtype.known:
             elements = _product(shape)
             try:
@@ -200,3 +202,18 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constants(name: str) -> Any:
     raise MalformedFile(f"header contains {name}, which is not JSON", where="header")
+
+
+# the dtypes of the safetensors specification (the Rust crate's Dtype enum, 0.8: with the FNUZ float8s); our table
+# knows more (F128, GGUF block types...), which a safetensors file must not claim
+SAFETENSORS_DTYPES = frozenset(
+    {"BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16",
+     "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
+)  # fmt: skip
+
+
+def _dtype(native: str) -> DType:
+    """The dtype, or an unknown one (no size, no reduction what-ifs) when safetensors has no such dtype."""
+    if native in SAFETENSORS_DTYPES:
+        return lookup(native)
+    return DType(native, 1, 0, DTypeKind.UNKNOWN)

@@ -72,7 +72,7 @@ def _result_dict(report: ModelReport, *, include_tensors: bool, explain: bool, t
             "tensors": [],
             "metadata": {},
             "warnings": [],
-            "findings": [],
+            "findings": [finding_dict(f) for f in result.error.findings] if result.error is not None else [],
             "error": error,
         }
     return {

@@ -68,6 +68,8 @@ def result_report(model: ModelReport, options: Options) -> list[RenderableType]:
     if result.error is not None:
         error = result.error
         out.append(Text.assemble(("error ", "bold red"), (f"[{error.code}] ", "red"), clean(error.message)))
+        if error.findings:  # found before the error: the file is unreadable and unsafe
+            out.append(findings_table(error.findings))
     inventory, analysis = result.inventory, model.analysis
     if inventory is not None and analysis is not None:
         for section in SECTIONS:
@@ -120,13 +122,17 @@ def overview(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
 def findings(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
     if not inventory.findings:
         return None
+    return findings_table(inventory.findings)
+
+
+def findings_table(found: Sequence[Finding]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="Findings", title_justify="left", title_style="bold red", show_edge=False, expand=False)
     table.add_column("severity")
     table.add_column("finding")
     table.add_column("message", overflow="fold")
-    rows = _grouped(inventory.findings)
+    rows = _grouped(found)
     for severity, code, group in rows[:MAX_FINDING_ROWS]:
         label = f"[{SEVERITY_STYLE[severity]}]{severity.value}[/]"
         if len(group) == 1:
@@ -147,7 +153,7 @@ def _grouped(found: Iterable[Finding]) -> list[tuple[Severity, str, list[Finding
     rows: list[tuple[Severity, str, list[Finding]]] = []
     groups: dict[tuple[Severity, str], list[Finding]] = {}
     for f in sorted(found, key=lambda f: -f.severity.rank):
-        if f.severity.rank <= Severity.LOW.rank and f.subject:
+        if (f.severity.rank <= Severity.LOW.rank or f.code == "unknown-global") and f.subject:
             key = (f.severity, f.code)
             if key not in groups:
                 groups[key] = []

@@ -133,24 +133,43 @@ def _lambda_finding(config: dict[str, Any], where: str) -> Finding:
             "(with safe_mode=False, or by any legacy loader); not run",
             where,
         )
+    severity, subject = Severity.HIGH, ""
+    if isinstance(function, dict) and isinstance(function.get("module"), str):
+        target = function.get("config") if isinstance(function.get("config"), str) else function.get("class_name")
+        if isinstance(target, str):
+            from ckptscan.formats.torch.safety import classify
+
+            subject = f"{function['module']}.{target}".encode("unicode_escape").decode("ascii")
+            if classify(function["module"], target) is Severity.CRITICAL:
+                severity = Severity.CRITICAL
+    shown = subject or _short(function)
     return Finding(
         "keras-lambda",
-        Severity.HIGH,
-        f"Lambda layer {name!r} calls function {_short(function)} by reference; loading imports and runs it",
+        severity,
+        f"Lambda layer {name!r} calls function {shown} by reference; loading imports and runs it",
         where,
+        subject=subject,
     )
 
 
 def _module_finding(module: str, class_name: str, registered_name: Any, where: str) -> Finding | None:
+    from ckptscan.formats.torch.safety import classify, describe
+
     root = module.split(".", 1)[0]
     if root in _KERAS_MODULE_ROOTS:
         return None
-    if root in _DANGEROUS_MODULE_ROOTS:
+    qualname = f"{module}.{class_name}".encode("unicode_escape").decode("ascii")
+    # the same table as pickles: a config naming module "os", class "system" is os.system
+    severity = classify(module, class_name)
+    if severity is None and root in _DANGEROUS_MODULE_ROOTS:
+        severity = Severity.HIGH
+    if severity is not None:
         return Finding(
             "keras-dangerous-module",
-            Severity.HIGH,
-            f"config names {module}.{class_name}: loading the model would import and call it",
+            severity,
+            f"config names {qualname}: loading the model would import and call it, which {describe(severity)}",
             where,
+            subject=qualname,
         )
     return Finding(
         "keras-custom-object",
@@ -158,6 +177,7 @@ def _module_finding(module: str, class_name: str, registered_name: Any, where: s
         f"config needs custom object {registered_name or class_name!r} from module {module!r}; "
         "loading imports that module (its code runs)",
         where,
+        subject=qualname,
     )
 
 

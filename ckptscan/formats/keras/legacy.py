@@ -81,9 +81,10 @@ def _read(source: Source) -> Inventory:
     with hdf5.open_file(source) as h5:
         walk = hdf5.walk_file(h5)
         keras = _read_attrs(walk)
+        attr_findings = hdf5.pickle_attr_findings(walk)
     hdf5.check_extents(walk, source.size)
     mapping = _Mapping(walk, keras)
-    findings = list(walk.findings)
+    findings = list(walk.findings) + attr_findings
     if keras.model_config is not None:
         findings += config_findings(keras.model_config, "model_config attribute")
     if keras.training_config is not None:

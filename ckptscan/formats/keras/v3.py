@@ -85,7 +85,9 @@ def _read(source: Source) -> Inventory:
             "hdf5": hdf5.summary(walk),
             "zip_members": [e.name for e in directory.entries][:1000],
         },
-        findings=tuple(dict.fromkeys([*walk.findings, *config_findings(config, CONFIG)])),
+        findings=tuple(
+            dict.fromkeys([*_zip.name_findings(directory), *walk.findings, *config_findings(config, CONFIG)])
+        ),
         warnings=tuple(walk.warnings + mapping.warnings),
     )
 

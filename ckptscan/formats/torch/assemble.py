@@ -16,8 +16,7 @@ from ckptscan.errors import MalformedFile
 from ckptscan.formats.torch import optimizer as optimizer_names
 from ckptscan.formats.torch.containers import Loaded, StorageData
 from ckptscan.formats.torch.objects import TensorRef, canonical_dtype, storage_element_size
-from ckptscan.formats.torch.rebuild import is_allowlisted
-from ckptscan.formats.torch.safety import classify, describe
+from ckptscan.formats.torch.safety import findings_for
 from ckptscan.formats.torch.storage import sharing_summary
 from ckptscan.formats.torch.tree import FoundTensor, TreeSummary, walk
 from ckptscan.inventory import FileRef, Finding, Inventory, Severity, Storage, Tensor
@@ -68,7 +67,7 @@ def assemble(source: Source, loaded: Loaded) -> Inventory:
         metadata["lightning"] = _lightning(root)
     if loaded.code_files:
         metadata["torchscript"] = {"code_files": loaded.code_files}
-    findings = _global_findings(loaded)
+    findings = _global_findings(loaded) + loaded.findings
     if loaded.code_files:
         findings.append(
             Finding(
@@ -300,39 +299,7 @@ def _lightning(root: dict[Any, Any]) -> dict[str, Any]:
 
 
 def _global_findings(loaded: Loaded) -> list[Finding]:
-    findings: list[Finding] = []
-    seen: set[str] = set()
-    for pickle in loaded.pickles:
-        for use in pickle.unpickler.globals.values():
-            if use.qualname in seen or is_allowlisted(use.module, use.name):
-                continue
-            seen.add(use.qualname)
-            where = f"{pickle.label} byte {use.first_offset}"
-            severity = classify(use.module, use.name)
-            if severity is not None:
-                findings.append(
-                    Finding(
-                        "unsafe-global",
-                        severity,
-                        f"pickle imports {use.qualname}, which {describe(severity)}",
-                        where,
-                        subject=use.qualname,
-                    )
-                )
-            else:
-                low = Severity.INFO if use.module.startswith("__torch__") else Severity.LOW
-                findings.append(
-                    Finding(
-                        "unknown-global",
-                        low,
-                        f"pickle names {use.qualname}, outside the tensor allowlist (torch.load with "
-                        "weights_only=False would import it)",
-                        where,
-                        subject=use.qualname,
-                    )
-                )
-    findings.sort(key=lambda f: -f.severity.rank)
-    return findings
+    return findings_for(use for pickle in loaded.pickles for use in pickle.unpickler.all_globals())
 
 
 def _pickle_metadata(loaded: Loaded) -> dict[str, Any]:

@@ -20,12 +20,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckptscan.errors import LimitExceeded, MalformedFile, TruncatedFile
+from ckptscan.errors import CkptscanError, LimitExceeded, MalformedFile, TruncatedFile
 from ckptscan.formats import _zip
 from ckptscan.formats.torch.objects import Global, Opaque, StorageRef, TensorRef
 from ckptscan.formats.torch.rebuild import storage_dtype
-from ckptscan.formats.torch.unpickler import MAX_PICKLE_BYTES, Unpickler
-from ckptscan.inventory import Region, RegionKind
+from ckptscan.formats.torch.unpickler import MAX_PICKLE_BYTES, ChunkStream, SourceStream, Unpickler
+from ckptscan.inventory import Finding, Region, RegionKind, Severity
 from ckptscan.source import Source
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -65,6 +65,16 @@ class Loaded:
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     code_files: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # container findings (zip names, trailing pickles)
+
+
+def keep_globals(error: CkptscanError, loaded: Loaded) -> CkptscanError:
+    """Findings survive errors: the globals of the pickles read before ``error`` travel with it."""
+    earlier = [use for p in loaded.pickles for use in p.unpickler.all_globals()]
+    error.pickle_globals = [*earlier, *getattr(error, "pickle_globals", [])]  # type: ignore[attr-defined]
+    if loaded.findings:
+        error.findings = [*getattr(error, "findings", []), *loaded.findings]  # type: ignore[attr-defined]
+    return error
 
 
 def _text(value: Any) -> str:
@@ -122,32 +132,34 @@ def read_pickle(data: bytes, label: str, persistent: Any = None, start: int = 0)
     return unpickler.load(), unpickler
 
 
-FIRST_WINDOW = 1 << 16
-
-
-def pickle_at(source: Source, offset: int, end: int, label: str, persistent: Any = None) -> tuple[Any, int, Unpickler]:
+def pickle_at(
+    source: Source, offset: int, end: int, label: str, persistent: Any = None, loaded: Loaded | None = None
+) -> tuple[Any, int, Unpickler]:
     """The pickle at ``offset`` (ending before ``end``) and the offset after it.
 
-    The file is read in growing windows, so a small pickle in front of gigabytes of storage data
-    costs one small read, and a pickle is never read past ``MAX_PICKLE_BYTES``.
+    The file is streamed in chunks, so a small pickle in front of gigabytes of storage data costs
+    one small read and a large pickle costs bounded memory. With ``loaded``, the pickle is
+    recorded there (scanned for globals, not inventoried) even when it fails.
     """
-    window = FIRST_WINDOW
-    limit = min(end - offset, MAX_PICKLE_BYTES)
-    while True:
-        length = min(window, limit)
-        data = source.read_at(offset, length, label)
-        try:
-            value, unpickler = read_pickle(data, label, persistent)
-        except TruncatedFile as e:
-            if length >= limit:
-                if end - offset > MAX_PICKLE_BYTES:
-                    raise LimitExceeded(
-                        f"{label} is longer than {MAX_PICKLE_BYTES:,} bytes", where=f"offset {offset}"
-                    ) from e
-                raise
-            window *= 4
-            continue
-        return value, offset + unpickler.end, unpickler
+    unpickler = Unpickler(persistent_load=persistent, label=label, stream=SourceStream(source, offset, end, label))
+    if loaded is not None:
+        loaded.pickles.append(PickleRead(label, None, unpickler, 0, tensors=False))
+    value = unpickler.load()
+    if loaded is not None:
+        loaded.pickles[-1].nbytes = unpickler.end
+    return value, offset + unpickler.end, unpickler
+
+
+def stream_entry(source: Source, entry: _zip.ZipEntry, label: str, persistent: Any = None) -> tuple[Any, Unpickler]:
+    """The pickle in a zip entry, inflated and interpreted in bounded chunks (never whole in memory)."""
+    if entry.uncompressed_size > MAX_PICKLE_BYTES:
+        raise LimitExceeded(f"{label} is {entry.uncompressed_size:,} bytes; the limit is {MAX_PICKLE_BYTES:,}")
+    stream = ChunkStream(_zip.iter_content(source, entry, label))
+    unpickler = Unpickler(persistent_load=persistent, label=label, stream=stream)
+    value = unpickler.load()
+    while stream.read(1 << 16):  # what follows STOP (normally nothing): read so that the CRC is checked
+        pass
+    return value, unpickler
 
 
 # -- zip -------------------------------------------------------------------------------------------
@@ -160,6 +172,28 @@ def load_zip(source: Source) -> Loaded:
     prefix = f"{root}/" if root else ""
     is_torchscript = f"{prefix}constants.pkl" in by_name or any(n.startswith(f"{prefix}code/") for n in by_name)
     loaded = Loaded("torchscript" if is_torchscript else "pytorch")
+    loaded.findings.extend(_zip.name_findings(directory))
+    try:
+        _load_zip(source, directory, by_name, prefix, is_torchscript, loaded)
+    except CkptscanError as e:
+        raise keep_globals(e, loaded) from None
+    loaded.metadata["zip"] = {
+        "root": root,
+        "entries": len(directory.entries),
+        "byteorder": _small_text(source, by_name.get(f"{prefix}byteorder")) or "little",
+        "version": _small_text(source, by_name.get(f"{prefix}version")) or None,
+    }
+    return loaded
+
+
+def _load_zip(
+    source: Source,
+    directory: _zip.ZipDirectory,
+    by_name: dict[str, _zip.ZipEntry],
+    prefix: str,
+    is_torchscript: bool,
+    loaded: Loaded,
+) -> None:
     loaded.regions.extend(_zip.framing_regions(source, directory))  # with the bytes outside every entry
     byteorder = _small_text(source, by_name.get(f"{prefix}byteorder"))
     encoding = "raw-big-endian" if byteorder == "big" else "raw"
@@ -178,12 +212,11 @@ def load_zip(source: Source) -> Loaded:
             return _storage_pid(pid, table, where, legacy=False)
 
         entry = by_name[name]
-        data = _zip.read_entry(source, entry, MAX_PICKLE_BYTES, name)
-        root_value, unpickler = read_pickle(data, name, persistent)
+        root_value, unpickler = stream_entry(source, entry, name, persistent)
         # TorchScript saves traced example inputs with empty storages: their globals are checked,
         # their tensors are not part of the model
         inventoried = name in (f"{prefix}data.pkl", f"{prefix}constants.pkl")
-        loaded.pickles.append(PickleRead(name, root_value, unpickler, len(data), inventoried))
+        loaded.pickles.append(PickleRead(name, root_value, unpickler, entry.uncompressed_size, inventoried))
         loaded.regions.append(Region(source.name, RegionKind.PICKLE, entry.data_offset, entry.compressed_size, name))
         used.add(name)
         if not inventoried:
@@ -204,18 +237,43 @@ def load_zip(source: Source) -> Loaded:
                     )
                 )
     for entry in directory.entries:
-        if entry.name not in used:
-            kind, label = _entry_kind(entry.name, prefix)
-            if kind is RegionKind.CODE:
-                loaded.code_files.append(entry.name[len(prefix) :])
-            loaded.regions.append(Region(source.name, kind, entry.data_offset, entry.compressed_size, label))
-    loaded.metadata["zip"] = {
-        "root": root,
-        "entries": len(directory.entries),
-        "byteorder": byteorder or "little",
-        "version": _small_text(source, by_name.get(f"{prefix}version")) or None,
-    }
-    return loaded
+        if entry.name in used:
+            continue
+        kind, label = _entry_kind(entry.name, prefix)
+        if kind is RegionKind.CODE:
+            loaded.code_files.append(entry.name[len(prefix) :])
+        if _member_is_pickle(source, entry):
+            # every other member that is a pickle by content (extra .pkl files, debug_pkl, a pickle
+            # under any name) could be loaded by code that ships with the model: scan it too
+            scan_member(source, entry, loaded)
+            if kind is RegionKind.OTHER or kind is RegionKind.UNREFERENCED:
+                kind = RegionKind.PICKLE
+        loaded.regions.append(Region(source.name, kind, entry.data_offset, entry.compressed_size, label))
+
+
+def _member_is_pickle(source: Source, entry: _zip.ZipEntry) -> bool:
+    from ckptscan.formats.pickle import looks_like_pickle
+
+    if entry.uncompressed_size < 2 or entry.name.endswith("/"):
+        return False
+    try:
+        head = _zip.read_entry_prefix(source, entry, 256)
+    except CkptscanError:
+        return False
+    return looks_like_pickle(head, entry.uncompressed_size)
+
+
+def scan_member(source: Source, entry: _zip.ZipEntry, loaded: Loaded) -> None:
+    """Scan a pickle member for globals only; a failure is a finding, not an error of the file."""
+    unpickler = Unpickler(label=entry.name, stream=ChunkStream(_zip.iter_content(source, entry, entry.name)))
+    loaded.pickles.append(PickleRead(entry.name, None, unpickler, entry.uncompressed_size, tensors=False))
+    try:
+        unpickler.load()
+    except CkptscanError as e:
+        loaded.findings.append(
+            Finding("pickle-unreadable", Severity.MEDIUM, f"pickle member could not be read whole: {e.what}",
+                    entry.name.encode("unicode_escape").decode("ascii"))
+        )  # fmt: skip
 
 
 def _archive_root(by_name: dict[str, _zip.ZipEntry]) -> str:
@@ -289,10 +347,18 @@ def _tar_padding(source: Source, regions: list[Region], storages: Any) -> list[R
 
 def load_legacy(source: Source) -> Loaded:
     loaded = Loaded("pytorch-legacy")
+    try:
+        _load_legacy(source, loaded)
+    except CkptscanError as e:
+        raise keep_globals(e, loaded) from None
+    return loaded
+
+
+def _load_legacy(source: Source, loaded: Loaded) -> None:
     position = 0
     values = []
     for label in ("magic number", "protocol version", "sys info"):
-        value, end, _ = pickle_at(source, position, source.size, label)
+        value, end, _ = pickle_at(source, position, source.size, label, loaded=loaded)
         kind = RegionKind.METADATA if label == "sys info" else RegionKind.HEADER
         loaded.regions.append(Region(source.name, kind, position, end - position, label))
         position = end
@@ -305,10 +371,10 @@ def load_legacy(source: Source) -> Loaded:
     root, end, unpickler = pickle_at(
         source, position, source.size, "pickle", lambda pid: _storage_pid(pid, table, "legacy pickle", legacy=True)
     )
-    loaded.pickles.append(PickleRead("pickle", root, unpickler, end - position))
+    loaded.pickles.insert(0, PickleRead("pickle", root, unpickler, end - position))
     loaded.regions.append(Region(source.name, RegionKind.PICKLE, position, end - position, "pickle"))
     position = end
-    keys, end, _ = pickle_at(source, position, source.size, "storage keys")
+    keys, end, _ = pickle_at(source, position, source.size, "storage keys", loaded=loaded)
     loaded.regions.append(Region(source.name, RegionKind.INDEX, position, end - position, "storage keys"))
     position = end
     if not isinstance(keys, list) or not all(isinstance(k, str | int) for k in keys):
@@ -345,7 +411,6 @@ def load_legacy(source: Source) -> Loaded:
     if missing:
         raise MalformedFile(f"legacy pickle refers to storages with no data: {sorted(missing)[:5]}")
     loaded.metadata["legacy"] = {"sys_info": values[2] if isinstance(values[2], dict) else None}
-    return loaded
 
 
 # -- legacy tar ------------------------------------------------------------------------------------
@@ -414,6 +479,21 @@ def load_legacy_tar(source: Source) -> Loaded:
         if required not in members:
             raise MalformedFile(f"legacy tar checkpoint has no '{required}' member")
     loaded = Loaded("pytorch-legacy-tar")
+    try:
+        _load_legacy_tar(source, members, loaded)
+    except CkptscanError as e:
+        raise keep_globals(e, loaded) from None
+    return loaded
+
+
+def _load_legacy_tar(source: Source, members: dict[str, TarMember], loaded: Loaded) -> None:
+    for name in members:
+        why = _zip.unsafe_name(name)
+        if why is not None:
+            shown = name.encode("unicode_escape").decode("ascii")
+            loaded.findings.append(
+                Finding("zip-unsafe-name", Severity.HIGH, f"tar member name {shown!r} {why}", shown, subject=shown)
+            )
     for m in members.values():
         loaded.regions.append(
             Region(source.name, RegionKind.FRAMING, m.header_offset, TAR_BLOCK, f"tar header {m.name}")
@@ -435,20 +515,27 @@ def load_legacy_tar(source: Source) -> Loaded:
     root, _end, unpickler = pickle_at(
         source, member.data_offset, member.data_offset + member.size, "pickle", persistent
     )
-    loaded.pickles.append(PickleRead("pickle", root, unpickler, member.size))
+    loaded.pickles.insert(0, PickleRead("pickle", root, unpickler, member.size))
     loaded.regions.append(Region(source.name, RegionKind.PICKLE, member.data_offset, member.size, "pickle"))
     if "sys_info" in members:
         info = members["sys_info"]
         loaded.regions.append(Region(source.name, RegionKind.METADATA, info.data_offset, info.size, "sys_info"))
+        try:  # torch reads it with pickle.load: scanned like the others
+            pickle_at(source, info.data_offset, info.data_offset + info.size, "sys_info", loaded=loaded)
+        except CkptscanError as e:
+            loaded.findings.append(
+                Finding(
+                    "pickle-unreadable", Severity.MEDIUM, f"sys_info pickle could not be read: {e.what}", "sys_info"
+                )
+            )
     loaded.regions.extend(_tar_padding(source, loaded.regions, loaded.storages.values()))
-    return loaded
 
 
 def _tar_storages(source: Source, member: TarMember, loaded: Loaded) -> dict[str, StorageRef]:
     count, position, end = _member_count(source, member, loaded, "storage")
     refs: dict[str, StorageRef] = {}
     for _ in range(count):
-        record, header_at, _ = pickle_at(source, position, end, "storages")
+        record, header_at, _ = pickle_at(source, position, end, "storages", loaded=loaded)
         if not (isinstance(record, tuple) and len(record) == 3):
             raise MalformedFile("legacy tar storage record is not (key, location, type)", where="storages")
         dtype = storage_dtype(record[2])
@@ -470,7 +557,7 @@ def _tar_storages(source: Source, member: TarMember, loaded: Loaded) -> dict[str
             Region(source.name, RegionKind.INDEX, position, start - position, f"storage {key} record")
         )
         position = start + ref.nbytes
-    views, views_end, _ = pickle_at(source, position, end, "storages")
+    views, views_end, _ = pickle_at(source, position, end, "storages", loaded=loaded)
     loaded.regions.append(Region(source.name, RegionKind.INDEX, position, views_end - position, "storage views"))
     for view in views if isinstance(views, list) else []:
         if isinstance(view, tuple) and len(view) == 4 and _text(view[1]) in refs:
@@ -486,7 +573,7 @@ def _tar_storages(source: Source, member: TarMember, loaded: Loaded) -> dict[str
 def _member_count(source: Source, member: TarMember, loaded: Loaded, what: str) -> tuple[int, int, int]:
     """The pickled record count that opens a ``storages``/``tensors`` member: (count, next offset, member end)."""
     end = member.data_offset + member.size
-    count, position, _ = pickle_at(source, member.data_offset, end, f"{what}s")
+    count, position, _ = pickle_at(source, member.data_offset, end, f"{what}s", loaded=loaded)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count > MAX_LEGACY_STORAGES:
         raise MalformedFile(f"legacy tar {what} count is malformed", where=f"{what}s")
     loaded.regions.append(
@@ -501,7 +588,7 @@ def _tar_tensors(
     count, position, end = _member_count(source, member, loaded, "tensor")
     tensors: dict[str, TensorRef] = {}
     for _ in range(count):
-        record, at, _ = pickle_at(source, position, end, "tensors")
+        record, at, _ = pickle_at(source, position, end, "tensors", loaded=loaded)
         if not (isinstance(record, tuple) and len(record) == 3) or _text(record[1]) not in storages:
             raise MalformedFile("legacy tar tensor record is malformed or names an unknown storage", where="tensors")
         if at + 8 > end:

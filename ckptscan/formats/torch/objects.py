@@ -81,6 +81,7 @@ class NumpyArray:
     dtype: str = ""
     fortran_order: bool = False
     data_bytes: int = 0
+    file_offset: int | None = None  # joblib: the raw bytes follow the record in the stream, here
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +98,36 @@ class TorchValue:
 
     kind: str  # dtype, layout, qscheme, memory_format, device
     name: str
+
+
+class SkippedBytes(bytes):
+    """A bytes payload too large to keep: empty, but ``len()`` is its size in the file; ``head``
+    keeps its first bytes (enough for the pickles of a nested torch storage)."""
+
+    nbytes: int
+    head: bytes
+
+    def __new__(cls, nbytes: int, head: bytes = b"") -> SkippedBytes:
+        self = super().__new__(cls, b"")
+        self.nbytes = nbytes
+        self.head = head
+        return self
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+
+class SkippedText(str):
+    """A text payload too large to keep, shown as a placeholder; ``head`` keeps its first characters."""
+
+    nbytes: int
+    head: str
+
+    def __new__(cls, nbytes: int, head: str = "") -> SkippedText:
+        self = super().__new__(cls, f"<{nbytes:,} bytes of text not kept>")
+        self.nbytes = nbytes
+        self.head = head
+        return self
 
 
 class PickleSet(list[Any]):

@@ -22,6 +22,8 @@ from ckptscan.formats.torch.objects import (
     Opaque,
     OrderedDictValue,
     PickleSet,
+    SkippedBytes,
+    SkippedText,
     StorageRef,
     TensorRef,
     TorchValue,
@@ -234,6 +236,8 @@ def _set(args: tuple[Any, ...]) -> PickleSet:
 
 def _encode(args: tuple[Any, ...]) -> bytes:
     """``_codecs.encode(text, "latin1")``: how protocol 2 pickles bytes objects."""
+    if args and isinstance(args[0], SkippedText):
+        return SkippedBytes(args[0].nbytes, args[0].head.encode("latin-1", "replace"))
     if not args or not isinstance(args[0], str):
         raise MalformedFile("_codecs.encode needs a string")
     encoding = args[1] if len(args) > 1 and isinstance(args[1], str) else "utf-8"
@@ -311,7 +315,7 @@ def _np_dtype(args: tuple[Any, ...]) -> NumpyDType:
     return NumpyDType(str(args[0]) if args else "?")
 
 
-def _dtype_spec(dtype: Any) -> str:
+def dtype_spec(dtype: Any) -> str:
     if isinstance(dtype, NumpyDType):
         order = dtype.byteorder if dtype.byteorder in "<>" else ""
         return order + dtype.spec
@@ -326,7 +330,7 @@ def _build_ndarray(array: NumpyArray, state: Any) -> None:
         shape, dtype, fortran, raw = state
         if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
             array.shape = shape
-        array.dtype = _dtype_spec(dtype)
+        array.dtype = dtype_spec(dtype)
         array.fortran_order = fortran is True
         array.data_bytes = len(raw) if isinstance(raw, bytes | bytearray | list) else 0
 
@@ -335,7 +339,7 @@ def _np_frombuffer(args: tuple[Any, ...]) -> NumpyArray:
     # numpy >= 1.x protocol 5: _frombuffer(buffer, dtype, shape, order)
     array = NumpyArray()
     if len(args) == 4:
-        array.dtype = _dtype_spec(args[1])
+        array.dtype = dtype_spec(args[1])
         if isinstance(args[2], tuple):
             array.shape = args[2]
         array.fortran_order = args[3] == "F"

@@ -155,9 +155,16 @@ class _Walker:
             self.scalar(value)
             return
         if isinstance(value, NumpyArray):
-            self.summary.numpy_arrays.append(
-                {"name": self.name(), "shape": list(value.shape), "dtype": value.dtype, "data_bytes": value.data_bytes}
-            )
+            entry = {
+                "name": self.name(),
+                "shape": list(value.shape),
+                "dtype": value.dtype,
+                "data_bytes": value.data_bytes,
+            }
+            if value.file_offset is not None:
+                entry["offset"] = value.file_offset
+                entry["fortran_order"] = value.fortran_order
+            self.summary.numpy_arrays.append(entry)
             return
         if isinstance(value, Global | TorchValue | NumpyDType):
             self.scalar(_describe_leaf(value))
