@@ -48,6 +48,7 @@ PRELOAD = (
     "h5py._hl.datatype", "h5py._hl.selections", "encodings.ascii", "encodings.latin_1", "encodings.utf_8",
     "encodings.utf_16", "encodings.utf_32", "json", "zlib", "ckptscan.formats.keras", "ckptscan.formats.keras.v3",
     "ckptscan.formats.keras.weights", "ckptscan.formats.keras.legacy", "ckptscan.formats.hdf5",
+    "ckptscan.formats.pickle", "ckptscan.formats.torch.safety", "ckptscan.formats.torch.unpickler",
 )  # fmt: skip
 
 _in_worker = False  # set in the child: a bounded reader calling another runs it directly
