@@ -91,9 +91,26 @@ def scan_parser() -> argparse.ArgumentParser:
     add_reduction_arguments(parser)
     add_fail_on_argument(parser)
     add_stats_arguments(parser)
+    add_remote_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
     return parser
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="remote paths (hf://, https://, s3://...): allow reading more than the header budget of a file "
+        "whose metadata is spread through it (see docs/remote.md)",
+    )
+
+
+def configure_remote(args: argparse.Namespace) -> None:
+    if getattr(args, "download", False):
+        from ckptscan import remote
+
+        remote.configure(download=True)
 
 
 def add_fail_on_argument(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +162,7 @@ def run_scan(argv: list[str]) -> int:
         parser.error("--group-size must be 0 or more")
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
+    configure_remote(args)
     results = [result for path in args.paths for result in scan_path(path)]
     options = analysis_options(args)
     stats = stats_for_results(results, args, options)
@@ -197,6 +215,9 @@ def stats_for(
 ) -> StatsResult | None:
     """The value statistics of one model (roles from the analyzer), with a progress bar on a terminal."""
     if result.inventory is None:
+        return None
+    if result.remote is not None:
+        print(f"ckptscan: {result.path}: --stats reads every value; download remote models first", file=sys.stderr)
         return None
     from ckptscan.analyze.analysis import analyze
     from ckptscan.stats import compute
@@ -287,6 +308,16 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
 
 def scan_path(path: str) -> list[ScanResult]:
     """Results for one argument; a folder may hold several models (or none, which is an error)."""
+    from ckptscan.scan import is_remote
+
+    if is_remote(path):
+        try:
+            urls = model_inputs(path)
+        except CkptscanError as e:
+            return [ScanResult(path, None, None, ScanError(e.code, str(e.located(path=path))))]
+        if not urls:
+            return [ScanResult(path, None, None, ScanError("unrecognized-format", f"{path}: no checkpoint found"))]
+        return [scan(str(url)) for url in urls]
     p = Path(path)
     if p.is_dir():
         found = model_inputs(p)
@@ -443,8 +474,31 @@ def audit_parser() -> argparse.ArgumentParser:
         help="exit 4 when more than SIZE (e.g. 10GB) is recoverable by strip + dedupe",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_audit_engine_arguments(parser)
+    add_remote_arguments(parser)
     add_output_arguments(parser)
     return parser
+
+
+def add_audit_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("processes", "dask"),
+        default="processes",
+        help="processes: a pool of worker processes on this machine (default); dask: Dask tasks, on a local "
+        "cluster or on --scheduler (pip install 'ckptscan[dask]')",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: an existing Dask scheduler (tcp://host:8786) instead of a local cluster",
+    )
+    parser.add_argument(
+        "--index",
+        metavar="FILE",
+        help="an SQLite file remembering every file's record: a re-run reads only new or changed files "
+        "(docs/audit.md, 'The index')",
+    )
 
 
 def run_audit(argv: list[str]) -> int:
@@ -639,6 +693,7 @@ def memory_parser() -> argparse.ArgumentParser:
     add_reduction_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")
     parser.add_argument("--no-color", action="store_true", help="plain text output")
+    add_remote_arguments(parser)
     return parser
 
 
@@ -654,6 +709,7 @@ def positive(text: str) -> int:
 
 def run_memory(argv: list[str]) -> int:
     args = memory_parser().parse_args(argv)
+    configure_remote(args)
     results = [result for path in args.paths for result in scan_path(path)]
     options = analysis_options(args)
     if args.json:

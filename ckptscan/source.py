@@ -8,11 +8,15 @@ refuses any path that leaves the model's folder: absolute paths, ``..`` climbs, 
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from ckptscan.errors import MissingFile, ReadFailure, TruncatedFile, UnsafePath
 
@@ -89,6 +93,21 @@ class Source:
     def fileno(self) -> int:
         return self._fd
 
+    # Remote sources (ckptscan.remote.RemoteSource) override these three, so that readers which
+    # want a memory map or a file object for a library work on both without knowing which it is.
+    is_remote = False
+
+    @contextmanager
+    def mapped(self) -> Iterator[Any]:
+        """The whole file as a read-only buffer (``len``, slicing, ``struct.unpack_from``): a memory
+        map here; a remote source gives an object that fetches what is sliced."""
+        with mmap.mmap(self.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            yield view
+
+    def opener(self) -> Path | IO[bytes]:
+        """What to hand a library that opens files itself (zipfile, h5py): the path here."""
+        return self.path
+
     # -- related files -----------------------------------------------------------------------------
 
     def resolve(self, relative: str) -> Path:
@@ -145,7 +164,7 @@ class Head:
             names: tuple[str, ...] = ()
             if self.data.startswith(b"PK\x03\x04"):
                 try:
-                    with zipfile.ZipFile(self.source.path) as archive:
+                    with zipfile.ZipFile(self.source.opener()) as archive:
                         names = tuple(archive.namelist())
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
                     names = ()

@@ -64,6 +64,8 @@ def result_dict(
                           options=options)  # fmt: skip
     if stats is not None and result.inventory is not None:
         add_stats(record, stats, analyze(result.inventory, options), include_tensors=include_tensors)
+    if result.remote is not None:
+        record["remote"] = dict(result.remote)
     return record
 
 

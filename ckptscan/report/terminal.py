@@ -66,6 +66,18 @@ def report(
     return out
 
 
+def remote_line(remote: Mapping[str, Any]) -> RenderableType:
+    """What reading a remote model cost: bytes fetched against its size, and requests."""
+    from rich.text import Text
+
+    fetched, size, requests = remote["bytes_transferred"], remote["model_bytes"], remote["requests"]
+    share = f" ({fetched / size:.4%} of it)" if size else ""
+    return Text.assemble(
+        ("remote ", "bold"),
+        f"fetched {human_bytes(fetched)} of {human_bytes(size)}{share} in {requests} request{'s' * (requests != 1)}",
+    )
+
+
 def result_report(result: ScanResult, options: Options, stats: StatsResult | None = None) -> list[RenderableType]:
     from rich.rule import Rule
     from rich.text import Text
@@ -74,6 +86,8 @@ def result_report(result: ScanResult, options: Options, stats: StatsResult | Non
     out: list[RenderableType] = [Rule(title, align="left", style="blue")]
     if result.error is not None:
         out.append(Text.assemble(("error ", "bold red"), (f"[{result.error.code}] ", "red"), result.error.message))
+    if result.remote is not None:
+        out.append(remote_line(result.remote))
     inventory = result.inventory
     if inventory is not None:
         for section in SECTIONS:
