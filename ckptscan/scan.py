@@ -27,6 +27,7 @@ def is_remote(path: object) -> bool:
 
     return remote(path)
 
+
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
 # (tied embeddings, attention layout, training progress). Read only when present and small.
 SIDECAR_FILES = ("config.json", "adapter_config.json", "quantize_config.json", "trainer_state.json")
@@ -108,6 +109,10 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
     """Read one model and never raise for its content: errors become part of the result."""
     shown = str(path)
     remote = None
+    if is_remote(path):
+        from ckptscan.remote import shown as shown_url
+
+        shown = shown_url(shown)  # never print credentials or signed query strings
     try:
         if is_remote(path):
             from ckptscan.remote.scan import read_inventory as read_remote

@@ -45,6 +45,15 @@ def is_remote(path: object) -> bool:
     return match is not None and match.group(1).lower() != "file"
 
 
+def shown(url: str) -> str:
+    """A URL as it may be printed: no user info, query string or fragment."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     download: bool = False  # --download: no per-file budget
