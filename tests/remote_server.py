@@ -106,8 +106,8 @@ class FileServer:
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
+        self.log.bytes_sent += len(body)  # counted before sending: the client may look at once
         h.wfile.write(body)
-        self.log.bytes_sent += len(body)
 
     def send_file(
         self,
@@ -135,8 +135,8 @@ class FileServer:
                     chunk = f.read(min(remaining, 1 << 20))
                     if not chunk:
                         break
-                    h.wfile.write(chunk)
                     self.log.bytes_sent += len(chunk)
+                    h.wfile.write(chunk)
                     remaining -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 pass
