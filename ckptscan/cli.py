@@ -522,7 +522,13 @@ def run_audit(argv: list[str]) -> int:
         quantize=args.quantize,
         all_targets=args.all_targets,
         top=args.top,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        index=args.index,
     )
+    configure_remote(args)
+    if args.scheduler and args.engine != "dask":
+        parser.error("--scheduler needs --engine dask")
     try:
         audit = Audit(args.paths, options)
     except UsageError as e:
