@@ -550,6 +550,9 @@ def run_audit(argv: list[str]) -> int:
                 progress.update(audit.progress)
     except KeyboardInterrupt:
         audit.interrupted = True
+    except UsageError as e:  # e.g. an unreachable Dask scheduler, found when the audit starts
+        events.close()
+        parser.error(str(e))
     finally:
         events.close()  # stops the workers (at once when interrupted)
         if progress is not None:

@@ -170,7 +170,11 @@ def file_server(root: Path) -> Iterator[FileServer]:
 def moto_s3(bucket: str, root: Path, prefix: str) -> Iterator[dict[str, str]]:
     """A moto S3 server on 127.0.0.1 with ``root``'s files uploaded under ``s3://bucket/prefix/``;
     yields the environment that points s3fs at it."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

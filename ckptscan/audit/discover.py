@@ -171,11 +171,13 @@ class _Walker:
             return
         base = root.rstrip("/")
         folders: dict[str, Folder] = {}
+        listed: set[str] = set()  # every folder on the way, as a local walk counts them
         for found in listing.files:
             rel = found.url[len(base) :].lstrip("/") if found.url.startswith(base) else posixpath.basename(found.url)
             parts = rel.split("/") if rel else [posixpath.basename(found.url)]
             if any(self._skip_folder(name, "/".join(parts[: i + 1])) for i, name in enumerate(parts[:-1])):
                 continue
+            listed.update("/".join(parts[:i]) for i in range(len(parts)))
             if self._skip_file(parts[-1], rel or parts[-1]):
                 continue
             self.stats.files += 1
@@ -183,7 +185,7 @@ class _Walker:
             folder_url = posixpath.dirname(found.url) if rel else base
             folder = folders.setdefault(folder_url, Folder(folder_url, explicit=not rel))
             folder.files.append(FoundFile(found.url, found.size, found.url, etag=found.etag))
-        self.stats.folders += len(folders)
+        self.stats.folders += len(listed)
         self.folders.extend(folders[k] for k in sorted(folders))
 
     def _walk_tree(self, root: str, st: os.stat_result) -> None:

@@ -30,6 +30,12 @@ ENGINES = ("processes", "dask")
 EXTRA = "pip install 'ckptscan[dask]'"
 
 
+def dask_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
+
+
 def list_remote(url: str) -> Any:
     """A remote root's files (runs on a Dask worker for distributed audits)."""
     from ckptscan.remote import list_tree

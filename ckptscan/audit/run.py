@@ -95,6 +95,12 @@ class Audit:
             )
         if self.options.timeout_s <= 0:
             raise UsageError("the time limit must be positive")
+        if self.options.engine not in engines.ENGINES:
+            raise UsageError(f"unknown engine {self.options.engine!r}; one of {', '.join(engines.ENGINES)}")
+        if self.options.engine == "dask" and not engines.dask_available():
+            raise UsageError(f"--engine dask needs dask.distributed ({engines.EXTRA})")
+        if self.options.scheduler and self.options.engine != "dask":
+            raise UsageError("--scheduler needs --engine dask")
         if self.options.stats and not stats_available():
             raise UsageError("--stats needs the stats pass and numpy (pip install 'ckptscan[stats]')")
         self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)

@@ -223,7 +223,9 @@ class HttpBackend:
         return None
 
     def walk(self, key: str, transfer: Transfer) -> list[ObjectInfo]:
-        return [self.info(key, transfer)]
+        # a URL is one file, and HTTP cannot list: nothing is fetched until a worker reads it (so
+        # its size is unknown to the audit's discovery, and a failing server is that file's error)
+        return [ObjectInfo(key, 0)]
 
     def is_dir(self, key: str, transfer: Transfer) -> bool:
         return False
