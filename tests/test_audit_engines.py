@@ -113,6 +113,10 @@ def test_index_second_run_reads_nothing_and_reports_the_same(tmp_path: Path) -> 
     code1, first = audit(tree, "--index", str(index))
     code2, second = audit(tree, "--index", str(index))
     assert code1 == code2
+    jsonschema = pytest.importorskip("jsonschema")
+    from ckptscan.report.json import schema
+
+    jsonschema.Draft202012Validator(schema()).validate(second)
     assert first["audit"]["index"]["reused"] == 0 and first["audit"]["index"]["stored"] > 0
     assert second["audit"]["index"]["stored"] == 0
     assert second["audit"]["index"]["reused"] == units(first)

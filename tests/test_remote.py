@@ -95,6 +95,10 @@ def test_folder_expands_to_its_index(server: FileServer) -> None:
     run = run_cli(f"{server.url}/safetensors/sharded-tiny/model.safetensors.index.json", "--json")
     assert run.code == 0, run.err
     doc = run.json()
+    jsonschema = pytest.importorskip("jsonschema")
+    from ckptscan.report.json import schema
+
+    jsonschema.Draft202012Validator(schema()).validate(doc)
     (result,) = doc["results"]
     assert result["format"] == "safetensors-sharded"
     assert result["remote"]["model_bytes"] == sum(
