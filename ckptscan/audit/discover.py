@@ -21,8 +21,10 @@ stage-A model claims (its ``Inventory.files``) are members of that model and nev
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -354,11 +356,15 @@ def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
         the_plan.pending_a[group] = len(a_ids)
 
 
+# one compiled pattern: matching 14 globs one by one per file was most of the planning time
+_COMPANION = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in COMPANION_NAMES))
+
+
 def companions_of(folder: Folder) -> tuple[Companion, ...]:
     return tuple(
         Companion(f.key, os.path.basename(f.path), f.size)
         for f in folder.files
-        if any(fnmatchcase(os.path.basename(f.path), pattern) for pattern in COMPANION_NAMES)
+        if _COMPANION.match(os.path.basename(f.path))
     )
 
 

@@ -95,11 +95,9 @@ class Index:
             member = self.db.execute("SELECT size, mtime_ns, etag FROM files WHERE path = ?", (key,)).fetchone()
             if member is None or not _unchanged(found.get(key), *member):
                 return None
-        parsed = json.loads(record)
+        saved = json.loads(digest)  # the totals' digest and the record's few fields they read (small)
         self.reused += 1
-        return ModelOutcome(
-            unit.id, record, {k: parsed[k] for k in FACTS}, tuple(member_keys), _digest(json.loads(digest))
-        )
+        return ModelOutcome(unit.id, record, saved["facts"], tuple(member_keys), _digest(saved["digest"]))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -117,7 +115,8 @@ class Index:
         if isinstance(error, dict) and error.get("code") in TRANSIENT:
             return
         content = _content_hash(outcome.digest)
-        digest = json.dumps(asdict(outcome.digest))
+        facts = {k: outcome.facts[k] for k in FACTS}
+        digest = json.dumps({"digest": asdict(outcome.digest), "facts": facts})
         members = json.dumps(list(outcome.members))
         self._put(unit.key, size, mtime, etag, content, "model", unit.key, outcome.text, members, digest, now)
         for key in outcome.members:
