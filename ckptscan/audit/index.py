@@ -69,18 +69,24 @@ class Index:
             raise ReadFailure(f"cannot use the index: {e}", path=path) from None
         self.reused = 0
         self.stored = 0
+        self._cache: dict[str, tuple[Any, ...]] | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
+    def _rows(self) -> dict[str, tuple[Any, ...]]:
+        """Every row, read once (one query is far cheaper than one per file on a re-run)."""
+        if self._cache is None:
+            query = "SELECT path, size, mtime_ns, etag, status, record, members, digest FROM files"
+            self._cache = {row[0]: row[1:] for row in self.db.execute(query)}
+        return self._cache
+
     def lookup(self, unit: Unit, found: Mapping[str, FoundFile]) -> Outcome | None:
         """The outcome remembered for ``unit``, if it and every file it read are unchanged."""
-        row = self.db.execute(
-            "SELECT size, mtime_ns, etag, status, record, members, digest, model FROM files WHERE path = ?",
-            (unit.key,),
-        ).fetchone()
+        rows = self._rows()
+        row = rows.get(unit.key)
         if row is None:
             return None
-        size, mtime_ns, etag, status, record, members, digest, _model = row
+        size, mtime_ns, etag, status, record, members, digest = row
         if unit.kind == "file" and not _unchanged(found.get(unit.key), size, mtime_ns, etag):
             return None
         if status == "skipped":
@@ -92,8 +98,8 @@ class Index:
         for key in member_keys:
             if key == unit.key:
                 continue
-            member = self.db.execute("SELECT size, mtime_ns, etag FROM files WHERE path = ?", (key,)).fetchone()
-            if member is None or not _unchanged(found.get(key), *member):
+            member = rows.get(key)
+            if member is None or not _unchanged(found.get(key), *member[:3]):
                 return None
         saved = json.loads(digest)  # the totals' digest and the record's few fields they read (small)
         self.reused += 1

@@ -5,8 +5,8 @@
    Qwen2-sized vocabulary (151,936 tokens + merges in its metadata). Bound: bytes sent <= 1.2x the
    header bytes + 64 KiB, and <= 3 requests for safetensors (the config.json probe included).
 2. ``ckptscan audit s3://bucket/prefix --engine dask`` against a moto S3 server on 127.0.0.1
-   holding a copy of testdata/ (less the HF Trainer folder, a local-only folder format), compared with the local audit of the same files (records and
-   totals, paths aside).
+   holding a copy of testdata/ (less the HF Trainer folder, a local-only folder format), compared
+   with the local audit of the same files (records and totals, paths aside).
 3. ``ckptscan audit TREE --index audit.sqlite`` on the 2,000-file tree of the audit benchmark:
    the first run (empty index) against the second (nothing changed).
 """
@@ -24,7 +24,7 @@ from bench import REPO, Context, Row, ckptscan, measure, measure_full
 
 sys.path.insert(0, str(REPO))
 
-from tests.remote_server import file_server, moto_s3  # noqa: E402 - after the path is set
+from tests.remote_server import file_server, moto_s3
 
 KIB = 1024
 

@@ -50,9 +50,7 @@ def hdf5_root_names(head: Head) -> tuple[frozenset[str], frozenset[str]] | None:
     try:
         h5py = hdf5.import_h5py()
         opener = head.source.opener()
-        with (
-            h5py.File(opener, "r") if hasattr(opener, "read") else h5py.File(opener, "r", locking=False)
-        ) as h5:
+        with h5py.File(opener, "r") if hasattr(opener, "read") else h5py.File(opener, "r", locking=False) as h5:
             return frozenset(h5), frozenset(h5.attrs)
     except Exception:  # sniffing never fails: the generic HDF5 reader will report what is wrong
         return None
