@@ -104,6 +104,9 @@ class Source:
         with mmap.mmap(self.fileno(), 0, access=mmap.ACCESS_READ) as view:
             yield view
 
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """A hint: these ``(offset, length)`` reads are coming. Local files need none."""
+
     def opener(self) -> Path | IO[bytes]:
         """What to hand a library that opens files itself (zipfile, h5py): the path here."""
         return self.path

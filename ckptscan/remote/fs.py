@@ -49,7 +49,7 @@ class FsspecBackend:
         return f"{self.scheme}://{key}"
 
     def _call(self, key: str, transfer: Transfer, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        transfer.requests += 1
+        transfer.add(requests=1)
         try:
             return fn(*args, **kwargs)
         except FileNotFoundError:
@@ -74,7 +74,7 @@ class FsspecBackend:
 
     def read(self, key: str, start: int, end: int, transfer: Transfer) -> tuple[bytes, int | None]:
         data = self._call(key, transfer, "reading", self.fs.cat_file, key, start=start, end=end)
-        transfer.bytes += len(data)
+        transfer.add(nbytes=len(data))
         if len(data) != end - start:
             raise RemoteFailure(f"asked for {end - start:,} bytes at {start:,}, got {len(data):,}", path=self.url(key))
         return bytes(data), None

@@ -45,7 +45,7 @@ class HttpClient:
             headers["Range"] = f"bytes={start}-{end - 1}"
         request = urllib.request.Request(target, headers=headers)
         opener = urllib.request.build_opener(_Redirects(transfer, self.headers, url))
-        transfer.requests += 1
+        transfer.add(requests=1)
         try:
             response = opener.open(request, timeout=self.options.timeout_s)
         except urllib.error.HTTPError as e:
@@ -83,7 +83,7 @@ class HttpClient:
                     )
                 expected = _expected_length(response_headers, start, end, shown)
             body = _read_body(response, expected, shown, self.options.timeout_s)
-        transfer.bytes += len(body)
+        transfer.add(nbytes=len(body))
         return body, response_headers, status
 
 
@@ -143,7 +143,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is None:
             return None
-        self.transfer.requests += 1
+        self.transfer.add(requests=1)
         if not _same_host(newurl, self.origin):
             for name in list(new.headers):
                 if name.lower() in self.secret:
