@@ -102,6 +102,7 @@ def scan_parser() -> argparse.ArgumentParser:
     add_reduction_arguments(parser)
     add_fail_on_argument(parser)
     add_stats_arguments(parser)
+    add_remote_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("--version", action="version", version=f"ckptscan {__version__}")
     return parser
@@ -120,6 +121,22 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
         except (OSError, ValueError, AttributeError):
             columns = 80
     return argparse.RawDescriptionHelpFormatter(prog, width=max(columns, 20) - 2)
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="remote paths (hf://, https://, s3://...): allow reading more than the header budget of a file "
+        "whose metadata is spread through it (see docs/remote.md)",
+    )
+
+
+def configure_remote(args: argparse.Namespace) -> None:
+    if getattr(args, "download", False):
+        from ckptscan import remote
+
+        remote.configure(download=True)
 
 
 def add_fail_on_argument(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +188,7 @@ def run_scan(argv: list[str]) -> int:
         parser.error("--group-size must be 0 or more")
     if args.stats_workers < 0:
         parser.error("--stats-workers must be 0 (one per core) or more")
+    configure_remote(args)
     if args.format == "json":
         args.json = True
     sarif = args.format == "sarif"
@@ -488,8 +506,31 @@ def audit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report: one sortable row "
                         "per model, linking to each model's section (docs/html.md)")  # fmt: skip
+    add_audit_engine_arguments(parser)
+    add_remote_arguments(parser)
     add_output_arguments(parser)
     return parser
+
+
+def add_audit_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("processes", "dask"),
+        default="processes",
+        help="processes: a pool of worker processes on this machine (default); dask: Dask tasks, on a local "
+        "cluster or on --scheduler (pip install 'ckptscan[dask]')",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: an existing Dask scheduler (tcp://host:8786) instead of a local cluster",
+    )
+    parser.add_argument(
+        "--index",
+        metavar="FILE",
+        help="an SQLite file remembering every file's record: a re-run reads only new or changed files "
+        "(docs/audit.md, 'The index')",
+    )
 
 
 def run_audit(argv: list[str]) -> int:
@@ -512,7 +553,13 @@ def run_audit(argv: list[str]) -> int:
         quantize=args.quantize,
         all_targets=args.all_targets,
         top=args.top,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        index=args.index,
     )
+    configure_remote(args)
+    if args.scheduler and args.engine != "dask":
+        parser.error("--scheduler needs --engine dask")
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:  # a typo must not pass a CI gate as "0 files found"
         for p in missing:
@@ -542,6 +589,9 @@ def run_audit(argv: list[str]) -> int:
                 progress.update(audit.progress)
     except KeyboardInterrupt:
         audit.interrupted = True
+    except UsageError as e:  # e.g. an unreachable Dask scheduler, found when the audit starts
+        events.close()
+        parser.error(str(e))
     finally:
         events.close()  # stops the workers (at once when interrupted)
         if progress is not None:
@@ -719,6 +769,7 @@ def memory_parser() -> argparse.ArgumentParser:
     add_reduction_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")
     parser.add_argument("--no-color", action="store_true", help="plain text output")
+    add_remote_arguments(parser)
     return parser
 
 
@@ -734,6 +785,7 @@ def positive(text: str) -> int:
 
 def run_memory(argv: list[str]) -> int:
     args = memory_parser().parse_args(argv)
+    configure_remote(args)
     reports = build_reports(args.paths, pipeline_options(args))
     if args.json:
         from ckptscan.report.json import document

@@ -104,6 +104,20 @@ class ReadFailure(CkptscanError):
     code = "io-error"
 
 
+class RemoteFailure(ReadFailure):
+    """A remote read failed: the server refused, dropped the connection, ignored a Range request,
+    sent a different number of bytes than it said, or did not answer in time."""
+
+    code = "remote-error"
+
+
+class NeedsDownload(CkptscanError):
+    """Reading this remote file would fetch most of it (or ask too many requests); refused
+    unless the user allows it with ``--download``."""
+
+    code = "needs-download"
+
+
 class UsageError(CkptscanError):
     """The caller asked for something that cannot be done (bad option values)."""
 

@@ -101,6 +101,16 @@ class ModelReport:
 
 def expand(path: str) -> list[ScanResult]:
     """Results for one argument; a folder may hold several models (or none, which is an error)."""
+    from ckptscan.scan import is_remote
+
+    if is_remote(path):
+        try:
+            urls = model_inputs(path)
+        except CkptscanError as e:
+            return [ScanResult(path, None, None, ScanError(e.code, str(e.located(path=path))))]
+        if not urls:
+            return [ScanResult(path, None, None, ScanError("unrecognized-format", f"{path}: no checkpoint found"))]
+        return [scan(str(url)) for url in urls]
     p = Path(path)
     if p.is_dir():
         found = model_inputs(p)
@@ -130,6 +140,8 @@ def build(result: ScanResult, options: Options | None = None, progress: Progress
     analysis = analyze(inventory, options.analysis)
     if options.stats is None:
         return ModelReport(result, analysis)
+    if result.remote is not None:  # the pass reads every value: not over the network
+        return ModelReport(result, analysis, stats_problem="--stats reads every value; download remote models first")
     stats, problem = _stats(result.path, inventory, analysis, options.stats, progress)
     if stats is None:
         return ModelReport(result, analysis, stats_problem=problem)

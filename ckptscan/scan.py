@@ -21,6 +21,14 @@ from ckptscan.inventory import Finding, Inventory, Severity
 from ckptscan.safe_text import capped, clean, depth_exceeds
 from ckptscan.source import Source
 
+
+def is_remote(path: object) -> bool:
+    """A URL (hf://, https://, s3://...) rather than a local path; see ckptscan.remote."""
+    from ckptscan.remote import is_remote as remote
+
+    return remote(path)
+
+
 # Small JSON files beside a checkpoint that tell the analysis what the tensors cannot
 # (tied embeddings, attention layout, training progress). Read only when present and small.
 SIDECAR_FILES = ("config.json", "adapter_config.json", "quantize_config.json", "trainer_state.json")
@@ -46,6 +54,7 @@ class ScanResult:
     format: str | None
     inventory: Inventory | None
     error: ScanError | None
+    remote: Mapping[str, Any] | None = None  # a remote model: bytes transferred, requests, model size
 
     @property
     def ok(self) -> bool:
@@ -54,6 +63,10 @@ class ScanResult:
 
 def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
     """The models a path stands for: itself if a file; for a folder, its index or its checkpoints."""
+    if is_remote(path):
+        from ckptscan.remote.scan import model_inputs as remote_inputs
+
+        return remote_inputs(str(path))  # type: ignore[return-value]  # URLs, not paths
     p = Path(path)
     if not p.is_dir() or registry.detect_folder(p) is not None:
         return [p]
@@ -101,8 +114,18 @@ def read_inventory(path: str | os.PathLike[str]) -> Inventory:
 def scan(path: str | os.PathLike[str]) -> ScanResult:
     """Read one model and never raise for its content: errors become part of the result."""
     shown = str(path)
+    remote = None
+    if is_remote(path):
+        from ckptscan.remote import shown as shown_url
+
+        shown = shown_url(shown)  # never print credentials or signed query strings
     try:
-        inventory = read_inventory(path)
+        if is_remote(path):
+            from ckptscan.remote.scan import read_inventory as read_remote
+
+            inventory, remote = read_remote(str(path))
+        else:
+            inventory = read_inventory(path)
     except CkptscanError as e:  # messages quote names from the file: one line, escaped (safe_text)
         message = clean(str(e.located(path=shown)))
         return ScanResult(shown, e.format, None, ScanError(e.code, message, findings=error_findings(e)))
@@ -112,7 +135,7 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
     except Exception as e:  # a bug of ours must not end a batch; the traceback is kept for --debug
         message = clean(f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it")
         return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
-    return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown))
+    return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown), remote)
 
 
 def error_findings(error: CkptscanError) -> tuple[Finding, ...]:

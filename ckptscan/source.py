@@ -8,10 +8,14 @@ refuses any path that leaves the model's folder: absolute paths, ``..`` climbs, 
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from ckptscan.errors import CkptscanError, MissingFile, ReadFailure, TruncatedFile, UnsafePath
 
@@ -87,6 +91,24 @@ class Source:
 
     def fileno(self) -> int:
         return self._fd
+
+    # Remote sources (ckptscan.remote.RemoteSource) override these three, so that readers which
+    # want a memory map or a file object for a library work on both without knowing which it is.
+    is_remote = False
+
+    @contextmanager
+    def mapped(self) -> Iterator[Any]:
+        """The whole file as a read-only buffer (``len``, slicing, ``struct.unpack_from``): a memory
+        map here; a remote source gives an object that fetches what is sliced."""
+        with mmap.mmap(self.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            yield view
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """A hint: these ``(offset, length)`` reads are coming. Local files need none."""
+
+    def opener(self) -> Path | IO[bytes]:
+        """What to hand a library that opens files itself (zipfile, h5py): the path here."""
+        return self.path
 
     # -- related files -----------------------------------------------------------------------------
 

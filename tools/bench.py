@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("safetensors", "gguf", "torch", "onnx", "stats", "audit", "html", "diff")
+BENCHMARKS = ("safetensors", "gguf", "torch", "onnx", "stats", "audit", "html", "diff", "remote")
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckptscan.audit import discover, pool
+from ckptscan.audit import discover, engines, pool
 from ckptscan.audit.aggregate import Aggregate
 from ckptscan.audit.discover import Folder, Plan, Unit, WalkOptions, WalkStats
+from ckptscan.audit.index import Index
 from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
 from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions, stats_available
 from ckptscan.errors import UsageError
@@ -40,6 +41,9 @@ class AuditOptions:
     quantize: str = DEFAULT_QUANTIZE
     all_targets: bool = False  # every reduction target per model (slower), not only strip/dedupe/quantize
     top: int = 10
+    engine: str = "processes"  # or "dask" (ckptscan.audit.engines)
+    scheduler: str | None = None  # with dask: an existing scheduler's address; None: a local cluster
+    index: str | None = None  # an SQLite file of every file's record: re-runs read only what changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,12 @@ class Audit:
             )
         if self.options.timeout_s <= 0:
             raise UsageError("the time limit must be positive")
+        if self.options.engine not in engines.ENGINES:
+            raise UsageError(f"unknown engine {self.options.engine!r}; one of {', '.join(engines.ENGINES)}")
+        if self.options.engine == "dask" and not engines.dask_available():
+            raise UsageError(f"--engine dask needs dask.distributed ({engines.EXTRA})")
+        if self.options.scheduler and self.options.engine != "dask":
+            raise UsageError("--scheduler needs --engine dask")
         if self.options.stats and not stats_available():
             raise UsageError("--stats needs the stats pass and numpy (pip install 'ckptscan[stats]')")
         self.aggregate = Aggregate(quantize=self.options.quantize, top=self.options.top)
@@ -106,6 +116,7 @@ class Audit:
         self._settled: set[str] = set()
         self._emitted: dict[str, str] = {}  # normalized path of a model's own file -> its record path
         self._folders: list[Folder] = []
+        self._index: Index | None = None
 
     # -- running -------------------------------------------------------------------------------
 
@@ -114,52 +125,95 @@ class Audit:
         walk_options = WalkOptions(
             self.options.include, self.options.exclude, self.options.hidden, self.options.follow_links
         )
-        self._folders, self.walk_stats = discover.walk(self.paths, walk_options)
-        for folder in self._folders:
-            for f in folder.files:
-                self._sizes[f.key] = f.size
-        the_plan = discover.plan(self._folders)
-        schedule = _Schedule(the_plan)
-        self.progress.files_total = self.walk_stats.files
-        self.progress.bytes_total = self.walk_stats.bytes
-        self.workers = _worker_count(self.options.workers, len(the_plan.units))
-        yield Discovered(self.walk_stats.files, self.walk_stats.bytes, len(the_plan.units), self.workers)
-        worker_options = WorkerOptions(
-            tensors=self.options.tensors,
-            stats=self.options.stats,
-            stats_sample=self.options.stats_sample,
-            quantize=self.options.quantize,
-            all_targets=self.options.all_targets,
+        engine = engines.make(
+            self.options.engine, self.options.scheduler, _worker_count(self.options.workers, 1 << 30) or 1
         )
+        index: Index | None = None
         try:
-            outcomes = pool.run(
-                schedule, workers=self.workers, timeout_s=self.options.timeout_s, options=worker_options
+            self._folders, self.walk_stats = discover.walk(self.paths, walk_options, engine.list_remote)
+            found = {f.key: f for folder in self._folders for f in folder.files}
+            for key, f in found.items():
+                self._sizes[key] = f.size
+            the_plan = discover.plan(self._folders)
+            schedule = _Schedule(the_plan)
+            self.progress.files_total = self.walk_stats.files
+            self.progress.bytes_total = self.walk_stats.bytes
+            self.workers = _worker_count(self.options.workers, len(the_plan.units))
+            if self.options.engine == "dask":
+                self.workers = max(1, self.workers)
+            yield Discovered(self.walk_stats.files, self.walk_stats.bytes, len(the_plan.units), self.workers)
+            worker_options = WorkerOptions(
+                tensors=self.options.tensors,
+                stats=self.options.stats,
+                stats_sample=self.options.stats_sample,
+                quantize=self.options.quantize,
+                all_targets=self.options.all_targets,
             )
-            for outcome in outcomes:
-                if isinstance(outcome, pool.Tick):
-                    yield outcome
-                    continue
-                unit = the_plan.units[outcome.unit_id]
-                if isinstance(outcome, Skipped):
-                    self._settle(unit.key)
-                    self.aggregate.add_skipped(
-                        unit.path,
-                        unit.size,
-                        outcome.reason,
-                        named_like_checkpoint=outcome.reason == NAMED_LIKE_A_CHECKPOINT,
-                    )
-                    yield FileSkipped(unit.path, unit.size, outcome.reason)
-                else:
-                    done = self._model_done(unit, outcome, schedule)
-                    if done is not None:
-                        yield done
-                for member in schedule.finished(unit):
-                    self._settle(member.key)
+            if self.options.index:
+                index = self._index = Index(self.options.index, self._fingerprint())
+            cached = _Remembered(schedule, index, found)
+            while True:
+                yield from self._settle_cached(the_plan, schedule, cached)
+                if not schedule.ready_count():
+                    break
+                outcomes = engine.run(
+                    cached, workers=self.workers, timeout_s=self.options.timeout_s, options=worker_options
+                )
+                for outcome in outcomes:
+                    if not isinstance(outcome, pool.Tick) and index is not None:
+                        index.store(the_plan.units[outcome.unit_id], outcome, found)
+                    yield from self._outcome(the_plan, schedule, outcome)
+                    yield from self._settle_cached(the_plan, schedule, cached)
         except KeyboardInterrupt:
             self.interrupted = True
             raise
         finally:
             self._finished = time.monotonic()
+            if index is not None:
+                index.close()
+            engine.__exit__(None, None, None)
+
+    def _settle_cached(self, the_plan: Plan, schedule: _Schedule, cached: _Remembered) -> Generator[Event, None, None]:
+        """Outcomes remembered by the index, for units now ready (they may release others)."""
+        while True:
+            outcome = cached.next()
+            if outcome is None:
+                return
+            yield from self._outcome(the_plan, schedule, outcome)
+
+    def _outcome(
+        self, the_plan: Plan, schedule: _Schedule, outcome: ModelOutcome | Skipped | pool.Tick
+    ) -> Generator[Event, None, None]:
+        if isinstance(outcome, pool.Tick):
+            yield outcome
+            return
+        unit = the_plan.units[outcome.unit_id]
+        if isinstance(outcome, Skipped):
+            self._settle(unit.key)
+            self.aggregate.add_skipped(
+                unit.path,
+                unit.size,
+                outcome.reason,
+                named_like_checkpoint=outcome.reason == NAMED_LIKE_A_CHECKPOINT,
+            )
+            yield FileSkipped(unit.path, unit.size, outcome.reason)
+        else:
+            done = self._model_done(unit, outcome, schedule)
+            if done is not None:
+                yield done
+        for member in schedule.finished(unit):
+            self._settle(member.key)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What a record depends on besides the file: an index written otherwise is stale."""
+        o = self.options
+        return {
+            "tensors": o.tensors,
+            "stats": o.stats,
+            "stats_sample": o.stats_sample,
+            "quantize": o.quantize,
+            "all_targets": o.all_targets,
+        }
 
     def _model_done(self, unit: Unit, outcome: ModelOutcome, schedule: _Schedule) -> ModelDone | None:
         own = unit.key
@@ -205,6 +259,10 @@ class Audit:
             "interrupted": self.interrupted,
             "elapsed_s": round(self.elapsed_s, 3),
             "workers": self.workers,
+            "engine": self.options.engine,
+            "index": None
+            if self._index is None
+            else {"path": self._index.path, "reused": self._index.reused, "stored": self._index.stored},
             "options": {
                 "timeout_s": self.options.timeout_s,
                 "include": list(self.options.include),
@@ -233,6 +291,50 @@ class Audit:
         """Every model's record as JSON text, in path order (the --json document's order)."""
         order = sorted(range(len(self.texts)), key=self._paths.__getitem__)
         return [self.texts[i] for i in order]
+
+
+class _Remembered:
+    """The scheduler the engine sees when an index is in use: ready units whose outcome the index
+    remembers are held back (``next`` hands their outcomes to the audit) and never reach a worker.
+    Units only become ready at the right end of the queue (a folder's stage B, released) and are
+    requeued at the left, so the units not yet looked up are always a suffix of it."""
+
+    def __init__(self, schedule: _Schedule, index: Index | None, found: dict[str, discover.FoundFile]) -> None:
+        self.schedule = schedule
+        self.index = index
+        self.found = found
+        self.checked: set[int] = set()
+        self.outcomes: deque[ModelOutcome | Skipped] = deque()
+
+    def _sift(self) -> None:
+        if self.index is None:
+            return
+        ready = self.schedule.ready
+        fresh: list[Unit] = []
+        while ready and ready[-1].id not in self.checked:
+            unit = ready.pop()
+            self.checked.add(unit.id)
+            remembered = self.index.lookup(unit, self.found)
+            if remembered is None:
+                fresh.append(unit)
+            else:
+                self.outcomes.appendleft(remembered)
+        ready.extend(reversed(fresh))
+
+    def next(self) -> ModelOutcome | Skipped | None:
+        self._sift()
+        return self.outcomes.popleft() if self.outcomes else None
+
+    def ready_count(self) -> int:
+        self._sift()
+        return self.schedule.ready_count()
+
+    def take(self, n: int) -> list[Unit]:
+        self._sift()
+        return self.schedule.take(n)
+
+    def requeue(self, units: list[Unit]) -> None:
+        self.schedule.requeue(units)
 
 
 class _Schedule:

@@ -203,8 +203,12 @@ def _zip64_end(source: Source, eocd_offset: int) -> tuple[int, int, int, int]:
     return z64_offset, n_entries, cd_size, cd_offset
 
 
+_LOCAL_EXTRA_GUESS = 128  # local extra fields (ZIP64 sizes, PyTorch's alignment padding) are short
+
+
 def _parse_central(source: Source, central: bytes, cd_offset: int, n_entries: int) -> list[ZipEntry]:
     entries: list[ZipEntry] = []
+    pending: list[tuple[str, bytes, int, int, int, int, int, int]] = []
     seen: set[str] = set()
     pos = 0
     for index in range(n_entries):
@@ -224,8 +228,12 @@ def _parse_central(source: Source, central: bytes, cd_offset: int, n_entries: in
         usize, csize, header_offset = _apply_zip64(extra, usize, csize, header_offset, where)
         _check_declaration(name, flags, method, csize, usize, seen, where)
         seen.add(name)
-        entries.append(_local_entry(source, name, raw_name, header_offset, csize, usize, method, crc, flags, cd_offset))
+        pending.append((name, raw_name, header_offset, csize, usize, method, crc, flags))
         pos = end
+    # a remote source fetches every local header it will be asked for at once (a no-op locally)
+    source.prefetch([(offset, _LOCAL.size + len(raw) + _LOCAL_EXTRA_GUESS) for _, raw, offset, *_ in pending])
+    for name, raw_name, header_offset, csize, usize, method, crc, flags in pending:
+        entries.append(_local_entry(source, name, raw_name, header_offset, csize, usize, method, crc, flags, cd_offset))
     return entries
 
 

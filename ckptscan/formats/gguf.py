@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import mmap
 import struct
 from typing import Any
 
@@ -61,15 +60,17 @@ def sniff(head: Head) -> bool:
 def read(source: Source) -> Inventory:
     if source.size < 24:
         raise TruncatedFile(f"a GGUF header needs at least 24 bytes; the file has {source.size}")
-    with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as view:
+    with source.mapped() as view:
         return _Parser(view, source).parse()
 
 
 class _Parser:
-    def __init__(self, buf: mmap.mmap, source: Source) -> None:
+    def __init__(self, buf: Any, source: Source) -> None:
         self.buf = buf
         self.size = len(buf)
         self.source = source
+        # a remote source's buffer fetches what is sliced but has no buffer protocol for unpack_from
+        self.in_place = not source.is_remote
         self.pos = 0
         self.order = "<"
         self.version = 0
@@ -86,9 +87,14 @@ class _Parser:
     def unpack(self, code: str, what: str) -> Any:
         fmt = struct.Struct(self.order + code)
         self.need(fmt.size, what)
-        (value,) = fmt.unpack_from(self.buf, self.pos)
+        (value,) = self.unpack_at(fmt, self.pos)
         self.pos += fmt.size
         return value
+
+    def unpack_at(self, fmt: struct.Struct, pos: int) -> tuple[Any, ...]:
+        if self.in_place:
+            return fmt.unpack_from(self.buf, pos)
+        return fmt.unpack(self.buf[pos : pos + fmt.size])
 
     def count(self, what: str) -> int:
         """A length or count: 32-bit in GGUF v1, 64-bit later."""
@@ -98,7 +104,7 @@ class _Parser:
         start = self.pos
         n = self.count(f"{what} length")
         self.need(n, what)
-        raw = self.buf[self.pos : self.pos + n]
+        raw: bytes = self.buf[self.pos : self.pos + n]
         self.pos += n
         try:
             return raw.decode("utf-8")
@@ -113,7 +119,7 @@ class _Parser:
         if self.buf[:4] != MAGIC:
             raise MalformedFile("missing GGUF magic", where="offset 0")
         self.pos = 4
-        raw_version = struct.unpack_from("<I", self.buf, 4)[0]
+        raw_version = self.unpack_at(struct.Struct("<I"), 4)[0]
         if raw_version & 0xFFFF == 0 and raw_version:
             self.order = ">"  # written for a big-endian machine
         self.version = self.unpack("I", "version")
@@ -216,7 +222,7 @@ class _Parser:
             item = struct.Struct(self.order + code)
             self.need(n * item.size, f"array {key!r} of {n:,} {type_name}")
             keep = n if n <= ARRAY_MATERIALIZE_LIMIT else ARRAY_PREVIEW
-            values = [item.unpack_from(self.buf, self.pos + i * item.size)[0] for i in range(keep)]
+            values = [self.unpack_at(item, self.pos + i * item.size)[0] for i in range(keep)]
             self.pos += n * item.size
         elif element_type == STRING:
             values = self.string_array(n, key)
@@ -238,7 +244,8 @@ class _Parser:
         """Walk ``n`` strings to find the array's end; decode only the first few."""
         length_size = 4 if self.version == 1 else 8
         self._check_count(n, length_size, f"length of array {key!r}")
-        length = struct.Struct(self.order + ("I" if self.version == 1 else "Q")).unpack_from
+        length_struct = struct.Struct(self.order + ("I" if self.version == 1 else "Q"))
+        length = length_struct.unpack_from if self.in_place else self.remote_unpacker(length_struct)
         buf, pos, size = self.buf, self.pos, self.size
         keep = n if n <= ARRAY_MATERIALIZE_LIMIT else ARRAY_PREVIEW
         values = []
@@ -256,6 +263,13 @@ class _Parser:
             pos += m
         self.pos = pos
         return values
+
+    @staticmethod
+    def remote_unpacker(fmt: struct.Struct) -> Any:
+        def unpack_from(buf: Any, pos: int) -> tuple[Any, ...]:
+            return fmt.unpack(buf[pos : pos + fmt.size])
+
+        return unpack_from
 
     def tensor_info(self, i: int) -> _Info:
         name = self.string(f"name of tensor #{i}")

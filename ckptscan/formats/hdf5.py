@@ -153,7 +153,7 @@ def import_h5py() -> Any:
 def open_file(source: Source, window: tuple[int, int] | None = None) -> Iterator[h5py.File]:
     """The HDF5 file of ``source`` (or of the byte range ``window`` = (start, length) inside it), read-only."""
     if window is None:
-        with _open(source.path) as h5:
+        with _open(source.opener()) as h5:
             yield h5
         return
     reader = _zip.SourceWindow(source, *window)

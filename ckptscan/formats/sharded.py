@@ -66,7 +66,7 @@ def read(source: Source) -> Inventory:
             )
             complete = False
             continue
-        with Source(path, root=source.root) as shard_source:
+        with source.open_related(shard) as shard_source:
             pointer = lfs.parse_pointer(shard_source.read_up_to(0, lfs.MAX_POINTER_BYTES + 1))
             if pointer is not None:
                 files.append(FileRef(shard, shard_source.size, role="lfs-pointer"))

@@ -29,7 +29,6 @@ variables: iterations, learning rate, beta powers), ``training_state`` (``save_c
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import re
 from collections import Counter
@@ -140,7 +139,7 @@ def sniff(head: Head) -> bool:
 def read(source: Source) -> Inventory:
     if source.size < FOOTER_SIZE:
         raise TruncatedFile(f"an SSTable needs at least {FOOTER_SIZE} bytes; the file has {source.size}")
-    with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as view:
+    with source.mapped() as view:
         entries = _Table(view).entries()
         return _Bundle(source, view, entries).inventory()
 
@@ -156,7 +155,7 @@ class _Entry:
 
 
 class _Table:
-    def __init__(self, buf: mmap.mmap) -> None:
+    def __init__(self, buf: Any) -> None:
         self.buf = buf
         self.size = len(buf)
         self.footer = self.size - FOOTER_SIZE
@@ -258,7 +257,7 @@ class _Record:
 
 
 class _Bundle:
-    def __init__(self, source: Source, buf: mmap.mmap, entries: list[_Entry]) -> None:
+    def __init__(self, source: Source, buf: Any, entries: list[_Entry]) -> None:
         self.source = source
         self.buf = buf
         self.entries = entries

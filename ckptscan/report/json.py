@@ -46,6 +46,8 @@ def result_dict(
     record = _result_dict(report, include_tensors=include_tensors, explain=explain, tensor_plans=tensor_plans)
     if report.stats is not None and report.inventory is not None:
         add_stats(record, report, include_tensors=include_tensors)
+    if report.scan.remote is not None:
+        record["remote"] = dict(report.scan.remote)
     return record
 
 

@@ -58,6 +58,18 @@ def report(reports: Iterable[ModelReport], options: Options | None = None) -> li
     return out
 
 
+def remote_line(remote: Mapping[str, Any]) -> RenderableType:
+    """What reading a remote model cost: bytes fetched against its size, and requests."""
+    from rich.text import Text
+
+    fetched, size, requests = remote["bytes_transferred"], remote["model_bytes"], remote["requests"]
+    share = f" ({fetched / size:.4%} of it)" if size else ""
+    return Text.assemble(
+        ("remote ", "bold"),
+        f"fetched {human_bytes(fetched)} of {human_bytes(size)}{share} in {requests} request{'s' * (requests != 1)}",
+    )
+
+
 def result_report(model: ModelReport, options: Options) -> list[RenderableType]:
     from rich.rule import Rule
     from rich.text import Text
@@ -70,6 +82,8 @@ def result_report(model: ModelReport, options: Options) -> list[RenderableType]:
         out.append(Text.assemble(("error ", "bold red"), (f"[{error.code}] ", "red"), clean(error.message)))
         if error.findings:  # found before the error: the file is unreadable and unsafe
             out.append(findings_table(error.findings))
+    if result.remote is not None:
+        out.append(remote_line(result.remote))
     inventory, analysis = result.inventory, model.analysis
     if inventory is not None and analysis is not None:
         for section in SECTIONS:

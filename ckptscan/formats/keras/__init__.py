@@ -49,7 +49,8 @@ def hdf5_root_names(head: Head) -> tuple[frozenset[str], frozenset[str]] | None:
         return None
     try:
         h5py = hdf5.import_h5py()
-        with h5py.File(head.source.path, "r", locking=False) as h5:
+        opener = head.source.opener()
+        with h5py.File(opener, "r") if hasattr(opener, "read") else h5py.File(opener, "r", locking=False) as h5:
             return frozenset(h5), frozenset(h5.attrs)
     except Exception:  # sniffing never fails: the generic HDF5 reader will report what is wrong
         return None
