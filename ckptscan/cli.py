@@ -560,7 +560,9 @@ def run_audit(argv: list[str]) -> int:
     configure_remote(args)
     if args.scheduler and args.engine != "dask":
         parser.error("--scheduler needs --engine dask")
-    missing = [p for p in args.paths if not os.path.lexists(p)]
+    from ckptscan.scan import is_remote
+
+    missing = [p for p in args.paths if not is_remote(p) and not os.path.lexists(p)]
     if missing:  # a typo must not pass a CI gate as "0 files found"
         for p in missing:
             print(f"ckptscan: {p}: no such file or folder", file=sys.stderr)

@@ -13,6 +13,7 @@ import pytest
 
 from ckptscan import remote
 from ckptscan.errors import UnsafePath
+from ckptscan.pipeline import build
 from ckptscan.report.json import result_dict
 from ckptscan.scan import scan
 from tests.helpers import run_cli
@@ -52,8 +53,8 @@ def test_same_inventory_over_http(server: FileServer, rel: str) -> None:
     local = scan(TESTDATA / rel)
     far = scan(f"{server.url}/{rel}")
     assert far.error == local.error or (far.error and local.error and far.error.code == local.error.code)
-    assert comparable(result_dict(far), f"{server.url}/", f"{TESTDATA}/") == comparable(
-        result_dict(local), f"{server.url}/", f"{TESTDATA}/"
+    assert comparable(result_dict(build(far)), f"{server.url}/", f"{TESTDATA}/") == comparable(
+        result_dict(build(local)), f"{server.url}/", f"{TESTDATA}/"
     )
     assert far.remote is not None and far.remote["requests"] >= 1
 
@@ -170,7 +171,7 @@ def test_s3_same_inventory_as_local() -> None:
     (result,) = run.json()["results"]
     local = scan(TESTDATA / "safetensors/sharded-tiny/model.safetensors.index.json")
     assert result["path"] == "s3://models/zoo/sharded-tiny/model.safetensors.index.json"
-    assert comparable(result, "s3://models/zoo/sharded-tiny/") == comparable(result_dict(local), f"{TESTDATA}/")
+    assert comparable(result, "s3://models/zoo/sharded-tiny/") == comparable(result_dict(build(local)), f"{TESTDATA}/")
     assert single.ok and single.remote is not None
     assert single.remote["requests"] <= 3  # a listing of its folder, then one ranged GET (+ config probe none)
 

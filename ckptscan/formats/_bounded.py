@@ -64,7 +64,10 @@ copyreg.pickle(types.MappingProxyType, lambda m: (_mapping, (dict(m),)))
 
 def call(read: Callable[[Source], Inventory], source: Source, *, what: str = "HDF5") -> Inventory:
     """``read(source)`` in a bounded child process (in-process when fork is unavailable)."""
-    if _in_worker or not hasattr(os, "fork") or os.environ.get("CKPTSCAN_IN_PROCESS") == "1":
+    # A remote source reads through the parent's connections and threads, which a forked child
+    # does not have: remote HDF5 is read in-process (its reads are capped by the remote budget).
+    in_process = _in_worker or source.is_remote or os.environ.get("CKPTSCAN_IN_PROCESS") == "1"
+    if in_process or not hasattr(os, "fork"):
         return read(source)
     for name in PRELOAD:  # imported before the child is fenced in: it may not open module files
         with contextlib.suppress(ImportError):

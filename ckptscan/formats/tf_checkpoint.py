@@ -431,6 +431,8 @@ class _Bundle:
 
     def _listing(self) -> set[str] | None:
         """The names in the folder of the data files (None: not listable, resolve each name)."""
+        if self.source.is_remote:  # no folder listing over ranged reads: each name is resolved
+            return None
         try:
             return set(os.listdir((self.source.root / self.prefix).parent))
         except (OSError, ValueError):
