@@ -19,7 +19,6 @@ clear CkptscanError. Without ``os.fork`` (Windows) the reader runs in-process.
 from __future__ import annotations
 
 import contextlib
-import copyreg
 import ctypes
 import importlib
 import io
@@ -59,7 +58,14 @@ def _mapping(items: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
     return types.MappingProxyType(items)
 
 
-copyreg.pickle(types.MappingProxyType, lambda m: (_mapping, (dict(m),)))
+def _dumps(value: Any) -> bytes:
+    """Pickle with our own reducers only: the process-wide copyreg table may hold other libraries'
+    (distributed installs tblib's for exceptions), which the parent's allow-list would refuse."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {types.MappingProxyType: lambda m: (_mapping, (dict(m),))}
+    pickler.dump(value)
+    return out.getvalue()
 
 
 def call(read: Callable[[Source], Inventory], source: Source, *, what: str = "HDF5") -> Inventory:
@@ -148,7 +154,7 @@ def _child(read: Callable[[Source], Inventory], source: Source, fd: int, scratch
             result = ("error", LimitExceeded("HDF5 structure is nested too deeply"))
         except Exception as e:  # libhdf5 errors h5py did not classify ("internal error")
             result = ("failed", f"{type(e).__name__}: {e}"[:500])
-        payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _dumps(result)
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view) :]
