@@ -45,6 +45,7 @@ AUDIO_MODEL_TYPES = frozenset({"whisper", "wav2vec2", "hubert", "wavlm", "data2v
 GGUF_ENCODER_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
 KINDS = ("decoder-only", "encoder-only", "encoder-decoder")
 MODALITIES = ("text", "vision", "audio", "multimodal")
+ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob", "attention_probs_dropout")
 DROPOUT_KEYS = ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout",
                 "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
                 "attention_probs_dropout")  # fmt: skip
@@ -79,6 +80,7 @@ class Architecture:
     expert_ffn: int | None = None  # width of one expert's MLP (moe_intermediate_size; Mixtral: intermediate_size)
     shared_expert_ffn: int | None = None  # width of the shared expert(s) MLP, all together
     dense_layers: int = 0  # leading layers with a dense MLP (DeepSeek first_k_dense_replace)
+    attention_dropout: float = 0.0  # dropout on the attention probabilities (decides the SDPA kernel)
     # inputs that are not tokens: the encoder sequence they make
     image_size: int | None = None
     patch_size: int | None = None
@@ -130,6 +132,7 @@ class Architecture:
             "expert_ffn_size": self.expert_ffn,
             "shared_expert_ffn_size": self.shared_expert_ffn,
             "dense_layers": self.dense_layers,
+            "attention_dropout": self.attention_dropout,
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "encoder_seq": self.encoder_seq,
@@ -245,8 +248,14 @@ def _arch_from_config(config: Mapping[str, Any], inventory: Inventory | None) ->
     dropouts = [
         float(v) for k in DROPOUT_KEYS if isinstance(v := config.get(k), (int, float)) and not isinstance(v, bool)
     ]
+    attention_dropouts = [
+        float(v)
+        for k in ATTENTION_DROPOUT_KEYS
+        if isinstance(v := config.get(k), (int, float)) and not isinstance(v, bool)
+    ]
     if model_type.startswith("t5") or model_type in ("mt5", "umt5"):
         dropouts.append(_number(config, "dropout_rate") or 0.0)
+        attention_dropouts.append(_number(config, "dropout_rate") or 0.0)
     if encoder_decoder:
         kind = "encoder-decoder"
     elif model_type in ENCODER_MODEL_TYPES or vision or _encoder_architectures(config):
@@ -306,6 +315,7 @@ def _arch_from_config(config: Mapping[str, Any], inventory: Inventory | None) ->
         expert_ffn=expert_ffn,
         shared_expert_ffn=shared_ffn,
         dense_layers=_first_int(config, "first_k_dense_replace") or 0 if experts else 0,
+        attention_dropout=max(attention_dropouts, default=0.0),
         image_size=image_size if vision else None,
         patch_size=patch_size if vision else None,
         encoder_seq=encoder_seq,
