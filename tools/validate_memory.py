@@ -105,7 +105,8 @@ def build(name: str) -> Any:
         return T.GPT2LMHeadModel(config)
     if name == "bert":
         config = T.BertConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
-                              intermediate_size=1024, attention_probs_dropout_prob=0.0, max_position_embeddings=512)  # fmt: skip
+                              intermediate_size=1024, attention_probs_dropout_prob=0.0,
+                              max_position_embeddings=512)  # fmt: skip
         return T.BertForMaskedLM(config)
     if name == "t5":
         config = T.T5Config(vocab_size=VOCAB, d_model=256, d_kv=32, d_ff=1024, num_layers=3, num_decoder_layers=3,
