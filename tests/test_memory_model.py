@@ -232,3 +232,19 @@ def test_estimate_matches_saved_tensors_of_a_transformers_llama(tmp_path: Path) 
         model(input_ids=ids, labels=ids)
     measured = sum(kept.values())
     assert abs(est.activations.bytes - measured) / measured < 0.02, (est.activations.bytes, measured)
+
+
+def test_seq_beyond_the_context_is_warned() -> None:
+    t = _train(_llama(), seq=1024)
+    assert any("exceeds the model's context (256)" in a for a in t.assumptions)
+
+
+def test_trainer_checkpoint_folder_reads_its_config() -> None:
+    from ckptscan.scan import scan
+
+    result = scan(Path(__file__).parent.parent / "testdata/torch/checkpoint-4/pytorch_model.bin")
+    assert result.inventory is not None
+    assert "config.json" in result.inventory.sidecars  # read beside the weights in a Trainer checkpoint-N/
+    from ckptscan.analyze import architecture
+
+    assert architecture.hf_config(result.inventory)["hidden_size"] == 8
