@@ -1167,6 +1167,11 @@ def _outside_terms(
     if arch.kind == "encoder-decoder":
         enc_tokens = b * enc_seq
         out.append(("encoder final norm + output", enc_tokens * (4 * h + 4 + r * h + h * c)))
+    if arch.model_type in HF_RMSNORM_TYPES:
+        # T5: relative-position buckets (int64 s x s) per stack; the cross-attention's zero position bias
+        # (fp32 heads x s x s_enc, shared by the layers) is the mask its kernel keeps
+        out.append(("relative-position buckets (int64)", 8 * (s * s + enc_seq * enc_seq)))
+        out.append(("cross-attention position bias (fp32)", 4 * arch.heads * s * enc_seq))
     head_trainable = not tensors or any(
         n in trainable_names for n in (t.name for t in tensors) if "lm_head" in n or n in embeddings
     )
