@@ -84,6 +84,7 @@ SCENARIOS = (
     Scenario("t5 train fp32 adamw", "t5", batch=2),
     Scenario("mixtral-moe train fp32 adamw", "mixtral"),
     Scenario("mixtral-moe train bf16-true adamw", "mixtral", precision="bf16-true"),
+    Scenario("vit train fp32 adamw (197 patches)", "vit", batch=8, seq=197),
     Scenario("llama-gqa infer fp32", "llama", train=False, batch=4, seq=512),
     Scenario("llama-gqa infer bf16", "llama", train=False, precision="bf16-true", batch=4, seq=512),
     Scenario("gpt2 infer fp32", "gpt2", train=False, batch=4, seq=512),
@@ -112,6 +113,10 @@ def build(name: str) -> Any:
         config = T.T5Config(vocab_size=VOCAB, d_model=256, d_kv=32, d_ff=1024, num_layers=3, num_decoder_layers=3,
                             num_heads=8, dropout_rate=0.0)  # fmt: skip
         return T.T5ForConditionalGeneration(config)
+    if name == "vit":
+        config = T.ViTConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024,
+                             image_size=224, patch_size=16, num_labels=10)  # fmt: skip
+        return T.ViTForImageClassification(config)
     if name == "mixtral":
         config = T.MixtralConfig(vocab_size=VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                                  num_attention_heads=8, num_key_value_heads=2, num_local_experts=4,
@@ -239,6 +244,9 @@ class OpNames(TorchDispatchMode):
 
 
 def inputs(sc: Scenario, device: torch.device) -> dict[str, torch.Tensor]:
+    if sc.model == "vit":
+        pixels = torch.randn(sc.batch, 3, 224, 224, device=device)
+        return {"pixel_values": pixels, "labels": torch.randint(0, 10, (sc.batch,), device=device)}
     ids = torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)
     if sc.model == "t5":
         out = {"input_ids": ids, "decoder_input_ids": torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)}

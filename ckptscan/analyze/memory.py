@@ -471,6 +471,7 @@ class ActivationEstimate:
     held_late_bytes: int
     formula: str
     korthikanti_per_layer_bytes: int
+    backward_transient_bytes: int  # gradients in flight in the last layer's MLP when backward starts
     kernel: Kernel
     terms: tuple[Line, ...]  # every kind of saved tensor, summed over the layers
     assumptions: tuple[str, ...]
@@ -486,6 +487,7 @@ class ActivationEstimate:
             "held_late_bytes": self.held_late_bytes,
             "formula": self.formula,
             "korthikanti_per_layer_bytes": self.korthikanti_per_layer_bytes,
+            "backward_transient_bytes": self.backward_transient_bytes,
             "kernel": self.kernel.name,
             "kernel_reason": self.kernel.reason,
             "terms": [t.as_dict() for t in self.terms],
@@ -885,11 +887,13 @@ def _peak(lines: Sequence[Line], activations: ActivationEstimate | None, tempora
     grads = by_name.get("gradients", 0) + by_name.get("gradient_buckets", 0)
     copies = by_name.get("weight_copies", 0)
     if activations is not None:
-        at_loss = activations.held_at_loss_bytes + activations.loss_gradient_bytes + copies
+        start = max(activations.loss_gradient_bytes, activations.backward_transient_bytes)
+        at_loss = activations.held_at_loss_bytes + start + copies
         late = grads + max(activations.held_late_bytes, temporaries)
         return static + max(at_loss, late), (
             "weights + master + optimizer state + max(activations and weight copies held when backward starts + "
-            "loss gradients, gradients + max(what backward holds at its end, optimizer-step temporaries))"
+            "max(loss gradients, the last MLP's gradients in flight), "
+            "gradients + max(what backward holds at its end, optimizer-step temporaries))"
         )
     return static + grads + temporaries, (
         "weights + master + optimizer state + gradients + optimizer-step temporaries (activations unknown)"
@@ -1130,6 +1134,9 @@ def activation_estimate(
         held_late_bytes=held_late,
         formula=formula,
         korthikanti_per_layer_bytes=korthikanti,
+        backward_transient_bytes=b * s * (2 if arch.gated_mlp else 1) * (arch.expert_ffn or arch.ffn) * c
+        if layers
+        else 0,
         kernel=kernel,
         terms=tuple(Line(name, nbytes, "") for name, nbytes in terms_total.items() if nbytes),
         assumptions=tuple(assumptions),
@@ -1163,6 +1170,12 @@ def _outside_terms(
             head = tokens * (3 * h * c + r * h + 8)
             out.append(("MLM head (dense in/out, gelu out, norm stats, decoder input)", head))
             out.append(("log-softmax (fp32)", 4 * tokens * arch.vocab))
+        return out
+    if arch.modality == "vision" and arch.image_size:
+        # ViT: the patch convolution keeps the images; the final LayerNorm its input and statistics, and
+        # its output stays alive through the classifier's view of the class token
+        out.append(("images (patch-embedding input)", b * 3 * arch.image_size**2 * r))
+        out.append(("final norm + output", tokens * (r * h + 8 + h * c)))
         return out
     if arch.kind == "encoder-decoder":
         enc_tokens = b * enc_seq
