@@ -191,8 +191,14 @@ def test_cli_memory_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["memory", path, "--gpu", "24GiB", "--seq", "128", "--no-color"]) == 0
     out = capsys.readouterr().out
     assert "training on 24GiB: fits" in out and "largest that fit: batch" in out
-    assert cli.main(["memory", path, "--gpu", "A10G", "--json"]) == 0
-    fit = json.loads(capsys.readouterr().out)["results"][0]["memory"]["training"]["fit"]
+    assert cli.main(["memory", path, "--gpu", "A10G", "--json", "--lora-rank", "4", "--gpus", "2",
+                     "--sharding", "zero2"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema = pytest.importorskip("jsonschema")
+    from ckptscan.report.json import schema
+
+    jsonschema.validate(doc, schema())
+    fit = doc["results"][0]["memory"]["training"]["fit"]
     assert fit["fits"] and fit["max_batch"] > 1 and fit["max_seq"] == 256  # the model's context
     assert cli.main([path, "--gpu", "1MiB", "--no-color"]) == 0
     assert "does not fit" in capsys.readouterr().out
