@@ -85,6 +85,7 @@ SCENARIOS = (
     Scenario("mixtral-moe train fp32 adamw", "mixtral"),
     Scenario("mixtral-moe train bf16-true adamw", "mixtral", precision="bf16-true"),
     Scenario("vit train fp32 adamw (197 patches)", "vit", batch=8, seq=197),
+    Scenario("whisper train fp32 adamw (300 frames, 128 tokens)", "whisper", batch=4, seq=128),
     Scenario("llama-gqa infer fp32", "llama", train=False, batch=4, seq=512),
     Scenario("llama-gqa infer bf16", "llama", train=False, precision="bf16-true", batch=4, seq=512),
     Scenario("gpt2 infer fp32", "gpt2", train=False, batch=4, seq=512),
@@ -113,6 +114,13 @@ def build(name: str) -> Any:
         config = T.T5Config(vocab_size=VOCAB, d_model=256, d_kv=32, d_ff=1024, num_layers=3, num_decoder_layers=3,
                             num_heads=8, dropout_rate=0.0)  # fmt: skip
         return T.T5ForConditionalGeneration(config)
+    if name == "whisper":
+        config = T.WhisperConfig(vocab_size=VOCAB, d_model=256, encoder_layers=2, decoder_layers=2,
+                                 encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=1024,
+                                 decoder_ffn_dim=1024, max_source_positions=150, max_target_positions=256,
+                                 num_mel_bins=80, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                 pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)  # fmt: skip
+        return T.WhisperForConditionalGeneration(config)
     if name == "vit":
         config = T.ViTConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024,
                              image_size=224, patch_size=16, num_labels=10)  # fmt: skip
@@ -244,6 +252,10 @@ class OpNames(TorchDispatchMode):
 
 
 def inputs(sc: Scenario, device: torch.device) -> dict[str, torch.Tensor]:
+    if sc.model == "whisper":
+        features = torch.randn(sc.batch, 80, 300, device=device)
+        ids = torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)
+        return {"input_features": features, "decoder_input_ids": ids, "labels": ids}
     if sc.model == "vit":
         pixels = torch.randn(sc.batch, 3, 224, 224, device=device)
         return {"pixel_values": pixels, "labels": torch.randint(0, 10, (sc.batch,), device=device)}

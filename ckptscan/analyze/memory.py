@@ -118,6 +118,8 @@ LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for the Llama fami
 # fused ones keep their input (and the next layer keeps their output); ReLU keeps only its output
 ACTIVATION_TENSORS = {"relu": 1, "gelu_new": 5, "gelu_fast": 5, "gelu_python": 4, "quick_gelu": 3, "gated-gelu": 5}
 HF_RMSNORM_TYPES = ("t5", "mt5", "umt5")  # besides every rmsnorm model: HF's RMSNorm upcasts to fp32
+# attention whose output projection gets a fresh contiguous copy of the kernel's output (reshape of a view)
+OUTPUT_COPY_TYPES = frozenset({"whisper"})
 # encoders whose LayerNorm comes after the residual add (BERT): the layer input is the previous norm's output
 POST_NORM_TYPES = frozenset(
     {
@@ -367,6 +369,8 @@ def _attention_terms(arch: Architecture, ctx: _Ctx, keys_from_encoder: bool = Fa
     if arch.attention_dropout > 0 and k.name in ("math", "eager"):
         terms.append(Term("attention dropout (mask + output)", 0, a * (ctx.mask + c)))
     terms.append(Term("attention output", q * c))
+    if arch.model_type in OUTPUT_COPY_TYPES:
+        terms.append(Term("attention output copy (output-projection input)", q * c))
     return terms
 
 
@@ -421,7 +425,8 @@ def layer_terms(arch: Architecture, ctx: _Ctx, moe: bool = False, cross: bool = 
             terms += _norm_terms(arch, ctx, "cross-attention norm")
         terms += _inputs(ctx, h, ("q_proj",), "cross-attention q projection")
         terms.append(Term("cross-attention q", arch.q_dim * c))
-        terms.append(Term("cross-attention logsumexp / output", 4 * arch.heads + arch.q_dim * c))
+        copies = 2 if arch.model_type in OUTPUT_COPY_TYPES else 1
+        terms.append(Term("cross-attention logsumexp / output", 4 * arch.heads + copies * arch.q_dim * c))
         terms += mask
     if not post_norm:
         terms += _norm_terms(arch, ctx, "MLP norm")
@@ -911,6 +916,8 @@ def _static(
 ) -> _Static:
     lora = options.lora
     frozen = frozen_names([t.name for t in tensors], options.freeze)
+    if arch is not None and arch.model_type == "whisper":  # sinusoidal encoder positions: requires_grad=False
+        frozen |= {t.name for t in tensors if "encoder.embed_positions" in t.name}
     if lora is not None:
         frozen = {t.name for t in tensors}  # peft freezes the whole base model
     trainable = [t for t in tensors if t.name not in frozen]
@@ -1179,7 +1186,18 @@ def _outside_terms(
         return out
     if arch.kind == "encoder-decoder":
         enc_tokens = b * enc_seq
-        out.append(("encoder final norm + output", enc_tokens * (4 * h + 4 + r * h + h * c)))
+        rms = arch.norm == "rmsnorm" or arch.model_type in HF_RMSNORM_TYPES
+        out.append(
+            (
+                "encoder final norm + output",
+                enc_tokens * ((4 * h + 4 + r * h) if rms else (r * h + 8)) + enc_tokens * h * c,
+            )
+        )
+        if arch.model_type == "whisper":
+            # two convolutions over the mel frames (80 bins assumed), each with a GELU: the features, each
+            # convolution's output (kept by its GELU) and each GELU's output (kept by the next layer)
+            out.append(("audio front-end (mel features, 2 convolutions + GELU)",
+                        b * 2 * enc_seq * 80 * r + 2 * b * 2 * enc_seq * h * c + enc_tokens * h * c))  # fmt: skip
     if arch.model_type in HF_RMSNORM_TYPES:
         # T5: relative-position buckets (int64 s x s) per stack; the cross-attention's zero position bias
         # (fp32 heads x s x s_enc, shared by the layers) is the mask its kernel keeps
