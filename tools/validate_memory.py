@@ -90,6 +90,8 @@ SCENARIOS = (
     Scenario("llama-gqa infer bf16", "llama", train=False, precision="bf16-true", batch=4, seq=512),
     Scenario("gpt2 infer fp32", "gpt2", train=False, batch=4, seq=512),
     Scenario("bert infer fp32", "bert", train=False, batch=4, seq=512),
+    Scenario("t5 infer fp32 (encoder 256 + decoder 256 tokens)", "t5", train=False, batch=4, seq=256),
+    Scenario("vit infer fp32", "vit", train=False, batch=8, seq=197),
     Scenario("mixtral-moe infer bf16", "mixtral", train=False, precision="bf16-true", batch=4, seq=512),
 )
 

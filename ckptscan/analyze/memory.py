@@ -715,7 +715,9 @@ def _prefill_transient(arch: Architecture, c: int, b: int, s: int, kernel: Kerne
     h, f, a = arch.hidden, arch.ffn, arch.heads
     if arch.moe:
         f = (arch.expert_ffn or f) * (arch.experts_per_token or 1) + (arch.shared_expert_ffn or 0)
-    base = 2 * h * c + (4 * h if arch.norm == "rmsnorm" else 0)
+    # the layer's input (its caller still holds it), the residual after attention, the norm's output and
+    # the sublayer's output before its residual add
+    base = 4 * h * c + (4 * h if arch.norm == "rmsnorm" else 0)
     mlp = (3 * f if arch.gated_mlp else 2 * f) * c
     attention = (2 * arch.q_dim + 2 * arch.kv_dim) * c
     if kernel.expanded_kv or kernel.name in ("math", "eager"):
@@ -726,8 +728,17 @@ def _prefill_transient(arch: Architecture, c: int, b: int, s: int, kernel: Kerne
     elif kernel.name == "eager":
         square = a * (c + 4 + (c if c != 4 else 0))
     layer = b * s * (base + max(mlp, attention)) + b * s * s * square
+    if arch.modality == "vision" and arch.image_size:
+        # the images stay alive (the caller holds them) and the patch embedding briefly holds two copies
+        images = b * 3 * arch.image_size**2 * 4
+        layer = images + max(layer, 2 * b * s * h * c)
     positions = 1 if last_token else s
-    logits = b * positions * arch.vocab * c + b * s * 2 * h * c if arch.vocab else 0
+    # beside the logits: the final hidden states; an MLM head's transform, or an encoder-decoder's encoder
+    # output (kept for cross-attention) and the decoder's last residual
+    hidden = 1 if arch.kind == "decoder-only" else 2
+    logits = b * positions * arch.vocab * c + b * s * hidden * h * c if arch.vocab else 0
+    if logits and arch.kind == "encoder-decoder":
+        logits += b * (arch.encoder_seq or s) * h * c
     return layer, logits
 
 
