@@ -84,6 +84,8 @@ SCENARIOS = (
     Scenario("t5 train fp32 adamw", "t5", batch=2),
     Scenario("mixtral-moe train fp32 adamw", "mixtral"),
     Scenario("mixtral-moe train bf16-true adamw", "mixtral", precision="bf16-true"),
+    Scenario("mixtral-moe train bf16-mixed adamw", "mixtral", precision="bf16-mixed"),
+    Scenario("bert-mlm train bf16-mixed adamw", "bert", precision="bf16-mixed"),
     Scenario("vit train fp32 adamw (197 patches)", "vit", batch=8, seq=197),
     Scenario("whisper train fp32 adamw (300 frames, 128 tokens)", "whisper", batch=4, seq=128),
     Scenario("llama-gqa infer fp32", "llama", train=False, batch=4, seq=512),

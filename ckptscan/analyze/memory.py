@@ -391,7 +391,8 @@ def _moe_terms(arch: Architecture, ctx: _Ctx) -> list[Term]:
     """transformers' grouped experts: per routed token slot, the gathered input, gate/up output, act
     output, product, down output and its routing weight, plus three int64 index vectors; the router
     keeps its fp32 softmax and the top-k indices and weights."""
-    c, h, k = ctx.compute, arch.hidden, arch.experts_per_token or 1
+    # under autocast the grouped experts compute in fp32 (grouped_mm is not on autocast's list)
+    c, h, k = (4 if ctx.autocast else ctx.compute), arch.hidden, arch.experts_per_token or 1
     f = arch.expert_ffn or arch.ffn
     experts = arch.experts or 1
     terms = [
@@ -982,11 +983,14 @@ def _static(
         lines.append(Line("gathered_layer", 2 * per_layer, "ZeRO-3/FSDP: one layer's full weights gathered, and the "
                           "next one prefetched"))  # fmt: skip
     if precision.autocast and arch is not None:
-        matmul = sum(t.elements for t in tensors if _linear(t, roles))
+        # transformers' grouped experts (3-D expert weights) run outside autocast's op list: no copies
+        matmul = sum(t.elements for t in tensors if _linear(t, roles) and not _expert(t))
         if (
             arch.tie_embeddings is not False
             and arch.vocab
-            and not any(roles.get(t.name) == "output_head" for t in tensors)
+            and not any(
+                roles.get(t.name) == "output_head" and len(t.shape) >= 2 and arch.vocab in t.shape for t in tensors
+            )
         ):
             matmul += arch.vocab * arch.hidden  # the tied head's matmul casts the embedding
         if lora is not None:
@@ -1007,6 +1011,10 @@ def _static(
         assumptions.append(f"frozen by {', '.join(options.freeze)}: {len(frozen):,} tensors, "
                            f"{n_all - n_train:,} parameters without gradients or optimizer state")  # fmt: skip
     return _Static(tuple(lines), n_all, n_train, temporaries, tuple(train_tensors), tuple(assumptions))
+
+
+def _expert(t: Tensor) -> bool:
+    return ".experts." in f".{t.name}"
 
 
 def _linear(t: Tensor, roles: Mapping[str, str]) -> bool:
