@@ -254,3 +254,16 @@ def test_trainer_checkpoint_folder_reads_its_config() -> None:
     from ckptscan.analyze import architecture
 
     assert architecture.hf_config(result.inventory)["hidden_size"] == 8
+
+
+def test_moe_activations_follow_top_k_not_the_expert_count() -> None:
+    def moe(experts: int, top_k: int) -> int:
+        config = {**LLAMA, "model_type": "mixtral", "num_local_experts": experts, "num_experts_per_tok": top_k}
+        inventory = packed([tensor("model.embed_tokens.weight", (V, H))], sidecars={"config.json": config})
+        t = _train(inventory, precision="fp32", seq=64)
+        assert t.activations is not None
+        return t.activations.bytes
+
+    per_slot = 64 * ((2 * H + 4 * F) * 4 + 4 + 24)  # one more routed slot per token, per layer
+    assert moe(8, 2) - moe(4, 2) == L * 64 * 4 * 4  # only the router's softmax widens
+    assert moe(8, 3) - moe(8, 2) == L * (per_slot + 64 * (8 + 4))
