@@ -99,6 +99,8 @@ def scan_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensors", action="store_true", help="list every tensor (with --json: also each "
                         "reduction target's plan per tensor)")  # fmt: skip
     parser.add_argument("--explain", action="store_true", help="show each tensor's role and the evidence for it")
+    parser.add_argument("--gpu", metavar="SIZE|NAME", default=None, type=gpu_size,
+                        help="the memory summary says whether it fits this GPU (24GiB, H100, A10G, ...)")  # fmt: skip
     add_reduction_arguments(parser)
     add_fail_on_argument(parser)
     add_stats_arguments(parser)
@@ -340,6 +342,11 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
     training = memory.TrainingOptions()
     inference = memory.InferenceOptions()
     if hasattr(args, "optimizer"):
+        lora = None
+        if args.lora_rank or args.qlora:
+            lora = memory.LoraOptions(rank=args.lora_rank or 16 if args.qlora else args.lora_rank,
+                                      alpha=args.lora_alpha, targets=tuple(args.lora_targets.split(",")),
+                                      quantized_base=args.qlora)  # fmt: skip
         training = memory.TrainingOptions(
             optimizer=args.optimizer,
             precision=args.precision,
@@ -349,12 +356,21 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
             freeze=tuple(args.freeze),
             attention=args.attention,
             optimizer_impl=args.optimizer_impl,
+            device=args.device,
+            padded=args.padded,
+            lora=lora,
+            gpus=args.gpus,
+            sharding=args.sharding,
         )
-        inference = memory.InferenceOptions(batch=args.batch, seq=args.context or args.seq, kv_bytes=args.kv_bytes)
+        inference = memory.InferenceOptions(batch=args.batch, seq=args.context or args.seq, kv_bytes=args.kv_bytes,
+                                            attention=args.attention, device=args.device, padded=args.padded,
+                                            last_token_logits=args.last_token_logits)  # fmt: skip
+    gpu = getattr(args, "gpu", None)
     return AnalysisOptions(
         reduction=reduction.Options(group_size=args.group_size, zero_points=args.zero_points),
         training=training,
         inference=inference,
+        gpu=gpu,
     )
 
 
@@ -751,7 +767,9 @@ def memory_parser() -> argparse.ArgumentParser:
                         choices=[*memory.OPTIMIZERS, *memory.OPTIMIZER_ALIASES], help="default: adamw")  # fmt: skip
     parser.add_argument("--precision", default="bf16-mixed", type=str.lower,
                         choices=[*memory.PRECISIONS, *memory.PRECISION_ALIASES],
-                        help="fp32, fp16-mixed / bf16-mixed (fp32 master weights), bf16-true (pure bf16); "
+                        help="fp32; bf16 = bf16-mixed (autocast, as HF Trainer --bf16 and Lightning bf16-mixed: "
+                        "fp32 weights and gradients, bf16 copies saved); fp16-mixed; bf16-true (pure bf16); "
+                        "bf16-master / fp16-master (ZeRO: 16-bit weights + fp32 master); "
                         "default: bf16-mixed")  # fmt: skip
     parser.add_argument("--batch", type=positive, default=1, help="sequences per step (and KV-cache batch)")
     parser.add_argument("--seq", type=positive, default=None, help="tokens per sequence (default: the model's "
@@ -762,17 +780,51 @@ def memory_parser() -> argparse.ArgumentParser:
     parser.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
                         help="freeze parameters whose name matches this glob (repeatable), "
                         "e.g. 'model.embed_tokens.*'")  # fmt: skip
-    parser.add_argument("--attention", choices=list(memory.ATTENTION), default="sdpa",
-                        help="sdpa: fused kernels keep no s x s matrix (default); eager: they do")  # fmt: skip
+    parser.add_argument("--attention", choices=[*memory.ATTENTION, *memory.ATTENTION_ALIASES], default="auto",
+                        help="auto (default): the SDPA kernel PyTorch picks for the dtype, head layout, mask and "
+                        "device; or force flash, efficient, math, eager")  # fmt: skip
+    parser.add_argument("--device", choices=memory.DEVICES, default="cuda",
+                        help="cuda (default) or cpu: kernel rules and dropout-mask width differ")  # fmt: skip
+    parser.add_argument("--padded", action="store_true",
+                        help="batches carry a padding mask (no flash kernel; K/V heads expanded)")  # fmt: skip
+    parser.add_argument("--last-token-logits", action="store_true",
+                        help="inference: logits for the last position only (generate()), "
+                        "not every position")  # fmt: skip
+    parser.add_argument("--lora-rank", type=positive, default=None, metavar="R",
+                        help="LoRA fine-tuning: the base frozen, rank-R adapters train")  # fmt: skip
+    parser.add_argument("--lora-alpha", type=positive, default=16, help="LoRA alpha (reported; no memory effect)")
+    parser.add_argument("--lora-targets", default=",".join(memory.LORA_DEFAULT_TARGETS), metavar="NAMES",
+                        help="comma-separated module names the adapters wrap (default: q_proj,v_proj)")  # fmt: skip
+    parser.add_argument("--qlora", action="store_true",
+                        help="QLoRA: 4-bit NF4 base (double-quantized), LoRA adapters (rank 16 unless --lora-rank); "
+                        "use with --optimizer paged-adamw-8bit")  # fmt: skip
+    parser.add_argument("--gpus", type=positive, default=1, help="GPUs training together (figures are per GPU)")
+    parser.add_argument("--sharding", default="ddp", type=str.lower,
+                        choices=[*memory.SHARDING, *memory.SHARDING_ALIASES],
+                        help="ddp (default), zero1, zero2, zero3 / fsdp")  # fmt: skip
+    parser.add_argument("--gpu", metavar="SIZE|NAME", default=None, type=gpu_size,
+                        help="answer 'will it fit?': a size (24GiB, 80GB) or a card (H100, A100-40GB, A10G, L4, "
+                        "RTX4090, ...); gives the margin and the largest batch and sequence that fit")  # fmt: skip
     parser.add_argument("--optimizer-impl", choices=list(memory.OPTIMIZER_IMPLS), default="foreach",
                         help="PyTorch Adam/AdamW step: foreach (CUDA default), for-loop, "
                         "fused (no temporaries)")  # fmt: skip
-    parser.add_argument("--kv-bytes", type=positive, default=2, help="bytes per KV-cache element (default 2)")
+    parser.add_argument("--kv-bytes", type=positive, default=None,
+                        help="bytes per KV-cache element (default: the model's compute width: "
+                        "4 for fp32 weights)")  # fmt: skip
     add_reduction_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the scan JSON document, with these memory options")
     parser.add_argument("--no-color", action="store_true", help="plain text output")
     add_remote_arguments(parser)
     return parser
+
+
+def gpu_size(text: str) -> tuple[str, int]:
+    from ckptscan.analyze import memory
+
+    try:
+        return memory.parse_gpu(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive(text: str) -> int:

@@ -35,7 +35,9 @@ CONFIG = {"model_type": "gpt2", "n_layer": L, "n_embd": H, "n_head": A, "vocab_s
 
 
 def _training(inventory: Inventory, **options: Any) -> dict[str, Any]:
-    return analyze(inventory, AnalysisOptions(training=TrainingOptions(**options))).training
+    training = analyze(inventory, AnalysisOptions(training=TrainingOptions(**options))).training
+    assert training is not None
+    return training.as_dict()
 
 
 def _lines(training: dict[str, Any]) -> dict[str, int]:
@@ -45,7 +47,8 @@ def _lines(training: dict[str, Any]) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("optimizer", "precision", "per_param", "per_tensor"),
     [
-        ("adamw", "bf16-mixed", 16, 4),  # ZeRO: 2 + 2 + (4 master + 4 + 4)
+        ("adamw", "bf16-mixed", 16, 4),  # autocast: 4 + 4 + (4 + 4); bf16 copies are a line of their own
+        ("adamw", "bf16-master", 16, 4),  # ZeRO: 2 + 2 + (4 master + 4 + 4)
         ("adam", "fp16-mixed", 16, 4),
         ("adamw", "fp32", 16, 4),  # 4 + 4 + 8
         ("adamw", "bf16-true", 8, 4),  # 2 + 2 + 4
@@ -60,6 +63,7 @@ def test_bytes_per_parameter(optimizer: str, precision: str, per_param: int, per
     lines = _lines(t)
     lines.pop("activations", None)
     lines.pop("loss_gradients", None)
+    lines.pop("weight_copies", None)
     n = t["parameters"]
     n_tensors = len(analyze(inventory).parameters.counted)
     assert sum(lines.values()) == per_param * n + per_tensor * n_tensors
@@ -84,8 +88,7 @@ def test_korthikanti_per_layer_formula() -> None:
                                      dropout=0.1)  # fmt: skip
     s, b, h, a = 512, 2, 1024, 16
     got = activation_bytes(arch, b, s, 2, "eager")
-    assert got["per_layer_bytes"] == 34 * s * b * h + 5 * a * s * s * b + 2 * 2 * s * b * 4
-    assert got["korthikanti_per_layer_bytes"] == 34 * s * b * h + 5 * a * s * s * b
+    assert got.korthikanti_per_layer_bytes == 34 * s * b * h + 5 * a * s * s * b
 
 
 def test_checkpointing_keeps_layer_inputs_and_one_layer() -> None:
@@ -94,7 +97,7 @@ def test_checkpointing_keeps_layer_inputs_and_one_layer() -> None:
     ckpt = _training(inventory, precision="fp32", batch=2, seq=64, checkpointing=True)["activations"]
     sbh = 2 * 64 * H
     outside = full["bytes"] - L * full["per_layer_bytes"]
-    assert ckpt["bytes"] == L * sbh * 4 + full["per_layer_bytes"] + outside
+    assert ckpt["bytes"] == L * sbh * 4 + ckpt["per_layer_bytes"] + outside
     assert full["logits_bytes"] == 4 * 2 * 64 * V
 
 
@@ -106,17 +109,19 @@ def test_freeze_patterns_remove_gradients_state_and_early_activations() -> None:
     assert frozen["trainable_parameters"] < full["trainable_parameters"] == full["parameters"]
     assert frozen["activations"]["layers"] == L - 2
     assert _lines(frozen)["weights"] == _lines(full)["weights"]
-    assert _lines(frozen)["gradients"] == 2 * frozen["trainable_parameters"]
+    assert _lines(frozen)["gradients"] == 4 * frozen["trainable_parameters"]  # autocast: fp32 gradients
 
 
 def test_kv_cache_with_grouped_query_attention() -> None:
     config = {"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
               "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 8192}  # fmt: skip
     inventory = packed([tensor("model.embed_tokens.weight", (16, 16))], sidecars={"config.json": config})
-    inf = analyze(inventory, AnalysisOptions(inference=InferenceOptions(batch=4, seq=2048))).inference
-    assert inf["kv_cache"]["bytes"] == 2 * 32 * 8 * 128 * 2048 * 4 * 2
+    inf = analyze(inventory, AnalysisOptions(inference=InferenceOptions(batch=4, seq=2048, kv_bytes=2))).inference
+    assert inf is not None and inf.kv_cache is not None
+    assert inf.kv_cache.bytes == 2 * 32 * 8 * 128 * 2048 * 4 * 2
     default = analyze(inventory).inference
-    assert default["kv_cache"]["context"] == 8192
+    assert default is not None and default.kv_cache is not None and default.kv_cache.context == 8192
+    assert default.kv_cache.bytes_per_element == 4  # fp32 weights: the KV cache follows the compute dtype
 
 
 def test_architecture_from_config_nested_text_config() -> None:
@@ -153,8 +158,9 @@ def test_architecture_from_shapes_says_what_it_assumed() -> None:
 
 def test_no_architecture_no_activation_or_kv_estimate() -> None:
     a = analyze(packed([tensor("fc.weight", (8, 8))]))
-    assert a.architecture is None and a.inference["kv_cache"] is None and a.training["activations"] is None
-    assert any("architecture unknown" in x for x in a.training["assumptions"])
+    assert a.architecture is None and a.inference is not None and a.training is not None
+    assert a.inference.kv_cache is None and a.training.activations is None
+    assert any("architecture unknown" in x for x in a.training.assumptions)
 
 
 def test_peak_takes_the_larger_end_of_backward_and_the_optimizer_step() -> None:

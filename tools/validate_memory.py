@@ -1,164 +1,140 @@
 #!/usr/bin/env python3
-"""Check ``ckptscan memory``'s training estimates against what PyTorch really allocates.
+"""Check ``ckptscan memory``'s estimates against real ``transformers`` models (``pip install
+"ckptscan[validate]"``: torch, transformers, peft; never a runtime dependency).
 
-For each configuration: build a small GPT-style transformer with plain torch (HF GPT-2 tensor names),
-save it as safetensors with a ``config.json``, ask ``ckptscan memory --json`` for its estimate, then
-train it for a few steps and measure:
+Each scenario builds a small model from a config with random weights (Llama with grouped-query
+attention, GPT-2, BERT, T5, Mixtral), saves it with ``save_pretrained`` (safetensors + config.json),
+asks ckptscan for its estimate (the same code path as ``ckptscan memory --json``), then runs it and
+measures, on the device it runs on:
 
-- weights, gradients, optimizer state: the exact bytes of their storages (each storage once);
+- weights, gradients, optimizer state: the bytes of their storages, each storage once;
 - activations: the bytes autograd saves for backward in one forward pass, seen through
-  ``torch.autograd.graph.saved_tensors_hooks`` (each storage once; parameters and buffers excluded).
-  Not measured under gradient checkpointing, whose own hooks hide the saved tensors;
-- peak: the highest total of live tensor bytes over one whole training step (forward, backward,
-  optimizer step, zero_grad), from the PyTorch profiler's memory timeline (``profile_memory=True``).
-  On a GPU this is what ``torch.cuda.max_memory_allocated`` reports; on a CPU it is the closest
-  measurement PyTorch offers (allocator events of the CPU allocator).
+  ``torch.autograd.graph.saved_tensors_hooks``, each storage once, parameters excluded; the
+  low-precision weight copies autocast saves are counted apart (``weight copies``);
+- peak: on CUDA ``torch.cuda.max_memory_allocated`` over one whole training step (forward, backward,
+  optimizer step) or one prefill forward; on CPU the highest total of live tensor storages over the
+  same step, tracked op by op with a ``TorchDispatchMode`` and weak references to the storages
+  (what ``max_memory_allocated`` counts, minus the CUDA allocator's rounding).
 
-Runs on the GPU when one is available (then ``max_memory_allocated`` is used for the peak), else on
-CPU; it says which. A few minutes on 2 cores.
+On CPU the estimate is asked for the CPU's kernel rules (``--device cpu``): PyTorch's CPU SDPA runs
+its flash kernel where CUDA might run another; the kernel that actually ran is recorded and shown.
 
-    python3 tools/validate_memory.py                 # table on stdout
-    python3 tools/validate_memory.py --markdown      # the table for docs/analysis.md
+    python tools/validate_memory.py                # table on stdout
+    python tools/validate_memory.py --markdown     # the table for docs/memory.md
+    python tools/validate_memory.py --only llama   # scenarios whose name contains this
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import subprocess
+import contextlib
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ckptscan.analyze import memory  # noqa: E402
+from ckptscan.analyze.analysis import AnalysisOptions, analyze  # noqa: E402
+from ckptscan.scan import scan  # noqa: E402
+
+VOCAB = 8192
 
 
 @dataclass(frozen=True)
-class Config:
+class Scenario:
     name: str
-    layers: int = 4
-    hidden: int = 256
-    heads: int = 4
-    kv_heads: int = 4
-    vocab: int = 4096
-    seq: int = 256
-    batch: int = 4
+    model: str  # llama, gpt2, bert, t5, mixtral
+    train: bool = True
+    precision: str = "fp32"  # fp32, bf16-mixed (autocast), bf16-true
     optimizer: str = "adamw"
-    precision: str = "fp32"  # fp32 or bf16-true
-    attention: str = "eager"  # eager or sdpa
+    impl: str = "foreach"
     checkpointing: bool = False
-    optimizer_impl: str = "foreach"  # foreach or for-loop (PyTorch Adam/AdamW)
+    freeze_embeddings: bool = False
+    lora: bool = False
+    batch: int = 4
+    seq: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-CONFIGS = (
-    Config("A: fp32 AdamW, eager attention"),
-    Config("B: fp32 AdamW, SDPA attention", attention="sdpa"),
-    Config("C: fp32 AdamW, GQA 8/2 heads, checkpointing", heads=8, kv_heads=2, checkpointing=True),
-    Config("D: pure bf16 AdamW, 6 layers, seq 512, batch 2", layers=6, seq=512, batch=2, precision="bf16-true"),
-    Config("E: fp32 SGD momentum, hidden 384", hidden=384, heads=6, kv_heads=6, optimizer="sgd-momentum"),
-    Config("F: fp32 Adafactor, seq 128, batch 8", seq=128, batch=8, optimizer="adafactor"),
-    Config(
-        "G: fp32 AdamW (foreach), hidden 512, batch 1 x 32 tokens", hidden=512, heads=8, kv_heads=8, seq=32, batch=1
-    ),
-    Config("H: as G, for-loop AdamW step", hidden=512, heads=8, kv_heads=8, seq=32, batch=1, optimizer_impl="for-loop"),
+SCENARIOS = (
+    Scenario("llama-gqa train fp32 adamw", "llama"),
+    Scenario("llama-gqa train bf16-mixed (autocast) adamw", "llama", precision="bf16-mixed"),
+    Scenario("llama-gqa train bf16-true adamw", "llama", precision="bf16-true"),
+    Scenario("llama-gqa train fp32 checkpointing", "llama", checkpointing=True, batch=8),
+    Scenario("llama-gqa train fp32 frozen embeddings", "llama", freeze_embeddings=True),
+    Scenario("llama-gqa train fp32 sgd-momentum", "llama", optimizer="sgd-momentum"),
+    Scenario("llama-gqa train fp32 adamw for-loop", "llama", impl="for-loop"),
+    Scenario("llama-gqa train fp32 LoRA r8 q,v", "llama", lora=True),
+    Scenario("llama-gqa train bf16-mixed LoRA r8 q,v", "llama", lora=True, precision="bf16-mixed"),
+    Scenario("gpt2 train fp32 adamw (dropout 0.1)", "gpt2"),
+    Scenario("gpt2 train bf16-mixed adamw", "gpt2", precision="bf16-mixed"),
+    Scenario("bert-mlm train fp32 adamw (dropout 0.1)", "bert"),
+    Scenario("t5 train fp32 adamw", "t5", batch=2),
+    Scenario("mixtral-moe train fp32 adamw", "mixtral"),
+    Scenario("mixtral-moe train bf16-true adamw", "mixtral", precision="bf16-true"),
+    Scenario("mixtral-moe train bf16-mixed adamw", "mixtral", precision="bf16-mixed"),
+    Scenario("bert-mlm train bf16-mixed adamw", "bert", precision="bf16-mixed"),
+    Scenario("vit train fp32 adamw (197 patches)", "vit", batch=8, seq=197),
+    Scenario("whisper train fp32 adamw (300 frames, 128 tokens)", "whisper", batch=4, seq=128),
+    Scenario("llama-gqa infer fp32", "llama", train=False, batch=4, seq=512),
+    Scenario("llama-gqa infer bf16", "llama", train=False, precision="bf16-true", batch=4, seq=512),
+    Scenario("gpt2 infer fp32", "gpt2", train=False, batch=4, seq=512),
+    Scenario("bert infer fp32", "bert", train=False, batch=4, seq=512),
+    Scenario("t5 infer fp32 (encoder 256 + decoder 256 tokens)", "t5", train=False, batch=4, seq=256),
+    Scenario("vit infer fp32", "vit", train=False, batch=8, seq=197),
+    Scenario("mixtral-moe infer bf16", "mixtral", train=False, precision="bf16-true", batch=4, seq=512),
 )
 
 
-# -- the model: GPT-2 layout and names; fused QKV projection sized for grouped-query attention -----
+def build(name: str) -> Any:
+    import transformers as T
 
-
-class Block(nn.Module):
-    def __init__(self, c: Config) -> None:
-        super().__init__()
-        self.c = c
-        head_dim = c.hidden // c.heads
-        self.ln_1 = nn.LayerNorm(c.hidden)
-        self.attn = nn.Module()
-        self.attn.c_attn = nn.Linear(c.hidden, c.hidden + 2 * c.kv_heads * head_dim)
-        self.attn.c_proj = nn.Linear(c.hidden, c.hidden)
-        self.ln_2 = nn.LayerNorm(c.hidden)
-        self.mlp = nn.Module()
-        self.mlp.c_fc = nn.Linear(c.hidden, 4 * c.hidden)
-        self.mlp.c_proj = nn.Linear(4 * c.hidden, c.hidden)
-        mask = torch.ones(c.seq, c.seq, dtype=torch.bool).triu(1)
-        self.register_buffer("mask", mask, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.c
-        b, s, h = x.shape
-        d = h // c.heads
-        qkv = self.attn.c_attn(self.ln_1(x))
-        q, k, v = qkv.split([h, c.kv_heads * d, c.kv_heads * d], dim=-1)
-        q = q.view(b, s, c.heads, d).transpose(1, 2)
-        k = k.view(b, s, c.kv_heads, d).transpose(1, 2)
-        v = v.view(b, s, c.kv_heads, d).transpose(1, 2)
-        if c.kv_heads != c.heads:
-            k = k.repeat_interleave(c.heads // c.kv_heads, dim=1)
-            v = v.repeat_interleave(c.heads // c.kv_heads, dim=1)
-        if c.attention == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))
-            y = scores.masked_fill(self.mask[:s, :s], float("-inf")).softmax(-1) @ v
-        x = x + self.attn.c_proj(y.transpose(1, 2).reshape(b, s, h))
-        return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))
-
-
-class GPT(nn.Module):
-    def __init__(self, c: Config) -> None:
-        super().__init__()
-        self.c = c
-        self.transformer = nn.Module()
-        self.transformer.wte = nn.Embedding(c.vocab, c.hidden)
-        self.transformer.wpe = nn.Embedding(c.seq, c.hidden)
-        self.transformer.h = nn.ModuleList(Block(c) for _ in range(c.layers))
-        self.transformer.ln_f = nn.LayerNorm(c.hidden)
-        self.lm_head = nn.Linear(c.hidden, c.vocab, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        t = self.transformer
-        x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
-        for block in t.h:
-            x = checkpoint(block, x, use_reentrant=False) if self.c.checkpointing else block(x)
-        logits = self.lm_head(t.ln_f(x))
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
-
-
-def save_for_ckptscan(model: GPT, c: Config, folder: Path) -> Path:
-    from safetensors.torch import save_model
-
-    path = folder / "model.safetensors"
-    save_model(model, str(path))  # drops the tied lm_head, as save_pretrained does
-    config = {"model_type": "gpt2", "n_layer": c.layers, "n_embd": c.hidden, "n_head": c.heads,
-              "num_key_value_heads": c.kv_heads, "n_inner": 4 * c.hidden, "vocab_size": c.vocab,
-              "n_positions": c.seq, "attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-              "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}  # fmt: skip
-    (folder / "config.json").write_text(json.dumps(config))
-    return path
-
-
-def estimate(path: Path, c: Config) -> dict[str, int]:
-    args = [sys.executable, "-m", "ckptscan", "memory", str(path), "--json", "--optimizer", c.optimizer,
-            "--precision", c.precision, "--batch", str(c.batch), "--seq", str(c.seq),
-            "--attention", c.attention, "--optimizer-impl", c.optimizer_impl]  # fmt: skip
-    if c.checkpointing:
-        args.append("--checkpointing")
-    run = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True)
-    training = json.loads(run.stdout)["results"][0]["memory"]["training"]
-    lines = {line["name"]: line["bytes"] for line in training["lines"]}
-    lines["total"] = training["total_bytes"]
-    lines["sum"] = training["sum_bytes"]
-    return lines
+    if name == "llama":
+        config = T.LlamaConfig(vocab_size=VOCAB, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                               num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024)  # fmt: skip
+        return T.LlamaForCausalLM(config)
+    if name == "gpt2":
+        config = T.GPT2Config(vocab_size=VOCAB, n_embd=256, n_layer=4, n_head=8, n_positions=1024, attn_pdrop=0.0,
+                              bos_token_id=0, eos_token_id=0)  # fmt: skip
+        return T.GPT2LMHeadModel(config)
+    if name == "bert":
+        config = T.BertConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                              intermediate_size=1024, attention_probs_dropout_prob=0.0,
+                              max_position_embeddings=512)  # fmt: skip
+        return T.BertForMaskedLM(config)
+    if name == "t5":
+        config = T.T5Config(vocab_size=VOCAB, d_model=256, d_kv=32, d_ff=1024, num_layers=3, num_decoder_layers=3,
+                            num_heads=8, dropout_rate=0.0)  # fmt: skip
+        return T.T5ForConditionalGeneration(config)
+    if name == "whisper":
+        config = T.WhisperConfig(vocab_size=VOCAB, d_model=256, encoder_layers=2, decoder_layers=2,
+                                 encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=1024,
+                                 decoder_ffn_dim=1024, max_source_positions=150, max_target_positions=256,
+                                 num_mel_bins=80, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                 pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)  # fmt: skip
+        return T.WhisperForConditionalGeneration(config)
+    if name == "vit":
+        config = T.ViTConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024,
+                             image_size=224, patch_size=16, num_labels=10)  # fmt: skip
+        return T.ViTForImageClassification(config)
+    if name == "mixtral":
+        config = T.MixtralConfig(vocab_size=VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=8, num_key_value_heads=2, num_local_experts=4,
+                                 num_experts_per_tok=2, max_position_embeddings=1024)  # fmt: skip
+        return T.MixtralForCausalLM(config)
+    raise ValueError(name)
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -168,128 +144,295 @@ def storage_bytes(tensors: Any) -> int:
     seen: dict[int, int] = {}
     for t in tensors:
         if isinstance(t, torch.Tensor):
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
     return sum(seen.values())
 
 
-def make_optimizer(model: GPT, c: Config) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if c.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=1e-4, foreach=c.optimizer_impl == "foreach")
-    if c.optimizer == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=False)
-    if c.optimizer == "adafactor":
-        return torch.optim.Adafactor(params, lr=1e-3, foreach=False)
-    raise ValueError(c.optimizer)
+class LiveBytes(TorchDispatchMode):
+    """The highest total of live tensor storages, op by op: each new storage is counted once and
+    uncounted when its last reference dies (a weak-reference finalizer)."""
+
+    def __init__(self, existing: Any = ()) -> None:
+        super().__init__()
+        self.sizes: dict[int, int] = {}
+        self.current = self.peak = 0
+        for t in existing:
+            self._add(t)
+
+    def _free(self, key: int) -> None:
+        self.current -= self.sizes.pop(key, 0)
+
+    def _add(self, t: Any) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key in self.sizes or st.nbytes() == 0:
+            return
+        self.sizes[key] = st.nbytes()
+        self.current += st.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(st, self._free, key)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            self._add(t)
+        return out
 
 
-def saved_activation_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd keeps for backward (parameters and buffers excluded)."""
-    exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    exclude |= {b.untyped_storage().data_ptr() for b in model.buffers()}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in exclude and t.device.type != "meta":
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(idx, targets)
-    del loss
-    return sum(kept.values())
-
-
-def step(model: GPT, optimizer: torch.optim.Optimizer, idx: torch.Tensor, targets: torch.Tensor) -> None:
-    model(idx, targets).backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def peak_bytes(model: GPT, optimizer: torch.optim.Optimizer, idx: torch.Tensor, targets: torch.Tensor) -> int:
-    if idx.is_cuda:
+@contextlib.contextmanager
+def peak_meter(device: torch.device, existing: Any) -> Iterator[Callable[[], int]]:
+    if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        step(model, optimizer, idx, targets)
+        yield lambda: int(torch.cuda.max_memory_allocated())
         torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated())
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import MemoryProfileTimeline
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p:
-        step(model, optimizer, idx, targets)
-    _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline(torch.device("cpu"))
-    return max(sum(row) for row in sizes)
+        return
+    meter = LiveBytes(existing)
+    with meter:
+        yield lambda: meter.peak
 
 
-def measure(c: Config, device: torch.device, folder: Path) -> tuple[dict[str, int], dict[str, int]]:
+VIEWS = ("TBackward0", "ViewBackward0", "TransposeBackward0", "UnsafeViewBackward0", "PermuteBackward0",
+         "ExpandBackward0", "AsStridedBackward0", "SelectBackward0")  # fmt: skip
+
+
+def _weight_copy(t: torch.Tensor, frozen_shapes: set[tuple[int, ...]]) -> bool:
+    """A tensor autocast made from a parameter: ToCopy (under views only) straight from AccumulateGrad;
+    for a frozen parameter (no autograd history), a low-precision tensor of a frozen weight's shape."""
+    if t.grad_fn is None:
+        return t.dtype in (torch.bfloat16, torch.float16) and (
+            tuple(t.shape) in frozen_shapes or tuple(reversed(t.shape)) in frozen_shapes
+        )
+    fn = t.grad_fn
+    while fn is not None and fn.name() in VIEWS:
+        fn = fn.next_functions[0][0] if fn.next_functions else None
+    if fn is not None and fn.name() == "ToCopyBackward0":
+        return any(type(n).__name__ == "AccumulateGrad" for n, _ in fn.next_functions if n is not None)
+    return False
+
+
+def saved_bytes(model: Any, run: Callable[[], Any]) -> tuple[int, int, set[str]]:
+    """(activation bytes, weight-copy bytes, kernels) autograd keeps for one forward."""
+    exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    exclude |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    kept: dict[int, tuple[int, bool]] = {}
+    frozen = {tuple(p.shape) for p in model.parameters() if not p.requires_grad and p.dim() >= 2}
+    mixed = [next(model.parameters()).dtype == torch.float32]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() not in exclude and t.device.type != "meta":
+            copy = _weight_copy(t, frozen if mixed[0] else set())
+            kept[st.data_ptr()] = (st.nbytes(), copy or kept.get(st.data_ptr(), (0, False))[1])
+        return t
+
+    with OpNames() as names, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = run()
+    del out
+    acts = sum(n for n, copy in kept.values() if not copy)
+    copies = sum(n for n, copy in kept.values() if copy)
+    return acts, copies, names.kernels
+
+
+class OpNames(TorchDispatchMode):
+    """Which attention kernel ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = str(func)
+        if "flash_attention" in name:
+            self.kernels.add("flash")
+        elif "efficient_attention" in name:
+            self.kernels.add("efficient")
+        elif "_safe_softmax" in name:
+            self.kernels.add("math")
+        return func(*args, **(kwargs or {}))
+
+
+def inputs(sc: Scenario, device: torch.device) -> dict[str, torch.Tensor]:
+    if sc.model == "whisper":
+        features = torch.randn(sc.batch, 80, 300, device=device)
+        ids = torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)
+        return {"input_features": features, "decoder_input_ids": ids, "labels": ids}
+    if sc.model == "vit":
+        pixels = torch.randn(sc.batch, 3, 224, 224, device=device)
+        return {"pixel_values": pixels, "labels": torch.randint(0, 10, (sc.batch,), device=device)}
+    ids = torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)
+    if sc.model == "t5":
+        out = {"input_ids": ids, "decoder_input_ids": torch.randint(0, VOCAB, (sc.batch, sc.seq), device=device)}
+        if sc.train:
+            out["labels"] = ids
+        return out
+    return {"input_ids": ids, "labels": ids} if sc.train else {"input_ids": ids}
+
+
+def make_optimizer(params: list[torch.nn.Parameter], sc: Scenario) -> torch.optim.Optimizer:
+    if sc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, foreach=sc.impl == "foreach")
+    if sc.optimizer == "sgd-momentum":
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=sc.impl == "foreach")
+    raise ValueError(sc.optimizer)
+
+
+def estimate(path: Path, sc: Scenario, device: torch.device) -> memory.TrainingEstimate | memory.InferenceEstimate:
+    result = scan(path)
+    assert result.inventory is not None, result.error
+    dev = "cuda" if device.type == "cuda" else "cpu"
+    freeze = ("model.embed_tokens.*",) if sc.freeze_embeddings else ()
+    lora = memory.LoraOptions(rank=8, alpha=16, targets=("q_proj", "v_proj")) if sc.lora else None
+    training = memory.TrainingOptions(optimizer=sc.optimizer, precision=sc.precision, batch=sc.batch, seq=sc.seq,
+                                      checkpointing=sc.checkpointing, freeze=freeze, optimizer_impl=sc.impl,
+                                      device=dev, lora=lora)  # fmt: skip
+    compute = 4 if sc.precision == "fp32" else 2
+    inference = memory.InferenceOptions(batch=sc.batch, seq=sc.seq, device=dev, compute_bytes=compute)
+    analysis = analyze(result.inventory, AnalysisOptions(training=training, inference=inference))
+    got = analysis.training if sc.train else analysis.inference
+    assert got is not None
+    return got
+
+
+def measure(sc: Scenario, device: torch.device, folder: Path) -> tuple[dict[str, int], dict[str, int], str, str]:
     torch.manual_seed(0)
-    model = GPT(c)
-    path = save_for_ckptscan(model, c, folder)
-    est = estimate(path, c)
-    if c.precision == "bf16-true":
+    model = build(sc.model)
+    model.config.use_cache = True
+    if not sc.train and sc.precision == "bf16-true":
+        model = model.to(torch.bfloat16)  # stored as it runs
+    model.save_pretrained(folder)
+    est = estimate(folder / "model.safetensors", sc, device)
+    if sc.precision == "bf16-true":
         model = model.to(torch.bfloat16)
     model = model.to(device)
-    optimizer = make_optimizer(model, c)
-    idx = torch.randint(0, c.vocab, (c.batch, c.seq), device=device)
-    targets = torch.randint(0, c.vocab, (c.batch, c.seq), device=device)
-    step(model, optimizer, idx, targets)  # creates the optimizer state
-    got = {"weights": storage_bytes(model.parameters())}
-    state = [t for s in optimizer.state.values() for t in s.values()]
-    got["optimizer_state"] = storage_bytes(state)
-    model(idx, targets).backward()
-    got["gradients"] = storage_bytes(p.grad for p in model.parameters())
+    batch = inputs(sc, device)
+    if not sc.train:
+        assert isinstance(est, memory.InferenceEstimate)
+        model.eval()
+        existing = [*model.parameters(), *model.buffers(), *batch.values()]
+        with torch.no_grad(), peak_meter(device, existing) as peak:
+            out = model(**batch, use_cache=sc.model != "bert")
+            measured_peak = peak()
+        kv = storage_bytes(_cache_tensors(getattr(out, "past_key_values", None)))
+        got = {"weights": storage_bytes(model.parameters()), "kv": kv, "peak": measured_peak}
+        ests = {"weights": est.weights_bytes or 0, "kv": est.kv_cache.bytes if est.kv_cache else 0,
+                "peak": est.total_bytes}  # fmt: skip
+        return ests, got, est.kernel or "-", "-"
+    assert isinstance(est, memory.TrainingEstimate)
+    model.train()
+    if sc.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if sc.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    if sc.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, sc)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if sc.precision == "bf16-mixed" else contextlib.nullcontext()
+    )
+
+    def forward() -> Any:
+        with autocast:
+            return model(**batch).loss
+
+    def step() -> None:
+        loss = forward()
+        loss.backward()
+        del loss
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # creates the optimizer state
+    got = {"weights": storage_bytes(params) + storage_bytes(p for p in model.parameters() if not p.requires_grad)}
+    got["optimizer_state"] = storage_bytes(t for s in optimizer.state.values() for t in s.values())
+    loss = forward()
+    loss.backward()
+    del loss
+    got["gradients"] = storage_bytes(p.grad for p in model.parameters() if p.grad is not None)
     optimizer.zero_grad(set_to_none=True)
-    if not c.checkpointing:
-        got["activations"] = saved_activation_bytes(model, idx, targets)
-    got["peak"] = peak_bytes(model, optimizer, idx, targets)
-    return est, got
+    kernels = "-"
+    if not sc.checkpointing:
+        got["activations"], got["weight_copies"], ran = saved_bytes(model, forward)
+        kernels = "+".join(sorted(ran)) or "-"
+    states = [t for s in optimizer.state.values() for t in s.values()]
+    existing = [*model.parameters(), *model.buffers(), *states, *batch.values()]
+    with peak_meter(device, existing) as peak:
+        step()
+        got["peak"] = peak()
+    ests = {
+        "weights": est.line("weights") + est.line("master_weights"),
+        "gradients": est.line("gradients"),
+        "optimizer_state": est.line("optimizer_state"),
+        "activations": est.line("activations"),
+        "weight_copies": est.line("weight_copies"),
+        "peak": est.total_bytes,
+    }
+    return ests, got, est.attention, kernels
 
 
-def error(estimated: int, measured: int) -> str:
-    return f"{(estimated - measured) / measured:+.1%}" if measured else "-"
+def _cache_tensors(cache: Any) -> list[torch.Tensor]:
+    if cache is None:
+        return []
+    out: list[torch.Tensor] = []
+    for layer in getattr(cache, "layers", []):
+        out += [t for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None]
+    for sub in ("self_attention_cache", "cross_attention_cache"):
+        out += _cache_tensors(getattr(cache, sub, None))
+    return out
 
 
-def mb(n: int) -> str:
-    return f"{n / 1e6:,.2f}"
+def error(estimated: int, measured: int) -> float | None:
+    return (estimated - measured) / measured if measured else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--only", help="run only configurations whose name starts with this letter")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
     args = parser.parse_args(argv)
+    import transformers
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = []
+    rows: list[tuple[Scenario, dict[str, int], dict[str, int], str, str]] = []
     started = time.time()
-    for c in CONFIGS:
-        if args.only and not c.name.startswith(args.only):
+    for sc in SCENARIOS:
+        if args.only and args.only not in sc.name:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            est, got = measure(c, device, Path(tmp))
-        rows.append((c, est, got))
-        print(f"{c.name}: done ({time.time() - started:.0f} s)", file=sys.stderr)
+            est, got, assumed, ran = measure(sc, device, Path(tmp))
+        rows.append((sc, est, got, assumed, ran))
+        print(f"{sc.name}: {time.time() - started:.0f} s", file=sys.stderr)
     where = (
-        f"GPU ({torch.cuda.get_device_name()}): peak = torch.cuda.max_memory_allocated"
+        f"GPU {torch.cuda.get_device_name()}: peak = torch.cuda.max_memory_allocated"
         if device.type == "cuda"
-        else "CPU (no GPU available): peak = highest live tensor bytes in the PyTorch profiler's memory timeline"
+        else "CPU (no GPU): peak = highest live tensor-storage bytes, op by op"
     )
-    print(f"torch {torch.__version__}, {where}")
-    header = ["configuration", "part", "estimate (MB)", "measured (MB)", "error"]
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}\n")
+    header = ["scenario", "part", "estimate (MB)", "measured (MB)", "error"]
     table: list[list[str]] = []
-    for c, est, got in rows:
-        weights = est["weights"] + est.get("master_weights", 0)
-        parts = [("weights", weights, got["weights"]), ("gradients", est["gradients"], got["gradients"]),
-                 ("optimizer state", est["optimizer_state"], got["optimizer_state"])]  # fmt: skip
-        if "activations" in got:
-            parts.append(("activations (saved)", est["activations"], got["activations"]))
-        parts.append(("peak", est["total"], got["peak"]))
-        parts.append(("(sum of the lines)", est["sum"], got["peak"]))
-        for i, (part, e, m) in enumerate(parts):
-            table.append([c.name if i == 0 else "", part, mb(e), mb(m), error(e, m)])
+    peaks: list[float] = []
+    for sc, est, got, assumed, ran in rows:
+        first = True
+        for part in ("weights", "gradients", "optimizer_state", "weight_copies", "activations", "kv", "peak"):
+            if part not in got or (part == "weight_copies" and not got[part] and not est[part]):
+                continue
+            e = error(est[part], got[part])
+            label = part.replace("_", " ")
+            if part == "activations":
+                label += f" ({assumed}; ran {ran})"
+            cell = f"{e:+.1%}" if e is not None else "-"
+            if part == "peak":
+                label = f"**{label}**" if args.markdown else label.upper()
+                if e is not None:
+                    peaks.append(e)
+            table.append([sc.name if first else "", label, f"{est[part] / 1e6:,.2f}", f"{got[part] / 1e6:,.2f}", cell])
+            first = False
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
@@ -300,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in [header, *table]:
             cells = zip(row, widths, strict=True)
             print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(cells)))
+    if peaks:
+        print(f"\npeak: {len(peaks)} scenarios, median |error| {statistics.median(abs(p) for p in peaks):.1%}, "
+              f"worst low {min(peaks):+.1%}, worst high {max(peaks):+.1%}")  # fmt: skip
     return 0
 
 

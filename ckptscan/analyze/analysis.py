@@ -7,8 +7,7 @@ the package calls it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from ckptscan.analyze import architecture, memory, overhead, parameters, reduction, roles
 from ckptscan.analyze.roles import Role, RoleDecision
@@ -25,6 +24,8 @@ class AnalysisOptions:
     targets: tuple[str, ...] | None = None
     # inference and training memory estimates (an audit leaves them to `ckptscan memory`)
     memory: bool = True
+    # "will it fit?": (label, bytes) of a GPU; the estimates then carry a memory.Fit
+    gpu: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,8 @@ class Analysis:
     overhead: overhead.Overhead
     targets: list[reduction.Target]
     architecture: architecture.Architecture | None
-    inference: dict[str, Any] | None  # None when not asked for (AnalysisOptions.memory)
-    training: dict[str, Any] | None
+    inference: memory.InferenceEstimate | None  # None when not asked for (AnalysisOptions.memory)
+    training: memory.TrainingEstimate | None
 
 
 def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Analysis:
@@ -55,6 +56,14 @@ def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Ana
     embeddings = frozenset(
         t.name for t, d in zip(inventory.tensors, decisions, strict=True) if d.role is Role.EMBEDDING
     )
+    param_roles = {inventory.tensors[i].name: decisions[i].role.value for i in params.counted}
+    inference = training = None
+    if options.memory:
+        inference = memory.inference(arch, targets, options.inference)
+        training = memory.training(inventory, params, arch, options.training, embeddings, param_roles)
+        if options.gpu is not None:
+            inference, training = _fits(inventory, params, arch, targets, options, embeddings, param_roles,
+                                        inference, training)  # fmt: skip
     return Analysis(
         decisions=decisions,
         by_role=by_role(inventory, decisions),
@@ -62,9 +71,40 @@ def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Ana
         overhead=split,
         targets=targets,
         architecture=arch,
-        inference=memory.inference(arch, targets, options.inference) if options.memory else None,
-        training=memory.training(inventory, params, arch, options.training, embeddings) if options.memory else None,
+        inference=inference,
+        training=training,
     )
+
+
+def _fits(
+    inventory: Inventory,
+    params: parameters.Parameters,
+    arch: architecture.Architecture | None,
+    targets: list[reduction.Target],
+    options: AnalysisOptions,
+    embeddings: frozenset[str],
+    roles: dict[str, str],
+    inference: memory.InferenceEstimate,
+    training: memory.TrainingEstimate,
+) -> tuple[memory.InferenceEstimate, memory.TrainingEstimate]:
+    """Both estimates against the GPU, with the largest batch and sequence that fit each."""
+    assert options.gpu is not None
+    label, capacity = options.gpu
+    inf_opts, train_opts = options.inference, options.training
+
+    def inference_at(batch: int, seq: int) -> int:
+        return memory.inference(arch, targets, replace(inf_opts, batch=batch, seq=seq)).total_bytes
+
+    def training_at(batch: int, seq: int) -> int:
+        opts = replace(train_opts, batch=batch, seq=seq)
+        return memory.training(inventory, params, arch, opts, embeddings, roles).total_bytes
+
+    limit = (arch.context if arch else None) or memory.DEFAULT_INFERENCE_SEQ
+    inf_fit = memory.fit(label, capacity, inference.total_bytes, inference_at, inference.batch,
+                         inference.seq or 1, limit)  # fmt: skip
+    train_fit = memory.fit(label, capacity, training.total_bytes, training_at, training.batch,
+                           training.seq or 1, limit)  # fmt: skip
+    return replace(inference, fit=inf_fit), replace(training, fit=train_fit)
 
 
 def by_role(inventory: Inventory, decisions: list[RoleDecision]) -> dict[str, Count]:

@@ -494,11 +494,12 @@ def _memory_table(analysis: Analysis) -> str:
     inf = analysis.inference
     if not inf:
         return ""
-    kv = inf.get("kv_cache") or {}
-    kv_bytes = int(kv.get("bytes", 0)) if isinstance(kv, Mapping) else 0
-    by_target = dict(inf.get("by_target") or {})
-    if inf.get("weights_bytes") is not None:
-        by_target = {"as stored": int(inf["weights_bytes"]) + kv_bytes, **by_target}
+    kv = inf.kv_cache
+    kv_bytes = kv.bytes if kv is not None else 0
+    dynamic = kv_bytes + inf.activations_bytes
+    by_target = dict(inf.by_target)
+    if inf.weights_bytes is not None:
+        by_target = {"as stored": inf.weights_bytes + dynamic, **by_target}
     names = [n for n in ("as stored", *FIT_TARGETS) if n in by_target]
     headers = [("weights at", False), ("inference memory", True)] + [(f"{g} GB", False) for g in GPU_SIZES_GB]
     rows = []
@@ -510,13 +511,14 @@ def _memory_table(analysis: Analysis) -> str:
         ]
         rows.append([(_e(name), None), (_bytes(need), need), *fits])
     kv_note = (
-        f"KV cache {_bytes(kv_bytes)} ({kv.get('context', 0):,} tokens, batch {kv.get('batch', 1)}) included"
-        if kv_bytes
-        else "no KV cache estimate (architecture unknown)"
+        f"KV cache {_bytes(kv_bytes)} ({kv.context:,} tokens, batch {kv.batch}) and prefill activations "
+        f"{_bytes(inf.activations_bytes)} included"
+        if kv is not None
+        else f"prefill activations {_bytes(inf.activations_bytes)} included; no KV cache estimate"
     )
     return (
-        _table("Memory: will it fit?", headers, rows) + f'<p class="muted">{_e(kv_note)}; weights + KV cache '
-        "only: runtime buffers and activations are not included (`ckptscan memory`).</p>"
+        _table("Memory: will it fit?", headers, rows) + f'<p class="muted">{_e(kv_note)}; the CUDA context and '
+        "allocator slack are not (`ckptscan memory --gpu` keeps a reserve for them).</p>"
     )
 
 

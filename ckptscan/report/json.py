@@ -354,8 +354,8 @@ def memory_dict(analysis: Analysis) -> dict[str, Any] | None:
     arch = analysis.architecture
     return {
         "architecture": arch.as_dict() if arch else None,
-        "inference": {k: v for k, v in analysis.inference.items() if k != "architecture"},
-        "training": analysis.training,
+        "inference": analysis.inference.as_dict(),
+        "training": analysis.training.as_dict(),
     }
 
 

@@ -377,31 +377,55 @@ def memory(inventory: Inventory, analysis: Analysis, options: Options) -> Render
 
 
 def memory_lines(analysis: Analysis) -> list[tuple[str, str]]:
-    """Short lines: inference memory as stored and at a few targets, and one training estimate."""
+    """Short lines: inference memory as stored and at a few targets, one training estimate, and whether
+    they fit the GPU asked for."""
     inf, train = analysis.inference, analysis.training
     assert inf is not None and train is not None, "the terminal report analyzes with memory estimates"
     rows: list[tuple[str, str]] = []
-    kv = inf["kv_cache"]
-    weights = inf["weights_bytes"] or 0
+    kv = inf.kv_cache
+    weights = inf.weights_bytes or 0
     if kv:
-        kv_text = f" + KV cache {human_bytes(kv['bytes'])} (batch {kv['batch']}, {kv['context']:,} tokens)"
-    else:
+        kv_text = f" + KV cache {human_bytes(kv.bytes)} (batch {kv.batch}, {kv.context:,} tokens)"
+    elif analysis.architecture is None:
         kv_text = " [dim](no KV cache: architecture unknown)[/dim]"
-    rows.append(("inference", f"weights {human_bytes(weights)}{kv_text} = {human_bytes(inf['total_bytes'])}"))
-    at = [f"{name} {human_bytes(inf['by_target'][name])}" for name in ("bf16", "int8", "int4", "Q4_K_M")
-          if name in inf["by_target"]]  # fmt: skip
+    else:
+        kv_text = ""
+    if inf.activations_bytes:
+        kv_text += f" + activations {human_bytes(inf.activations_bytes)}"
+    rows.append(("inference", f"weights {human_bytes(weights)}{kv_text} = {human_bytes(inf.total_bytes)}"))
+    at = [f"{name} {human_bytes(inf.by_target[name])}" for name in ("bf16", "int8", "int4", "Q4_K_M")
+          if name in inf.by_target]  # fmt: skip
     if at:
         rows.append(("", "[dim]at " + ", ".join(at) + "[/dim]"))
-    parts = ", ".join(f"{line['name'].replace('_', ' ')} {human_bytes(line['bytes'])}" for line in train["lines"])
-    setup = f"{train['optimizer']}, {train['precision']}"
-    if train["seq"]:
-        setup += f", batch {train['batch']} x {train['seq']:,} tokens"
-    rows.append(("training", f"peak {human_bytes(train['total_bytes'])} ({setup}): {parts}"))
-    if train["activations"] is None:
+    parts = ", ".join(f"{line.name.replace('_', ' ')} {human_bytes(line.bytes)}" for line in train.lines)
+    setup = f"{train.optimizer}, {train.precision}"
+    if train.seq:
+        setup += f", batch {train.batch} x {train.seq:,} tokens, {train.attention} attention"
+    rows.append(("training", f"peak {human_bytes(train.total_bytes)} ({setup}): {parts}"))
+    if train.activations is None:
         rows.append(("", "[dim]activations not estimated: architecture unknown[/dim]"))
-    rows.append(("", "[dim]`ckptscan memory PATH --help` for other optimizers, precisions, batch and "
-                     "sequence; assumptions in --json[/dim]"))  # fmt: skip
+    for label, fit in (("fits?", inf.fit), ("", train.fit)):
+        if fit is not None:
+            rows.append((label, fit_text(fit, "inference" if fit is inf.fit else "training")))
+    rows.append(("", "[dim]`ckptscan memory PATH --help` for other optimizers, precisions, batch, sequence and "
+                     "--gpu; assumptions in --json[/dim]"))  # fmt: skip
     return rows
+
+
+def fit_text(fit: Any, what: str) -> str:
+    """``training on 24GiB: fits, 3.1 GiB to spare; up to batch 6 (seq 2,048), seq 8,192 (batch 1)``."""
+    usable = fit.capacity_bytes - fit.reserve_bytes
+    if fit.fits:
+        verdict = f"[green]fits[/green], {human_bytes(fit.margin_bytes)} to spare of {human_bytes(usable)}"
+    else:
+        verdict = f"[red]does not fit[/red]: {human_bytes(-fit.margin_bytes)} over {human_bytes(usable)}"
+    largest = []
+    if fit.max_batch is not None:
+        largest.append(f"batch {fit.max_batch:,}")
+    if fit.max_seq is not None:
+        largest.append(f"seq {fit.max_seq:,}" + (" (the model's context)" if fit.max_seq == fit.seq_limit else ""))
+    tail = "; largest that fit: " + ", ".join(largest) if largest else "; not even batch 1 x 1 token fits"
+    return f"{what} on {fit.gpu}: {verdict}{tail}"
 
 
 def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
@@ -421,44 +445,59 @@ def memory_report(reports: Iterable[ModelReport]) -> list[RenderableType]:
             continue
         arch = analysis.architecture
         if arch is not None:
+            moe = f", {arch.experts} experts (top-{arch.experts_per_token})" if arch.experts else ""
+            enc = f", encoder {arch.encoder_layers} layers" if arch.encoder_layers else ""
             out.append(Text(
-                f"architecture ({clean(arch.source)}): {arch.layers} layers, hidden {arch.hidden}, {arch.heads} heads, "
-                f"{arch.kv_heads} KV heads x {arch.head_dim}, FFN {arch.ffn}{' gated' if arch.gated_mlp else ''}, "
-                f"vocab {arch.vocab:,}, context {arch.context or 'unknown'}"
+                f"architecture ({clean(arch.source)}{', a guess' if arch.guessed else ''}): "
+                f"{arch.kind} {arch.modality}, "
+                f"{arch.layers} layers{enc}, hidden {arch.hidden}, {arch.heads} heads, {arch.kv_heads} KV heads x "
+                f"{arch.head_dim}, FFN {arch.ffn}{' gated' if arch.gated_mlp else ''}{moe}, vocab {arch.vocab:,}, "
+                f"context {arch.context or 'unknown'}"
             ))  # fmt: skip
         inf, train = analysis.inference, analysis.training
         assert inf is not None and train is not None, "the memory command analyzes with memory estimates"
-        kv = inf["kv_cache"]
-        table = Table(title="Inference", title_justify="left", title_style="bold", show_edge=False)
+        kv = inf.kv_cache
+        table = Table(title=f"Inference (prefill, batch {inf.batch} x {inf.seq or '?'} tokens, {inf.compute_bytes * 8}"
+                      f"-bit compute{', ' + inf.kernel + ' attention' if inf.kernel else ''})", title_justify="left",
+                      title_style="bold", show_edge=False)  # fmt: skip
         table.add_column("weights at")
         table.add_column("weights", justify="right")
         table.add_column("KV cache", justify="right")
+        table.add_column("activations", justify="right")
         table.add_column("total", justify="right")
-        kv_bytes = kv["bytes"] if kv else 0
-        weights = {"as stored": inf["weights_bytes"] or 0}
-        weights.update({name: total - kv_bytes for name, total in inf["by_target"].items()})
+        kv_bytes = kv.bytes if kv else 0
+        dynamic = kv_bytes + inf.activations_bytes
+        weights = {"as stored": inf.weights_bytes or 0}
+        weights.update({name: total - dynamic for name, total in inf.by_target.items()})
         for name, nbytes in weights.items():
-            table.add_row(
-                name, human_bytes(nbytes), human_bytes(kv_bytes) if kv else "-", human_bytes(nbytes + kv_bytes)
-            )
+            table.add_row(name, human_bytes(nbytes), human_bytes(kv_bytes) if kv else "-",
+                          human_bytes(inf.activations_bytes), human_bytes(nbytes + dynamic))  # fmt: skip
         out.append(table)
         if kv:
-            out.append(Text(f"KV cache: {clean(kv['formula'])}", style="dim"))
-        table = Table(title=f"Training: {train['optimizer']}, {train['precision']}, batch {train['batch']}"
-                      + (f" x {train['seq']:,} tokens" if train["seq"] else "")
-                      + (", gradient checkpointing" if train["checkpointing"] else ""),
+            out.append(Text(f"KV cache: {clean(kv.formula)}", style="dim"))
+        if inf.fit is not None:
+            out.append(Text.from_markup(fit_text(inf.fit, "inference")))
+        table = Table(title=f"Training: {train.optimizer}, {train.precision}, batch {train.batch}"
+                      + (f" x {train.seq:,} tokens" if train.seq else "")
+                      + (f", {train.attention} attention" if train.activations else "")
+                      + (", gradient checkpointing" if train.checkpointing else "")
+                      + (f", {train.gpus} GPUs {train.sharding}" if train.gpus > 1 else ""),
                       title_justify="left", title_style="bold", show_edge=False)  # fmt: skip
         table.add_column("part")
         table.add_column("bytes", justify="right")
         table.add_column("how", overflow="fold", style="dim")
-        for line in train["lines"]:
-            table.add_row(line["name"].replace("_", " "), _bytes_exact(line["bytes"]), safe(line["formula"]))
-        table.add_row("sum of the lines", _bytes_exact(train["sum_bytes"]), "every line at once: an upper bound")
-        table.add_row("[bold]peak[/bold]", f"[bold]{_bytes_exact(train['total_bytes'])}[/bold]", train["peak_formula"])
+        for line in train.lines:
+            table.add_row(line.name.replace("_", " "), _bytes_exact(line.bytes), safe(line.formula))
+        table.add_row("sum of the lines", _bytes_exact(train.sum_bytes), "every line at once: an upper bound")
+        table.add_row("[bold]peak[/bold]", f"[bold]{_bytes_exact(train.total_bytes)}[/bold]", train.peak_formula)
         out.append(table)
-        trainable = train["trainable_parameters"]
-        out.append(Text(f"parameters {train['parameters']:,}, trainable {trainable:,}", style="dim"))
-        assumptions = list(dict.fromkeys([*inf["assumptions"], *train["assumptions"]]))
+        if train.activations is not None and train.activations.terms:
+            terms = ", ".join(f"{t.name} {human_bytes(t.bytes)}" for t in train.activations.terms)
+            out.append(Text(f"activations by kind: {terms}", style="dim"))
+        if train.fit is not None:
+            out.append(Text.from_markup(fit_text(train.fit, "training")))
+        out.append(Text(f"parameters {train.parameters:,}, trainable {train.trainable_parameters:,}", style="dim"))
+        assumptions = list(dict.fromkeys([*inf.assumptions, *train.assumptions]))
         out.append(Text("assumptions:\n" + "\n".join(f"  - {clean(a)}" for a in assumptions), style="dim"))
         out.append(Text(""))
     return out
