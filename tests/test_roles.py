@@ -85,6 +85,7 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
     ("transformer.h.0.attn.bias", (1, 1, 8, 8), "BOOL", {}, [], Role.BUFFER, "causal-mask", "attention mask"),
     ("rope_freqs.weight", (32,), "F32", {}, [], Role.BUFFER, "rotary-module", None),
     ("final_logits_bias", (1, 100), "F32", {}, [], Role.BUFFER, "buffer-leaf", None),
+    ("model.layers.1.mlp.gate.e_score_correction_bias", (8,), "F32", {}, [], Role.BUFFER, "buffer-leaf", None),
     ("bn1.weight", (8,), "F32", {}, ["bn1.running_mean", "bn1.running_var", "layer2.bn.num_batches_tracked"],
      Role.BUFFER, "frozen-batchnorm", "frozen batchnorm weight"),
     ("pos_embed.pos_embed", (1, 16, 8), "F32", {}, [], Role.BUFFER, "fixed-position-table", None),
@@ -111,6 +112,7 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], list[str], Role, st
      "norm-shift"),
     ("blocks.0.ls1.gamma", (8,), "F32", {}, [], Role.WEIGHT, "layer-scale", "scale"),
     ("logit_scale", (), "F32", {}, [], Role.WEIGHT, "learned-scale", "scale"),
+    ("model.layers.0.self_attn.sinks", (8,), "BF16", {}, [], Role.WEIGHT, "learned-scale", None),
     ("encoder.stages.0.layers.0.layer_scale_parameter", (8,), "F32", {}, [], Role.WEIGHT, "learned-scale", None),
     # 5. embeddings
     ("layers/words/vars/0", (100, 8), "F32", {"attrs": {"layer_class": "Embedding"}}, [], Role.EMBEDDING,

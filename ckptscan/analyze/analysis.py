@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckptscan.analyze import architecture, memory, overhead, parameters, reduction, roles
+from ckptscan.analyze import architecture, memory, moe, overhead, parameters, reduction, roles
+from ckptscan.analyze.moe import MoE
 from ckptscan.analyze.roles import Role, RoleDecision
 from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Inventory
@@ -37,6 +38,7 @@ class Analysis:
     architecture: architecture.Architecture | None
     inference: dict[str, Any] | None  # None when not asked for (AnalysisOptions.memory)
     training: dict[str, Any] | None
+    moe: MoE | None = None  # routed experts: total vs active parameters, expert vs shared bytes
 
 
 _last: list[tuple[Inventory, AnalysisOptions, Analysis]] = []
@@ -75,6 +77,7 @@ def _analyze(inventory: Inventory, options: AnalysisOptions) -> Analysis:
         architecture=arch,
         inference=memory.inference(arch, targets, options.inference) if options.memory else None,
         training=memory.training(inventory, params, arch, options.training, embeddings) if options.memory else None,
+        moe=moe.detect(inventory, params, arch),
     )
 
 

@@ -624,6 +624,7 @@ BUFFER_LEAVES = {
     "attention_mask": "attention mask",
     "mask": "mask",
     "masked_bias": "attention mask",
+    "e_score_correction_bias": "router score correction (DeepSeek-V3 registers it as a buffer)",
     "final_logits_bias": "logits bias (BART/Marian/Pegasus register it as a buffer of zeros)",
     "relative_position_index": "relative position index",
     "_float_tensor": "dtype marker",
@@ -646,7 +647,7 @@ LEARNED_TOKENS = {"cls_token": "class token", "dist_token": "distillation token"
                   "pos_embedding": "position", "position_embedding": "position",
                   "relative_position_bias_table": "relative position"}  # fmt: skip
 # learned scales that are neither a norm nor a matrix: CLIP's temperature, ConvNeXt/BEiT layer scale
-LEARNED_SCALES = ("logit_scale", "layer_scale_parameter", "gamma_1", "gamma_2", "lambda_1", "lambda_2")
+LEARNED_SCALES = ("logit_scale", "layer_scale_parameter", "gamma_1", "gamma_2", "lambda_1", "lambda_2", "sinks")
 # MoE expert banks: every expert's matrix in one 3-D tensor [experts, out, in] (transformers 5 ``experts``)
 EXPERT_MODULES = ("experts",)
 
@@ -794,7 +795,7 @@ RULES: tuple[Rule, ...] = (
     Rule("layer-scale", leaf_in(["gamma"]), R.WEIGHT, "scale",
          "a learned scale named `gamma` with no `beta` beside it (LayerScale, or a norm without shift)"),
     Rule("learned-scale", leaf_in(LEARNED_SCALES), R.WEIGHT, "scale",
-         "named `{match}`: a learned scale (temperature or layer scale)"),
+         "named `{match}`: a learned scale or logit (temperature, layer scale, GPT-OSS attention sinks)"),
     # 5. embeddings
     Rule("keras-embedding-layer", attr_matches("layer_class", r"Embedding"), R.EMBEDDING, "token",
          "the table of a Keras `Embedding` layer"),
