@@ -253,6 +253,9 @@ def parameters_dict(analysis: Analysis) -> dict[str, Any]:
         "duplicate_copies": list(p.duplicate_copies),
         "excluded": {role: count_dict(c) for role, c in p.excluded.items()},
         "notes": list(p.notes),
+        "uncertain": {**count_dict(p.uncertain), "names": list(p.uncertain_names)},
+        "packed": {**count_dict(p.packed), "bits": p.packed_bits},
+        "moe": analysis.moe.as_dict() if analysis.moe is not None else None,
     }
 
 

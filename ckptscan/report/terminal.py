@@ -258,12 +258,21 @@ def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
         return None
     from rich.table import Table
 
-    p = _analysis(inventory, options).parameters
+    analysis = _analysis(inventory, options)
+    p = analysis.parameters
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     shared = f", {p.repeated_entries:,} entries repeat bytes counted once" if p.repeated_entries else ""
     grid.add_row("parameters", f"{_with_human(p.total)} in {p.tensors:,} tensors ({human_bytes(p.bytes)}){shared}")
+    moe = analysis.moe
+    if moe is not None:
+        routing = f"{moe.experts_per_token} of {moe.experts}" if moe.experts_per_token else f"? of {moe.experts}"
+        active = _with_human(moe.active) if moe.active is not None else "unknown"
+        grid.add_row("active / token", f"{active} (MoE: {routing} routed experts per token)")
+        grid.add_row("experts", f"{_with_human(moe.expert_parameters)} in {moe.expert_tensors:,} tensors "
+                     f"({human_bytes(moe.expert_bytes)}); shared {_with_human(moe.shared_parameters)} "
+                     f"({human_bytes(moe.shared_bytes)})")  # fmt: skip
     for tie in p.ties:
         head = tie.head or "output head (not stored)"
         grid.add_row("tied", f"{head} = {tie.embedding}  [dim]{tie.evidence}[/dim]")
