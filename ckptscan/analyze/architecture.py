@@ -3,7 +3,9 @@ GGUF metadata, or, failing both, from the tensor shapes (saying what had to be a
 
 Only what the estimates need: layers, hidden size, attention heads and key/value heads (grouped-query
 attention), head size, feed-forward size and whether it is gated (SwiGLU), vocabulary, context
-length, the norm kind and the dropout probability.
+length, the norm kind and the dropout probability; the layout of the stacks (decoder-only,
+encoder-only, encoder-decoder), the modality (text, vision: patches, audio: frames), mixture-of-experts
+routing and, for multimodal configs, the vision tower.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ckptscan.analyze.roles import name_parts
@@ -29,6 +31,20 @@ ATTENTION_K = frozenset({"k_proj", "attn_k", "key", "wk", "k"})
 ATTENTION_Q = frozenset({"q_proj", "attn_q", "query", "wq", "q"})
 FUSED_QKV = frozenset({"c_attn", "attn_qkv", "qkv_proj", "query_key_value", "qkv", "wqkv", "in_proj"})
 MLP_UP = frozenset({"up_proj", "ffn_up", "c_fc", "fc1", "dense_h_to_4h", "w1", "wi", "intermediate", "lin1"})
+# model types whose transformer is an encoder only (no causal mask, no KV cache, no LM head over every token)
+ENCODER_MODEL_TYPES = frozenset(
+    {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta", "camembert",
+     "mpnet", "modernbert", "nomic_bert", "nomic-bert", "jina-bert-v2", "xlm-roberta-xl", "ernie", "megatron-bert",
+     "vit", "deit", "beit", "dinov2", "vit_mae", "clip_vision_model", "siglip_vision_model", "wav2vec2", "hubert",
+     "wavlm", "data2vec-audio", "data2vec-text", "data2vec-vision"}
+)  # fmt: skip
+VISION_MODEL_TYPES = frozenset({"vit", "deit", "beit", "dinov2", "vit_mae", "clip_vision_model",
+                                "siglip_vision_model", "data2vec-vision", "swin", "convnext"})  # fmt: skip
+AUDIO_MODEL_TYPES = frozenset({"whisper", "wav2vec2", "hubert", "wavlm", "data2vec-audio", "speech_to_text",
+                               "seamless_m4t"})  # fmt: skip
+GGUF_ENCODER_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
+KINDS = ("decoder-only", "encoder-only", "encoder-decoder")
+MODALITIES = ("text", "vision", "audio", "multimodal")
 DROPOUT_KEYS = ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout",
                 "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
                 "attention_probs_dropout")  # fmt: skip
@@ -49,6 +65,35 @@ class Architecture:
     norm: str  # "layernorm" or "rmsnorm"
     dropout: float  # the largest dropout probability the config sets (0 when none)
     assumptions: tuple[str, ...] = ()
+    # stacks: for "encoder-decoder", ``layers`` is the decoder's and ``encoder_layers`` the encoder's; for
+    # "encoder-only", ``layers`` is the encoder's and nothing is generated (no KV cache)
+    kind: str = "decoder-only"
+    encoder_layers: int = 0
+    modality: str = "text"  # "text", "vision" (image patches), "audio" (frames), "multimodal" (see ``vision``)
+    model_type: str = ""  # the config's model_type / GGUF general.architecture ("" from shapes)
+    activation: str = ""  # hidden_act as the config names it ("" when unknown)
+    # mixture of experts: None when the model is dense
+    experts: int | None = None  # routed experts per MoE layer (num_local_experts / num_experts)
+    experts_per_token: int | None = None  # num_experts_per_tok (top-k)
+    shared_experts: int | None = None  # experts every token goes through (DeepSeek n_shared_experts, Qwen-MoE: 1)
+    expert_ffn: int | None = None  # width of one expert's MLP (moe_intermediate_size; Mixtral: intermediate_size)
+    shared_expert_ffn: int | None = None  # width of the shared expert(s) MLP, all together
+    dense_layers: int = 0  # leading layers with a dense MLP (DeepSeek first_k_dense_replace)
+    # inputs that are not tokens: the encoder sequence they make
+    image_size: int | None = None
+    patch_size: int | None = None
+    encoder_seq: int | None = None  # tokens the encoder sees (ViT: patches + 1; Whisper: max_source_positions)
+    tie_embeddings: bool | None = None
+    vision: Architecture | None = None  # the vision tower of a multimodal model (nested vision_config)
+
+    @property
+    def moe(self) -> bool:
+        return bool(self.experts)
+
+    @property
+    def guessed(self) -> bool:
+        """True when the shape of the model was read off tensor shapes (heads and more assumed)."""
+        return self.source == "tensor shapes"
 
     @property
     def kv_dim(self) -> int:
@@ -74,6 +119,23 @@ class Architecture:
             "norm": self.norm,
             "dropout": self.dropout,
             "assumptions": list(self.assumptions),
+            "kind": self.kind,
+            "encoder_layers": self.encoder_layers,
+            "modality": self.modality,
+            "model_type": self.model_type,
+            "activation": self.activation,
+            "experts": self.experts,
+            "experts_per_token": self.experts_per_token,
+            "shared_experts": self.shared_experts,
+            "expert_ffn_size": self.expert_ffn,
+            "shared_expert_ffn_size": self.shared_expert_ffn,
+            "dense_layers": self.dense_layers,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "encoder_seq": self.encoder_seq,
+            "tie_embeddings": self.tie_embeddings,
+            "guessed": self.guessed,
+            "vision": self.vision.as_dict() if self.vision is not None else None,
         }
 
 
@@ -87,6 +149,11 @@ def hf_config(inventory: Inventory) -> Mapping[str, Any]:
         if isinstance(text, Mapping):
             return {**{k: v for k, v in config.items() if k != "text_config"}, **text}
     return config
+
+
+def _raw_config(inventory: Inventory) -> Mapping[str, Any]:
+    config = inventory.sidecars.get(CONFIG)
+    return config if isinstance(config, Mapping) else {}
 
 
 def tie_word_embeddings(inventory: Inventory) -> bool | None:
@@ -115,32 +182,105 @@ def _first_int(config: Mapping[str, Any], *keys: str) -> int | None:
 
 
 def _from_config(inventory: Inventory) -> Architecture | None:
+    raw = _raw_config(inventory)
     config = hf_config(inventory)
-    layers = _first_int(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    found = _arch_from_config(config, inventory)
+    vision_config = raw.get("vision_config")
+    vision = _arch_from_config(vision_config, None) if isinstance(vision_config, Mapping) else None
+    if vision is not None:
+        vision = replace(vision, kind="encoder-only", modality="vision", vocab=0)
+    if found is None:
+        return vision
+    if vision is not None:
+        found = replace(found, modality="multimodal", vision=vision)
+    return found
+
+
+def _number(config: Mapping[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _arch_from_config(config: Mapping[str, Any], inventory: Inventory | None) -> Architecture | None:
+    model_type = str(config.get("model_type", ""))
+    encoder_decoder = config.get("is_encoder_decoder") is True
+    if encoder_decoder:
+        layers = _first_int(config, "num_decoder_layers", "decoder_layers", "num_layers", "num_hidden_layers",
+                            "n_layer")  # fmt: skip
+        encoder_layers = _first_int(config, "encoder_layers", "num_layers", "num_hidden_layers") or 0
+        heads = _first_int(config, "decoder_attention_heads", "num_heads", "num_attention_heads", "n_head")
+    else:
+        layers = _first_int(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+        encoder_layers = 0
+        heads = _first_int(config, "num_attention_heads", "n_head", "num_heads", "n_heads")
     hidden = _first_int(config, "hidden_size", "n_embd", "d_model", "dim", "model_dim")
-    heads = _first_int(config, "num_attention_heads", "n_head", "num_heads", "n_heads")
     if layers is None or hidden is None or heads is None:
         return None
     assumptions: list[str] = []
     kv_heads = _first_int(config, "num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_head_kv")
     if kv_heads is None:
         kv_heads = 1 if config.get("multi_query") is True else heads
-    head_dim = _first_int(config, "head_dim", "kv_channels") or hidden // heads
-    ffn = _first_int(config, "intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size", "encoder_ffn_dim")
+    head_dim = _first_int(config, "head_dim", "kv_channels", "d_kv") or hidden // heads
+    ffn = _first_int(config, "intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size", "decoder_ffn_dim",
+                     "encoder_ffn_dim", "hidden_dim")  # fmt: skip
     if ffn is None:
         ffn = 4 * hidden
         assumptions.append("feed-forward size not in config.json: assumed 4 x hidden")
-    vocab = _first_int(config, "vocab_size", "padded_vocab_size") or _vocab_from_tensors(inventory) or 0
-    if not vocab:
+    vision = model_type in VISION_MODEL_TYPES or ("image_size" in config and "patch_size" in config)
+    vocab = _first_int(config, "vocab_size", "padded_vocab_size")
+    if vocab is None and inventory is not None and not vision:
+        vocab = _vocab_from_tensors(inventory)
+    if not vocab and not vision:
         assumptions.append("vocabulary size unknown: logits not counted")
-    model_type = str(config.get("model_type", ""))
-    gated = _gated_from_tensors(inventory)
+    activation = str(config.get("hidden_act") or config.get("activation_function") or config.get("feed_forward_proj")
+                     or config.get("hidden_activation") or "")  # fmt: skip
+    gated = _gated_from_tensors(inventory) if inventory is not None else None
     if gated is None:
-        gated = model_type in GATED_MODEL_TYPES or "glu" in str(config.get("hidden_act", "")).lower()
-    norm = "rmsnorm" if "rms_norm_eps" in config or model_type in GATED_MODEL_TYPES else "layernorm"
+        gated = model_type in GATED_MODEL_TYPES or "glu" in activation.lower() or activation.startswith("gated-")
+    norm = "rmsnorm" if "rms_norm_eps" in config or model_type in GATED_MODEL_TYPES or model_type in (
+        "t5", "mt5", "umt5") else "layernorm"  # fmt: skip
     dropouts = [
         float(v) for k in DROPOUT_KEYS if isinstance(v := config.get(k), (int, float)) and not isinstance(v, bool)
     ]
+    if model_type.startswith("t5") or model_type in ("mt5", "umt5"):
+        dropouts.append(_number(config, "dropout_rate") or 0.0)
+    if encoder_decoder:
+        kind = "encoder-decoder"
+    elif model_type in ENCODER_MODEL_TYPES or vision or _encoder_architectures(config):
+        kind = "encoder-only"
+    else:
+        kind = "decoder-only"
+    modality = "vision" if vision else "audio" if model_type in AUDIO_MODEL_TYPES else "text"
+    image_size, patch_size = _first_int(config, "image_size"), _first_int(config, "patch_size")
+    encoder_seq = None
+    if vision and image_size and patch_size:
+        encoder_seq = (image_size // patch_size) ** 2 + (0 if model_type.startswith("siglip") else 1)
+    elif modality == "audio":
+        encoder_seq = _first_int(config, "max_source_positions")
+    experts = _first_int(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    if experts is not None and experts <= 1:
+        experts = None
+    per_token = _first_int(config, "num_experts_per_tok", "moe_top_k", "top_k") if experts else None
+    shared = _first_int(config, "n_shared_experts", "num_shared_experts") if experts else None
+    shared_ffn = _first_int(config, "shared_expert_intermediate_size") if experts else None
+    expert_ffn = _first_int(config, "moe_intermediate_size", "expert_intermediate_size") if experts else None
+    if experts:
+        expert_ffn = expert_ffn or ffn
+        if shared_ffn and not shared:
+            shared = 1  # Qwen-MoE: one shared expert of shared_expert_intermediate_size
+        if shared and not shared_ffn:
+            shared_ffn = shared * expert_ffn
+        if per_token is None:
+            per_token = 2
+            assumptions.append("experts per token not in config.json: assumed 2")
+    context = _first_int(config, "max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
+                         "max_target_positions")  # fmt: skip
+    if vision and encoder_seq:
+        context = encoder_seq
+    tie = config.get("tie_word_embeddings")
     return Architecture(
         source=CONFIG,
         layers=layers,
@@ -150,12 +290,37 @@ def _from_config(inventory: Inventory) -> Architecture | None:
         head_dim=head_dim,
         ffn=ffn,
         gated_mlp=gated,
-        vocab=vocab,
-        context=_first_int(config, "max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"),
+        vocab=0 if vision else vocab or 0,
+        context=context,
         norm=norm,
         dropout=max(dropouts, default=0.0),
         assumptions=tuple(assumptions),
+        kind=kind,
+        encoder_layers=encoder_layers if encoder_decoder else 0,
+        modality=modality,
+        model_type=model_type,
+        activation=activation,
+        experts=experts,
+        experts_per_token=per_token,
+        shared_experts=shared,
+        expert_ffn=expert_ffn,
+        shared_expert_ffn=shared_ffn,
+        dense_layers=_first_int(config, "first_k_dense_replace") or 0 if experts else 0,
+        image_size=image_size if vision else None,
+        patch_size=patch_size if vision else None,
+        encoder_seq=encoder_seq,
+        tie_embeddings=tie if isinstance(tie, bool) else None,
     )
+
+
+def _encoder_architectures(config: Mapping[str, Any]) -> bool:
+    """HF ``architectures`` naming an encoder head (``BertForMaskedLM``, ``...ForSequenceClassification``)."""
+    names = config.get("architectures")
+    if not isinstance(names, list) or not names:
+        return False
+    heads = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForImageClassification",
+             "ForQuestionAnswering", "ForMultipleChoice")  # fmt: skip
+    return all(isinstance(n, str) and n.endswith(heads) for n in names) and not any("CausalLM" in str(n) for n in names)
 
 
 # -- GGUF metadata -------------------------------------------------------------------------------
@@ -193,6 +358,20 @@ def _from_gguf(inventory: Inventory) -> Architecture | None:
     vocab = vocab or _vocab_from_tensors(inventory) or 0
     gated = _gated_from_tensors(inventory)
     rms = f"{arch}.attention.layer_norm_rms_epsilon" in kv
+    experts = _gguf_int(kv, f"{arch}.expert_count")
+    experts = experts if experts and experts > 1 else None
+    expert_ffn = _gguf_int(kv, f"{arch}.expert_feed_forward_length") if experts else None
+    shared = _gguf_int(kv, f"{arch}.expert_shared_count") if experts else None
+    shared_ffn = _gguf_int(kv, f"{arch}.expert_shared_feed_forward_length") if experts else None
+    if experts:
+        expert_ffn = expert_ffn or ffn
+        if shared_ffn and not shared:
+            shared = 1
+        if shared and not shared_ffn:
+            shared_ffn = shared * expert_ffn
+    encoder = arch in GGUF_ENCODER_ARCHS or kv.get(f"{arch}.attention.causal") is False
+    decoder_start = f"{arch}.decoder_start_token_id" in kv or arch == "t5"
+    kind = "encoder-decoder" if decoder_start else "encoder-only" if encoder else "decoder-only"
     return Architecture(
         source="gguf metadata",
         layers=layers,
@@ -207,6 +386,15 @@ def _from_gguf(inventory: Inventory) -> Architecture | None:
         norm="rmsnorm" if rms else "layernorm",
         dropout=0.0,
         assumptions=tuple(assumptions),
+        kind=kind,
+        encoder_layers=layers if kind == "encoder-decoder" else 0,
+        model_type=arch,
+        experts=experts,
+        experts_per_token=_gguf_int(kv, f"{arch}.expert_used_count") if experts else None,
+        shared_experts=shared,
+        expert_ffn=expert_ffn,
+        shared_expert_ffn=shared_ffn,
+        dense_layers=(_gguf_int(kv, f"{arch}.leading_dense_block_count") or 0) if experts else 0,
     )
 
 
@@ -294,6 +482,13 @@ def _from_shapes(inventory: Inventory) -> Architecture | None:
         ffn = 4 * hidden
         assumptions.append("feed-forward size not found: assumed 4 x hidden")
     gated = _gated_from_tensors(inventory)
+    experts = _experts_from_names(inventory)
+    if experts:
+        assumptions.append(f"{experts} experts per layer seen in tensor names: assumed 2 per token")
+    prefixes = {p for t in inventory.tensors for p in name_parts(t.name)[:2]}
+    kind = "encoder-decoder" if {"encoder", "decoder"} <= prefixes else "decoder-only"
+    if kind == "encoder-decoder":
+        assumptions.append("encoder and decoder stacks seen in tensor names: assumed equal depth")
     return Architecture(
         source="tensor shapes",
         layers=len(blocks),
@@ -308,7 +503,28 @@ def _from_shapes(inventory: Inventory) -> Architecture | None:
         norm="layernorm",
         dropout=0.0,
         assumptions=tuple(assumptions),
+        kind=kind,
+        encoder_layers=len(blocks) if kind == "encoder-decoder" else 0,
+        experts=experts,
+        experts_per_token=2 if experts else None,
+        expert_ffn=ffn if experts else None,
     )
+
+
+_EXPERT = re.compile(r"(?:^|\.)experts\.(\d+)\.")
+
+
+def _experts_from_names(inventory: Inventory) -> int | None:
+    """Routed experts per layer: distinct ``experts.N`` indices, or the leading dimension of GGUF's stacked
+    ``ffn_*_exps`` tensors."""
+    seen: set[int] = set()
+    for t in inventory.tensors:
+        found = _EXPERT.search(t.name)
+        if found:
+            seen.add(int(found.group(1)))
+        elif "_exps." in t.name and len(t.shape) == 3:
+            return t.shape[0]
+    return len(seen) if len(seen) > 1 else None
 
 
 def _other_dim(shape: tuple[int, ...], hidden: int) -> int | None:
