@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckptscan.analyze.architecture import hf_config
+from ckptscan.analyze.architecture import Architecture, hf_config
 from ckptscan.analyze.parameters import Parameters
 from ckptscan.analyze.roles import name_parts
 from ckptscan.inventory import Inventory, Tensor
@@ -70,7 +70,7 @@ def is_expert(tensor: Tensor) -> bool:
     return bool(EXPERT_PARTS & set(parts[:-1])) or any(p.endswith("_exps") for p in parts)
 
 
-def detect(inventory: Inventory, params: Parameters, architecture: Any = None) -> MoE | None:
+def detect(inventory: Inventory, params: Parameters, architecture: Architecture | None = None) -> MoE | None:
     """The MoE figures, or None when the model has no routed experts."""
     tensors = inventory.tensors
     expert_idx = [i for i in params.counted if is_expert(tensors[i])]
@@ -81,6 +81,8 @@ def detect(inventory: Inventory, params: Parameters, architecture: Any = None) -
     expert_bytes = sum(tensors[i].nbytes for i in expert_idx)
     experts, per_token, shared, source = _counts(inventory, architecture)
     assumptions: list[str] = []
+    if architecture is not None and architecture.experts:
+        assumptions += [a for a in architecture.assumptions if "expert" in a]
     if experts is None:
         experts = _experts_from_shapes(inventory, expert_idx)
         source = "tensor shapes"
@@ -110,13 +112,11 @@ def _positive(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _counts(inventory: Inventory, architecture: Any) -> tuple[int | None, int | None, int | None, str]:
-    # the architecture object (branch issue-11 adds experts / experts_per_token / shared_experts)
-    experts = _positive(getattr(architecture, "experts", None))
-    per_token = _positive(getattr(architecture, "experts_per_token", None))
-    shared = getattr(architecture, "shared_experts", None)
-    if experts is not None:
-        return experts, per_token, shared if isinstance(shared, int) else None, str(architecture.source)
+def _counts(inventory: Inventory, architecture: Architecture | None) -> tuple[int | None, int | None, int | None, str]:
+    # the architecture object the memory estimates use first; the raw config and GGUF keys when the
+    # architecture could not be read (a config without layer counts, a bare GGUF)
+    if architecture is not None and architecture.experts:
+        return architecture.experts, architecture.experts_per_token, architecture.shared_experts, architecture.source
     config = hf_config(inventory)
     experts = next((v for k in EXPERT_KEYS if (v := _positive(config.get(k))) is not None), None)
     if experts is not None:
