@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATORS = ("safetensors", "gguf", "torch", "numpy", "hdf5", "keras", "onnx", "tf_checkpoint", "stats")
+GENERATORS = ("safetensors", "gguf", "torch", "numpy", "hdf5", "keras", "onnx", "tf_checkpoint", "stats", "folders")
 
 
 def main(argv: list[str] | None = None) -> int:

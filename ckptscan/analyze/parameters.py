@@ -73,6 +73,7 @@ class Parameters:
     packed: Count = field(default_factory=Count)
     packed_bits: int | None = None  # the bit width that turned packed words into weights
     elements: tuple[int, ...] = ()  # per counted tensor (same order as ``counted``): the parameters it holds
+    by_component: dict[str, int] = field(default_factory=dict)  # pipeline component -> parameters (ckptscan.folders)
 
 
 # roles a model's tensor may have and still not be a parameter
@@ -130,6 +131,7 @@ def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ti
     excluded: dict[str, Count] = {}
     by_role: dict[str, int] = {}
     by_dtype: dict[str, int] = {}
+    by_component: dict[str, int] = {}
     uncertain, uncertain_names = Count(), []
     packed, packed_tensors = Count(), []
     declared = quantization_bits(inventory)
@@ -159,6 +161,9 @@ def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ti
         elements.append(held)
         by_role[decision.role.value] = by_role.get(decision.role.value, 0) + held
         by_dtype[tensor.dtype.name] = by_dtype.get(tensor.dtype.name, 0) + held
+        component = tensor.attrs.get("component")
+        if isinstance(component, str):
+            by_component[component] = by_component.get(component, 0) + held
     chosen = [inventory.tensors[i] for i in counted]
     notes = _notes(inventory, decisions, ties)
     if packed.tensors:
@@ -196,6 +201,7 @@ def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ti
         packed=packed,
         packed_bits=declared if packed.tensors and declared else (4 if packed.tensors else None),
         elements=tuple(elements),
+        by_component=by_component,
     )
 
 

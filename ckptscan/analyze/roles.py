@@ -171,7 +171,8 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         for c in raw:
             if isinstance(c, Mapping) and isinstance(c.get("op"), str) and isinstance(c.get("input"), int):
                 consumers.append((c["op"], c["input"]))
-    top = _top_module(parts)
+    # a pipeline component's tensors are prefixed by the component (``unet/``): not a module of the model
+    top = _top_module(parts[1:] if attrs.get("component") and len(parts) > 1 else parts)
     return Facts(
         tensor=tensor,
         parts=parts,

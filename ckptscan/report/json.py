@@ -97,6 +97,7 @@ def _result_dict(
             "warnings": [],
             "findings": [],
             "error": error,
+            "components": [],
         }
     analysis = analyze(inventory, options)
     return {
@@ -128,7 +129,22 @@ def _result_dict(
         "warnings": list(inventory.warnings),
         "findings": [finding_dict(f) for f in inventory.findings],
         "error": error,
+        "components": component_rows(inventory, analysis),
     }
+
+
+def component_rows(inventory: Inventory, analysis: Analysis) -> list[dict[str, Any]]:
+    """The components of a diffusers pipeline (ckptscan.folders), each with its parameters."""
+    listed = inventory.metadata.get("components")
+    if not isinstance(listed, list):
+        return []
+    by_component = analysis.parameters.by_component
+    keys = ("name", "library", "class", "path", "format", "files", "file_bytes", "tensors")
+    return [
+        {**{k: row.get(k) for k in keys}, "parameters": by_component.get(str(row.get("name")), 0)}
+        for row in listed
+        if isinstance(row, Mapping)
+    ]
 
 
 def add_stats(record: dict[str, Any], stats: StatsResult, analysis: Analysis, *, include_tensors: bool = True) -> None:
@@ -244,6 +260,7 @@ def parameters_dict(analysis: Analysis) -> dict[str, Any]:
         "bytes": p.bytes,
         "by_role": p.by_role,
         "by_dtype": p.by_dtype,
+        "by_component": p.by_component,
         "modules": [
             {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
             for g in p.groups

@@ -281,6 +281,28 @@ def parameters(inventory: Inventory, options: Options) -> RenderableType | None:
     return grid
 
 
+def components(inventory: Inventory, options: Options) -> RenderableType | None:
+    """A diffusers pipeline (ckptscan.folders): one row per component, summed."""
+    from ckptscan.report.json import component_rows
+
+    rows = component_rows(inventory, _analysis(inventory, options))
+    if not rows:
+        return None
+    from rich.table import Table
+
+    table = Table(title="Components", title_justify="left", title_style="bold")
+    for name, justify in (("component", "left"), ("class", "left"), ("file", "left"), ("parameters", "right"),
+                          ("bytes", "right")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(row["name"], row["class"], row["path"], f"{row['parameters']:,}", human_bytes(row["file_bytes"]))
+    total_parameters = sum(r["parameters"] for r in rows)
+    total_bytes = sum(r["file_bytes"] for r in rows)
+    table.add_row("[bold]pipeline[/bold]", "", "", f"[bold]{total_parameters:,}[/bold]",
+                  f"[bold]{human_bytes(total_bytes)}[/bold]")  # fmt: skip
+    return table
+
+
 def roles(inventory: Inventory, options: Options) -> RenderableType | None:
     if not inventory.tensors:
         return None
@@ -528,6 +550,7 @@ def warnings(inventory: Inventory, options: Options) -> RenderableType | None:
 
 SECTIONS: list[Section] = [
     overview,
+    components,
     parameters,
     findings,
     roles,
