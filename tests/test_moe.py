@@ -103,3 +103,28 @@ def test_bank_axis() -> None:
     assert bank_channels(tensor("m.experts.gate_up_proj", (32, 2880, 5760)), 2880) == (32 * 5760, 2880, 1)
     assert bank_channels(tensor("m.experts.down_proj", (32, 2880, 2880)), 2880) == (32 * 2880, 2880, 2)
     assert bank_channels(tensor("m.experts.down_proj", (4, 24, 16)), 16) == (4 * 16, 24, 1)
+
+
+def test_gguf_expert_banks_from_metadata() -> None:
+    """llama.cpp's ffn_*_exps banks with expert_count / expert_used_count in the GGUF metadata."""
+    from tests._analysis_helpers import packed
+
+    tensors = [tensor("token_embd.weight", (64, 16)), tensor("blk.0.attn_q.weight", (16, 16)),
+               tensor("blk.0.ffn_gate_inp.weight", (16, 4)), tensor("blk.0.ffn_gate_exps.weight", (4, 32, 16)),
+               tensor("blk.0.ffn_up_exps.weight", (4, 32, 16)), tensor("blk.0.ffn_down_exps.weight", (4, 16, 32)),
+               tensor("output.weight", (64, 16))]  # fmt: skip
+    kv = {"general.architecture": "qwen2moe", "qwen2moe.expert_count": 4, "qwen2moe.expert_used_count": 1}
+    a = analyze(packed(tensors, fmt="gguf", metadata={"kv": kv}))
+    assert a.moe is not None and (a.moe.experts, a.moe.experts_per_token) == (4, 1)
+    assert a.moe.expert_parameters == 3 * 4 * 32 * 16
+    assert a.moe.active == a.parameters.total - a.moe.expert_parameters * 3 // 4
+
+
+def test_banks_without_counts_give_experts_from_shapes() -> None:
+    from tests._analysis_helpers import packed
+
+    tensors = [tensor("layers.0.mlp.experts.gate_up_proj", (8, 32, 16)), tensor("layers.0.mlp.experts.down_proj",
+               (8, 16, 16)), tensor("layers.0.attn.q_proj.weight", (16, 16))]  # fmt: skip
+    a = analyze(packed(tensors))
+    assert a.moe is not None and a.moe.experts == 8 and a.moe.active is None
+    assert any("shapes" in x for x in a.moe.assumptions)

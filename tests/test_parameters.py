@@ -155,3 +155,12 @@ def test_unrecognized_model_tensor_counts_with_uncertainty() -> None:
     assert a.parameters.uncertain.elements == 32 and a.parameters.uncertain_names == ("layers.0.A_log",)
     assert any("no rule recognizes" in n and "uncertain" in n for n in a.parameters.notes)
     assert a.parameters.excluded["other"].elements == 6
+
+
+def test_compressed_tensors_bits_from_config_groups() -> None:
+    tensors = [tensor("layers.0.proj.weight_packed", (32, 8), "I32"), tensor("layers.0.proj.weight_scale", (32, 1)),
+               tensor("layers.0.proj.weight_shape", (2,), "I64")]  # fmt: skip
+    config = {"quantization_config": {"quant_method": "compressed-tensors",
+                                      "config_groups": {"group_0": {"weights": {"num_bits": 4}}}}}  # fmt: skip
+    a = analyze(packed(tensors, sidecars={"config.json": config}))
+    assert a.parameters.total == 32 * 64 and a.parameters.packed_bits == 4

@@ -81,7 +81,7 @@ def detect(inventory: Inventory, params: Parameters, architecture: Architecture 
     expert_bytes = sum(tensors[i].nbytes for i in expert_idx)
     experts, per_token, shared, source = _counts(inventory, architecture)
     assumptions: list[str] = []
-    if architecture is not None and architecture.experts:
+    if architecture is not None and architecture.experts and source == architecture.source:
         assumptions += [a for a in architecture.assumptions if "expert" in a]
     if experts is None:
         experts = _experts_from_shapes(inventory, expert_idx)
@@ -113,9 +113,10 @@ def _positive(value: Any) -> int | None:
 
 
 def _counts(inventory: Inventory, architecture: Architecture | None) -> tuple[int | None, int | None, int | None, str]:
-    # the architecture object the memory estimates use first; the raw config and GGUF keys when the
-    # architecture could not be read (a config without layer counts, a bare GGUF)
-    if architecture is not None and architecture.experts:
+    """The architecture's counts when it read them from config.json or GGUF metadata; else the raw keys
+    (a config without layer counts, a GGUF without block_count); else the architecture's guess."""
+    known = architecture is not None and bool(architecture.experts)
+    if architecture is not None and known and not architecture.guessed:
         return architecture.experts, architecture.experts_per_token, architecture.shared_experts, architecture.source
     config = hf_config(inventory)
     experts = next((v for k in EXPERT_KEYS if (v := _positive(config.get(k))) is not None), None)
@@ -133,6 +134,8 @@ def _counts(inventory: Inventory, architecture: Architecture | None) -> tuple[in
             per_token = _positive(kv.get(f"{arch}.expert_used_count"))
             shared_value = _positive(kv.get(f"{arch}.expert_shared_count"))
             return experts, per_token, shared_value, "gguf metadata"
+    if architecture is not None and known:
+        return architecture.experts, architecture.experts_per_token, architecture.shared_experts, architecture.source
     return None, None, None, ""
 
 
