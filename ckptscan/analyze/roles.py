@@ -106,6 +106,8 @@ class Context:
     vector_weights: frozenset[str] = frozenset()  # module paths whose ``weight`` is 1-D
     token_shapes: frozenset[tuple[int, ...]] = frozenset()  # shapes of token embedding tables
     batch_counters: bool = False  # some module of the file holds ``num_batches_tracked``
+    nested: bool = False  # some tensor's name is another tensor's name plus a leaf (``w.weight.absmax``)
+    disabled: int = 0  # bits of RULES (as in _candidates) whose file-wide precondition fails: never tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +127,13 @@ class Facts:
     top0: str = ""  # the first component of ``top``
     module: str = ""  # the component before the leaf
     top: tuple[str, ...] = ()  # the module path without wrapper components (see top_module)
+    path: str = ""  # ``module_path(parts)``, computed once
 
     @property
     def siblings(self) -> frozenset[str]:
         """Leaf names of the tensors in the same module (itself included)."""
         leaves = self.context.leaves
-        return leaves.get(module_path(self.parts), frozenset()) if leaves else frozenset()
+        return leaves.get(self.path, frozenset()) if leaves else frozenset()
 
     @property
     def children(self) -> frozenset[str]:
@@ -189,6 +192,7 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         top0=top[0] if top else "",
         module=parts[-2] if len(parts) > 1 else "",
         top=top,
+        path=module_path(parts),
     )
 
 
@@ -205,20 +209,35 @@ def context_of(inventory: Inventory) -> Context:
         if parts[-1] == "weight" and len(t.shape) == 1:
             vector_weights.add(module_path(parts))
         if len(t.shape) >= 2 and parts[-1] in ("weight", "kernel"):
-            for k in range(1, len(parts) - 1):
-                if parts[k].isdigit():
-                    container = ".".join(parts[:k])
-                    last_child[container] = max(last_child.get(container, -1), int(parts[k]))
             if len(parts) > 1 and parts[-2] in TOKEN_EMBEDDINGS and len(t.shape) == 2:
                 token_shapes.add(t.shape)
-    return Context(
+            if _in_head(parts):
+                for k in range(1, len(parts) - 1):
+                    if parts[k].isdigit():
+                        container = ".".join(parts[:k])
+                        last_child[container] = max(last_child.get(container, -1), int(parts[k]))
+    context = Context(
         format=inventory.format,
         leaves={k: frozenset(v) for k, v in leaves.items()},
         last_child=last_child,
         vector_weights=frozenset(vector_weights),
         token_shapes=frozenset(token_shapes),
         batch_counters=any("num_batches_tracked" in v for v in leaves.values()),
+        nested=any(p.rsplit(".", 1)[-1] in ("weight", "bias") for p in leaves),
     )
+    return replace(context, disabled=_disabled(context))
+
+
+def _disabled(context: Context) -> int:
+    """Rules whose neighbour evidence the file lacks altogether: skipped for every tensor."""
+    off = {"bnb-weight": not context.nested, "frozen-batchnorm": not context.batch_counters,
+           "tied-proj-out": not context.token_shapes}  # fmt: skip
+    return sum(1 << _RULE_INDEX[rule] for rule, skip in off.items() if skip)
+
+
+def _in_head(parts: tuple[str, ...]) -> bool:
+    top = _top_module(parts)
+    return (bool(top) and top[0] in _HEAD_TOP) or not _HEAD_ANYWHERE.isdisjoint(parts)
 
 
 def _variable(t: Tensor) -> str:
@@ -418,6 +437,8 @@ def children_in(values: Iterable[str]) -> Matcher:
     wanted = frozenset(values)
 
     def match(f: Facts) -> Captures | None:
+        if not f.context.nested:  # no tensor of the file sits under another tensor's name
+            return None
         found = sorted(f.children & wanted)
         return {"child": found[0]} if found else None
 
@@ -444,7 +465,7 @@ def frozen_batchnorm() -> Matcher:
 def vector_weight_module() -> Matcher:
     """Its module's ``weight`` is 1-D: a per-channel scale (LayerNorm in a Sequential, ``stem.1``),
     never a Linear, Conv or Embedding, whose weights are matrices."""
-    return lambda f: {"match": f.module} if module_path(f.parts) in f.context.vector_weights else None
+    return lambda f: {"match": f.module} if f.path in f.context.vector_weights else None
 
 
 def hidden_in_head() -> Matcher:
@@ -936,10 +957,11 @@ def _field_masks(field: str) -> tuple[int, dict[str, int]]:
 
 
 _MASKS = {field: _field_masks(field) for field in (*_SCALAR_FACTS, *_SET_FACTS)}
+_RULE_INDEX = {rule.id: i for i, rule in enumerate(RULES)}
 
 
 def _admitted_mask(f: Facts) -> int:
-    mask = -1
+    mask = ~f.context.disabled
     for field in _SCALAR_FACTS:
         always, by_value = _MASKS[field]
         mask &= always | by_value.get(getattr(f, field), 0)
