@@ -200,7 +200,8 @@ def reduce(
     for name in targets:
         if name == "strip":
             plans = [_keep(item, "kept: needed for inference") for item in kept]
-            assumptions = ["drops optimizer state, EMA/master copies, training state and dead storage"]
+            assumptions = ["drops optimizer state, EMA/master copies, training state, dead storage and any second "
+                           "copy of the model stored in another file"]  # fmt: skip
         elif name == "dedupe":
             plans = [_keep(item, "kept") for item in deduped]
             assumptions = ["as strip, and a tied output head stored as a second copy is dropped"]
