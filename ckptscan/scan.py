@@ -62,7 +62,8 @@ class ScanResult:
 
 
 def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
-    """The models a path stands for: itself if a file; for a folder, its index or its checkpoints."""
+    """The models a path stands for: itself if a file; for a folder, its index or its checkpoints,
+    or the folder itself when it is one model (a diffusers pipeline, one model stored twice)."""
     if is_remote(path):
         from ckptscan.remote.scan import model_inputs as remote_inputs
 
@@ -70,6 +71,15 @@ def model_inputs(path: str | os.PathLike[str]) -> list[Path]:
     p = Path(path)
     if not p.is_dir() or registry.detect_folder(p) is not None:
         return [p]
+    from ckptscan import folders
+
+    if folders.claims(p):
+        return [p]
+    return checkpoint_files(p)
+
+
+def checkpoint_files(p: Path) -> list[Path]:
+    """A folder's index files, or else its checkpoint files (what each one is, not what they form)."""
     entries = sorted(child for child in p.iterdir() if child.is_file() and not child.name.startswith("."))
     indexes = [child for child in entries if child.name.endswith(INDEX_SUFFIX)]
     if indexes:
@@ -93,6 +103,15 @@ def read_inventory(path: str | os.PathLike[str]) -> Inventory:
     if p.is_dir():
         folder_format = registry.detect_folder(p)
         if folder_format is None:
+            from ckptscan import folders
+
+            try:
+                combined = folders.read_folder(p)
+            except CkptscanError as e:
+                e.located(path=str(p), format=folders.PIPELINE_FORMAT)
+                raise
+            if combined is not None:
+                return combined
             raise ReadFailure("is a folder of several models; name one, or let the CLI expand it", path=str(p))
         try:
             return folder_format.load().read_folder(p)

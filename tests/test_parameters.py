@@ -122,10 +122,45 @@ def test_modules_collapse_repeated_blocks() -> None:
     assert "model.layers.[0-1]" in names
 
 
-def test_packed_quantized_weights_noted_with_bit_width() -> None:
+def test_packed_quantized_weights_count_as_the_weights_they_hold() -> None:
+    """GPTQ qweight [in/8, out] I32 at 4 bits holds in x out weights; scales are not parameters."""
     tensors = [tensor("model.layers.0.mlp.down_proj.qweight", (16, 64), "I32"),
                tensor("model.layers.0.mlp.down_proj.scales", (1, 64), "F16")]  # fmt: skip
     inventory = packed(tensors, sidecars={"quantize_config.json": {"bits": 4}})
     a = analyze(inventory)
-    assert a.parameters.total == 0
-    assert any("at 4 bits they hold 8,192 weights" in n for n in a.parameters.notes)
+    assert a.parameters.total == 128 * 64
+    assert a.parameters.packed.elements == 8192 and a.parameters.packed_bits == 4
+    assert any("hold 8,192 weights at 4 bits, as the quantization config declares" in n for n in a.parameters.notes)
+    eight = analyze(packed(tensors, sidecars={"quantize_config.json": {"bits": 8}}))
+    assert eight.parameters.total == 4096
+    unknown = analyze(packed(tensors))
+    assert unknown.parameters.total == 8192
+    assert any("ASSUMED" in n for n in unknown.parameters.notes)
+
+
+def test_bitsandbytes_4bit_weight_counts_its_weights() -> None:
+    tensors = [tensor("layers.0.proj.weight", (32, 1), "U8"), tensor("layers.0.proj.weight.absmax", (1,), "F32"),
+               tensor("layers.0.proj.weight.quant_map", (16,), "F32")]  # fmt: skip
+    config = {"config.json": {"quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}}
+    a = analyze(packed(tensors, sidecars=config))
+    assert a.parameters.total == 64
+    assert a.parameters.excluded["quantization"].tensors == 2
+
+
+def test_unrecognized_model_tensor_counts_with_uncertainty() -> None:
+    tensors = [tensor("layers.0.A_log", (8, 4)), tensor("layers.0.proj.weight", (4, 4)),
+               tensor("tokens", (6,), "I64")]  # fmt: skip
+    a = analyze(packed(tensors))
+    assert a.parameters.total == 32 + 16
+    assert a.parameters.uncertain.elements == 32 and a.parameters.uncertain_names == ("layers.0.A_log",)
+    assert any("no rule recognizes" in n and "uncertain" in n for n in a.parameters.notes)
+    assert a.parameters.excluded["other"].elements == 6
+
+
+def test_compressed_tensors_bits_from_config_groups() -> None:
+    tensors = [tensor("layers.0.proj.weight_packed", (32, 8), "I32"), tensor("layers.0.proj.weight_scale", (32, 1)),
+               tensor("layers.0.proj.weight_shape", (2,), "I64")]  # fmt: skip
+    config = {"quantization_config": {"quant_method": "compressed-tensors",
+                                      "config_groups": {"group_0": {"weights": {"num_bits": 4}}}}}  # fmt: skip
+    a = analyze(packed(tensors, sidecars={"config.json": config}))
+    assert a.parameters.total == 32 * 64 and a.parameters.packed_bits == 4

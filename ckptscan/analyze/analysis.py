@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ckptscan.analyze import architecture, memory, overhead, parameters, reduction, roles
+from ckptscan.analyze import architecture, memory, moe, overhead, parameters, reduction, roles
+from ckptscan.analyze.moe import MoE
 from ckptscan.analyze.roles import Role, RoleDecision
 from ckptscan.analyze.summary import Count
 from ckptscan.inventory import Inventory
@@ -38,6 +39,7 @@ class Analysis:
     architecture: architecture.Architecture | None
     inference: memory.InferenceEstimate | None  # None when not asked for (AnalysisOptions.memory)
     training: memory.TrainingEstimate | None
+    moe: MoE | None = None  # routed experts: total vs active parameters, expert vs shared bytes
 
 
 def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Analysis:
@@ -73,6 +75,7 @@ def analyze(inventory: Inventory, options: AnalysisOptions | None = None) -> Ana
         architecture=arch,
         inference=inference,
         training=training,
+        moe=moe.detect(inventory, params, arch),
     )
 
 

@@ -68,6 +68,8 @@ CATEGORY_OF_ROLE = {
     Role.TRAINING_STATE: "training_state",
 }
 ABSENT_FILE_ROLES = frozenset({"missing", "unreadable"})
+# a file that stores the same model again (model.safetensors beside pytorch_model.bin): see ckptscan.folders
+DUPLICATE_FILE_ROLE = "duplicate-copy"
 # Tensors without a position whose bytes the reader already counts inside a region (NumPy object
 # arrays are the pickle region; HDF5 compact data sits in object headers; a .keras whose weights
 # member is deflated is one region) or that have no bytes at all (meta tensors, unallocated datasets).
@@ -152,6 +154,11 @@ def split(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequenc
     if any(t.storage is not None and t.storage not in storage_map for t in inventory.tensors):
         notes.append("some tensors name a storage the reader did not list; their bytes are counted by extent")
 
+    # the same model stored again in another format or variant (ckptscan.folders): all of it a duplicate
+    copies_of_model = [f for f in inventory.files if f.role == DUPLICATE_FILE_ROLE]
+    if copies_of_model:
+        totals["duplicates"] += sum(f.size for f in copies_of_model)
+        notes.append(f"{', '.join(f.path for f in copies_of_model)}: the same model stored again, all duplicates")
     file_bytes = inventory.file_bytes
     totals["unaccounted"] = file_bytes - sum(totals.values())
     exact = totals["unaccounted"] == 0 and logical == 0 and inventory.complete

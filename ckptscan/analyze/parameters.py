@@ -14,17 +14,29 @@ once however often the file names it:
 
 Two tensors of the same shape and dtype are not assumed to be one: Llama 2 has an untied head of
 the embedding's shape. When nothing else tells, the report says it cannot tell.
+
+Two further rules make the count the one ``sum(p.numel() for p in model.parameters())`` gives:
+
+- a packed quantized weight (GPTQ/AWQ ``qweight``, bitsandbytes 4-bit ``weight``, compressed-tensors
+  ``weight_packed``, HQQ ``W_q``, MXFP4 ``*_blocks``) counts as the weights it holds: its stored bits
+  divided by the bit width the quantization config declares (``quantization_config.bits``/``num_bits``/
+  ``nbits``, ``load_in_4bit``; 4 assumed, and said, when nothing declares it). Its scales, zero points
+  and group indices are quantization data, not parameters;
+- a floating-point tensor of the model that no rule recognizes (role ``other``) counts as a parameter:
+  the model holds it and it is not a known buffer. It is listed as ``uncertain`` so that the doubt is
+  reported, never hidden by dropping it from the count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ckptscan.analyze import modules
 from ckptscan.analyze.architecture import hf_config, tie_word_embeddings
 from ckptscan.analyze.roles import PARAMETER_ROLES, Role, RoleDecision
 from ckptscan.analyze.summary import Count, view_key
+from ckptscan.dtypes import DTypeKind
 from ckptscan.inventory import Inventory, Tensor
 
 TIE_READERS = frozenset({"MatMul", "Gemm", "Transpose", "FusedMatMul"})
@@ -55,18 +67,78 @@ class Parameters:
     excluded: dict[str, Count]  # model tensors that are not parameters, by role (buffer, quantization, other)
     counted: tuple[int, ...]  # indices of the inventory's tensors that were counted
     notes: tuple[str, ...]
+    uncertain: Count = field(default_factory=Count)  # counted, though no rule says what they are (role other)
+    uncertain_names: tuple[str, ...] = ()
+    # packed quantized weights: entries, the weights they hold, their stored bytes
+    packed: Count = field(default_factory=Count)
+    packed_bits: int | None = None  # the bit width that turned packed words into weights
+    elements: tuple[int, ...] = ()  # per counted tensor (same order as ``counted``): the parameters it holds
+    by_component: dict[str, int] = field(default_factory=dict)  # pipeline component -> parameters (ckptscan.folders)
+
+
+# roles a model's tensor may have and still not be a parameter
+NOT_PARAMETER_RULES = frozenset({"object-graph"})
+
+
+def is_uncertain_parameter(tensor: Tensor, decision: RoleDecision) -> bool:
+    """A model tensor no rule recognizes, floating point: counted as a parameter, with the doubt said."""
+    return (
+        decision.role is Role.OTHER
+        and decision.rule not in NOT_PARAMETER_RULES
+        and tensor.dtype.kind is DTypeKind.FLOAT
+        and tensor.dtype.known
+    )
+
+
+def quantization_bits(inventory: Inventory) -> int | None:
+    """The weight bit width the quantization config beside the model declares, if it does."""
+    config = hf_config(inventory).get("quantization_config")
+    sidecar = inventory.sidecars.get("quantize_config.json")
+    for source in (config, sidecar):
+        if not isinstance(source, Mapping):
+            continue
+        for key in ("bits", "w_bit", "nbits", "weight_bits"):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 16:
+                return value
+        if source.get("load_in_4bit") is True:
+            return 4
+        if source.get("load_in_8bit") is True:
+            return 8
+        if str(source.get("quant_method", "")).lower() == "mxfp4":
+            return 4
+        groups = source.get("config_groups")  # compressed-tensors
+        if isinstance(groups, Mapping):
+            for group in groups.values():
+                weights = group.get("weights") if isinstance(group, Mapping) else None
+                bits = weights.get("num_bits") if isinstance(weights, Mapping) else None
+                if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits <= 16:
+                    return bits
+    return None
+
+
+def held_weights(tensor: Tensor, bits: int) -> int:
+    """The weights a packed tensor holds at ``bits`` per weight."""
+    return tensor.nbytes * 8 // bits
 
 
 def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequence[Tie]) -> Parameters:
     copies = {t.head for t in ties if t.stored == "copy"}
     seen: set[tuple[object, ...]] = set()
     counted: list[int] = []
+    elements: list[int] = []
     repeated = 0
     excluded: dict[str, Count] = {}
     by_role: dict[str, int] = {}
     by_dtype: dict[str, int] = {}
+    by_component: dict[str, int] = {}
+    uncertain, uncertain_names = Count(), []
+    packed, packed_tensors = Count(), []
+    declared = quantization_bits(inventory)
+    bits = declared or 4
     for i, (tensor, decision) in enumerate(zip(inventory.tensors, decisions, strict=True)):
-        if decision.role not in PARAMETER_ROLES:
+        doubt = is_uncertain_parameter(tensor, decision)
+        if decision.role not in PARAMETER_ROLES and not doubt:
             if decision.role in (Role.BUFFER, Role.QUANTIZATION, Role.OTHER):
                 excluded[decision.role.value] = excluded.get(decision.role.value, Count()).add(tensor)
             continue
@@ -77,12 +149,42 @@ def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ti
         seen.add(key)
         if tensor.name in copies:
             continue
+        held = tensor.elements
+        if decision.role is Role.WEIGHT and decision.detail == "packed":
+            held = held_weights(tensor, bits)
+            packed = Count(packed.tensors + 1, packed.elements + held, packed.bytes + tensor.nbytes)
+            packed_tensors.append(tensor)
+        if doubt:
+            uncertain = Count(uncertain.tensors + 1, uncertain.elements + held, uncertain.bytes + tensor.nbytes)
+            uncertain_names.append(tensor.name)
         counted.append(i)
-        by_role[decision.role.value] = by_role.get(decision.role.value, 0) + tensor.elements
-        by_dtype[tensor.dtype.name] = by_dtype.get(tensor.dtype.name, 0) + tensor.elements
+        elements.append(held)
+        by_role[decision.role.value] = by_role.get(decision.role.value, 0) + held
+        by_dtype[tensor.dtype.name] = by_dtype.get(tensor.dtype.name, 0) + held
+        component = tensor.attrs.get("component")
+        if isinstance(component, str):
+            by_component[component] = by_component.get(component, 0) + held
     chosen = [inventory.tensors[i] for i in counted]
+    notes = _notes(inventory, decisions, ties)
+    if packed.tensors:
+        stored = sum(t.elements for t in packed_tensors)
+        width = (
+            f"at {declared} bits, as the quantization config declares"
+            if declared
+            else ("at 4 bits: ASSUMED, no quantization config beside the file declares the bit width")
+        )
+        notes.append(
+            f"{packed.tensors} packed quantized weights ({stored:,} stored elements) hold "
+            f"{packed.elements:,} weights {width}; their scales and zero points are not parameters"
+        )
+    if uncertain.tensors:
+        shown = ", ".join(uncertain_names[:3]) + (", ..." if len(uncertain_names) > 3 else "")
+        notes.append(
+            f"{uncertain.tensors} model tensors ({uncertain.elements:,} elements) that no rule recognizes "
+            f"are counted as parameters (uncertain: {shown})"
+        )
     return Parameters(
-        total=sum(t.elements for t in chosen),
+        total=sum(elements),
         tensors=len(chosen),
         bytes=sum(t.nbytes for t in chosen),
         by_role=by_role,
@@ -93,7 +195,13 @@ def count_parameters(inventory: Inventory, decisions: Sequence[RoleDecision], ti
         duplicate_copies=tuple(sorted(copies)),
         excluded=excluded,
         counted=tuple(counted),
-        notes=tuple(_notes(inventory, decisions, ties)),
+        notes=tuple(notes),
+        uncertain=uncertain,
+        uncertain_names=tuple(uncertain_names),
+        packed=packed,
+        packed_bits=declared if packed.tensors and declared else (4 if packed.tensors else None),
+        elements=tuple(elements),
+        by_component=by_component,
     )
 
 
@@ -190,25 +298,4 @@ def _notes(inventory: Inventory, decisions: Sequence[RoleDecision], ties: Sequen
                         f"{head.name} has the shape of {emb.name} but the file does not say whether they are "
                         "tied (no config.json with tie_word_embeddings): counted as two tensors"
                     )
-    packed = [
-        (tensors[i], d) for i, d in enumerate(decisions) if d.role is Role.QUANTIZATION and d.detail == "packed weight"
-    ]
-    if packed:
-        bits = hf_config(inventory).get("quantization_config", {})
-        qbits = inventory.sidecars.get("quantize_config.json", {})
-        width = (bits.get("bits") if isinstance(bits, dict) else None) or (
-            qbits.get("bits") if isinstance(qbits, dict) else None
-        )
-        words = sum(t.elements for t, _ in packed)
-        if isinstance(width, int) and width > 0:
-            logical = sum(t.elements * (t.dtype.block_bits // t.dtype.block_elements) // width for t, _ in packed)
-            notes.append(
-                f"{len(packed)} packed quantized weights ({words:,} stored words) are not counted as parameters; "
-                f"at {width} bits they hold {logical:,} weights"
-            )
-        else:
-            notes.append(
-                f"{len(packed)} packed quantized weights ({words:,} stored words) are not counted as parameters: "
-                "their bit width is not recorded beside the file"
-            )
     return notes

@@ -194,17 +194,19 @@ def reduce(
     fixed = overhead.bytes_of("format_overhead") + undescribed
     kept_note = f"format overhead kept as in the source ({fixed:,} bytes"
     kept_note += f", {undescribed:,} of them not described by the reader)" if undescribed else ")"
+    hidden = _hidden_size(deduped)
     out = []
     layout: _GgufLayout | None = None
     for name in targets:
         if name == "strip":
             plans = [_keep(item, "kept: needed for inference") for item in kept]
-            assumptions = ["drops optimizer state, EMA/master copies, training state and dead storage"]
+            assumptions = ["drops optimizer state, EMA/master copies, training state, dead storage and any second "
+                           "copy of the model stored in another file"]  # fmt: skip
         elif name == "dedupe":
             plans = [_keep(item, "kept") for item in deduped]
             assumptions = ["as strip, and a tied output head stored as a second copy is dropped"]
         elif name in CAST_TARGETS:
-            plans = [_cast_plan(name, item, half, options) for item in deduped]
+            plans = [_cast_plan(name, item, half, options, hidden) for item in deduped]
             assumptions = list(_cast_assumptions(name, half, options))
         else:
             if layout is None:
@@ -271,7 +273,28 @@ def _floating(t: Tensor) -> bool:
 # -- fp16 / bf16 / fp8 / int8 / int4 -------------------------------------------------------------
 
 
-def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> TensorPlan:
+def _hidden_size(items: Sequence[_Item]) -> int | None:
+    """The model width, from the token embedding (the smaller side of its table)."""
+    for item in items:
+        if item.role is Role.EMBEDDING and item.detail.startswith(("token", "lookup")) and len(item.tensor.shape) == 2:
+            return min(item.tensor.shape)
+    return None
+
+
+def bank_channels(t: Tensor, hidden: int | None) -> tuple[int, int, int]:
+    """(output channels, inputs per channel, input axis) of a 3-D MoE expert bank. transformers 5
+    stores Mixtral/Qwen/DeepSeek banks as [experts, out, in] (like nn.Linear), GPT-OSS and Llama 4 as
+    [experts, in, out]: the input axis is the one the model width sits on for gate/up projections
+    and the other one for the down projection; [experts, out, in] when the width does not tell."""
+    experts, a, b = t.shape
+    down = "down" in name_parts(t.name)[-1] or "w2" in name_parts(t.name)[-1]
+    inputs_first = hidden is not None and a != b and ((a == hidden) != down)
+    if inputs_first:
+        return experts * b, a, 1
+    return experts * a, b, 2
+
+
+def _cast_plan(target: str, item: _Item, half: DType, options: Options, hidden: int | None = None) -> TensorPlan:
     t = item.tensor
     if not _floating(t):
         return _keep(item, "kept: not floating point")
@@ -280,14 +303,21 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> Tenso
     if item.role not in QUANTIZABLE_ROLES or len(t.shape) < 2:
         why = {Role.EMBEDDING: "embedding", Role.OUTPUT_HEAD: "output head", Role.NORM: "norm", Role.BIAS: "bias"}
         return _as(item, half, f"{why.get(item.role, '1-D or not a weight')} kept at 16 bits")
+    bank = item.detail == "expert bank" and len(t.shape) == 3
     if target == "fp8":
-        nbytes = t.elements + 4
+        scales = t.shape[0] if bank else 1  # one scale per expert, as per-tensor scaling of each expert
+        nbytes = t.elements + 4 * scales
         if nbytes >= t.nbytes:
             return _keep(item, "kept: already as small")
-        return TensorPlan(item.index, t.name, t.dtype.name, "F8_E4M3+F32 scale", nbytes, "FP8 E4M3, per-tensor scale")
+        how = f"FP8 E4M3, one scale per expert ({scales})" if bank else "FP8 E4M3, per-tensor scale"
+        return TensorPlan(item.index, t.name, t.dtype.name, "F8_E4M3+F32 scale", nbytes, how)
     bits = 8 if target == "int8" else 4
     group = 0 if target == "int8" else options.group_size
-    rows, row_length = output_channels(t)
+    axis = None
+    if bank:
+        rows, row_length, axis = bank_channels(t, hidden)
+    else:
+        rows, row_length = output_channels(t)
     groups = rows * (-(-row_length // group) if group else 1)
     nbytes = -(-t.elements * bits // 8) + 2 * groups
     if options.zero_points:
@@ -296,6 +326,9 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options) -> Tenso
         return _keep(item, "kept: already as small")
     scheme = f"I{bits} {'g' + str(group) if group else 'per-channel'}"
     rule = f"int{bits} weight-only, {groups:,} F16 scales" + (" and zero points" if options.zero_points else "")
+    if axis is not None:
+        per_expert = rows // t.shape[0]
+        rule += f"; expert bank: {t.shape[0]} experts x {per_expert:,} output channels, groups along axis {axis}"
     return TensorPlan(item.index, t.name, t.dtype.name, scheme, nbytes, rule)
 
 
@@ -322,7 +355,8 @@ def gguf_kind(t: Tensor, role: Role) -> str:
     """The llama.cpp tensor kind a recipe looks at: output, token_embd, attn_v, attn_qkv, ffn_down..."""
     if role is Role.OUTPUT_HEAD:
         return "output"
-    parts = name_parts(t.name)[:-1]
+    parts = name_parts(t.name)
+    parts = parts if len(t.shape) == 3 else parts[:-1]  # an expert bank's leaf names its projection
     for part in reversed(parts):
         if part in GGUF_ATTN_V:
             return "attn_v"

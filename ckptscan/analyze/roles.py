@@ -100,6 +100,14 @@ class Context:
     format: str = ""
     leaves: Mapping[str, frozenset[str]] | None = None  # module path -> the leaf names it holds
     model_shapes: Mapping[tuple[int, ...], tuple[str, ...]] | None = None  # shape -> model tensor names
+    # container path -> the largest numbered child holding a matrix (``classifier`` -> 3 for
+    # ``classifier.0`` / ``classifier.3``): in a head, the earlier layers are hidden transforms
+    last_child: Mapping[str, int] | None = None
+    vector_weights: frozenset[str] = frozenset()  # module paths whose ``weight`` is 1-D
+    token_shapes: frozenset[tuple[int, ...]] = frozenset()  # shapes of token embedding tables
+    batch_counters: bool = False  # some module of the file holds ``num_batches_tracked``
+    nested: bool = False  # some tensor's name is another tensor's name plus a leaf (``w.weight.absmax``)
+    disabled: int = 0  # bits of RULES (as in _candidates) whose file-wide precondition fails: never tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +127,19 @@ class Facts:
     top0: str = ""  # the first component of ``top``
     module: str = ""  # the component before the leaf
     top: tuple[str, ...] = ()  # the module path without wrapper components (see top_module)
+    path: str = ""  # ``module_path(parts)``, computed once
 
     @property
     def siblings(self) -> frozenset[str]:
         """Leaf names of the tensors in the same module (itself included)."""
         leaves = self.context.leaves
-        return leaves.get(module_path(self.parts), frozenset()) if leaves else frozenset()
+        return leaves.get(self.path, frozenset()) if leaves else frozenset()
+
+    @property
+    def children(self) -> frozenset[str]:
+        """Leaf names of the tensors stored under this tensor's own name (``w.weight.absmax``)."""
+        leaves = self.context.leaves
+        return leaves.get(".".join(self.parts), frozenset()) if leaves else frozenset()
 
     @property
     def ndim(self) -> int:
@@ -159,7 +174,8 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         for c in raw:
             if isinstance(c, Mapping) and isinstance(c.get("op"), str) and isinstance(c.get("input"), int):
                 consumers.append((c["op"], c["input"]))
-    top = _top_module(parts)
+    # a pipeline component's tensors are prefixed by the component (``unet/``): not a module of the model
+    top = _top_module(parts[1:] if attrs.get("component") and len(parts) > 1 else parts)
     return Facts(
         tensor=tensor,
         parts=parts,
@@ -176,16 +192,52 @@ def facts_of(tensor: Tensor, context: Context) -> Facts:
         top0=top[0] if top else "",
         module=parts[-2] if len(parts) > 1 else "",
         top=top,
+        path=module_path(parts),
     )
 
 
 def context_of(inventory: Inventory) -> Context:
     leaves: dict[str, set[str]] = {}
+    last_child: dict[str, int] = {}
+    vector_weights: set[str] = set()
+    token_shapes: set[tuple[int, ...]] = set()
     for t in inventory.tensors:
         parts = name_parts(_evidence_name(t))
-        if parts:
-            leaves.setdefault(module_path(parts), set()).add(parts[-1])
-    return Context(format=inventory.format, leaves={k: frozenset(v) for k, v in leaves.items()})
+        if not parts:
+            continue
+        leaves.setdefault(module_path(parts), set()).add(parts[-1])
+        if parts[-1] == "weight" and len(t.shape) == 1:
+            vector_weights.add(module_path(parts))
+        if len(t.shape) >= 2 and parts[-1] in ("weight", "kernel"):
+            if len(parts) > 1 and parts[-2] in TOKEN_EMBEDDINGS and len(t.shape) == 2:
+                token_shapes.add(t.shape)
+            if _in_head(parts):
+                for k in range(1, len(parts) - 1):
+                    if parts[k].isdigit():
+                        container = ".".join(parts[:k])
+                        last_child[container] = max(last_child.get(container, -1), int(parts[k]))
+    context = Context(
+        format=inventory.format,
+        leaves={k: frozenset(v) for k, v in leaves.items()},
+        last_child=last_child,
+        vector_weights=frozenset(vector_weights),
+        token_shapes=frozenset(token_shapes),
+        batch_counters=any("num_batches_tracked" in v for v in leaves.values()),
+        nested=any(p.rsplit(".", 1)[-1] in ("weight", "bias") for p in leaves),
+    )
+    return replace(context, disabled=_disabled(context))
+
+
+def _disabled(context: Context) -> int:
+    """Rules whose neighbour evidence the file lacks altogether: skipped for every tensor."""
+    off = {"bnb-weight": not context.nested, "frozen-batchnorm": not context.batch_counters,
+           "tied-proj-out": not context.token_shapes}  # fmt: skip
+    return sum(1 << _RULE_INDEX[rule] for rule, skip in off.items() if skip)
+
+
+def _in_head(parts: tuple[str, ...]) -> bool:
+    top = _top_module(parts)
+    return (bool(top) and top[0] in _HEAD_TOP) or not _HEAD_ANYWHERE.isdisjoint(parts)
 
 
 def _variable(t: Tensor) -> str:
@@ -199,6 +251,11 @@ def _variable(t: Tensor) -> str:
 
 def _evidence_name(t: Tensor) -> str:
     return _variable(t) or t.name
+
+
+# the modules that hold an output head (used by matchers defined before the vocabularies)
+HEAD_ANYWHERE_NAMES = ("lm_head", "embed_out", "vocab_projector")
+HEAD_TOP_NAMES = ("head", "classifier", "score", "fc", "output", "cls", "output_layer", "heads", "head_dist")
 
 
 # -- matchers: each returns the captures for the reason text, or None ----------------------------
@@ -375,6 +432,79 @@ def at_most_elements(n: int) -> Matcher:
     return lambda f: {} if f.tensor.elements <= n else None
 
 
+def children_in(values: Iterable[str]) -> Matcher:
+    """Tensors stored under its own name include one of ``values`` (bitsandbytes ``weight.absmax``)."""
+    wanted = frozenset(values)
+
+    def match(f: Facts) -> Captures | None:
+        if not f.context.nested:  # no tensor of the file sits under another tensor's name
+            return None
+        found = sorted(f.children & wanted)
+        return {"child": found[0]} if found else None
+
+    return match
+
+
+def frozen_batchnorm() -> Matcher:
+    """Running statistics beside it but no ``num_batches_tracked``, in a file whose other BatchNorms
+    have one: torchvision/detectron2 ``FrozenBatchNorm2d``, whose scale and shift are buffers."""
+
+    def match(f: Facts) -> Captures | None:
+        siblings = f.siblings
+        if (
+            f.context.batch_counters
+            and siblings & {"running_mean", "running_var"}
+            and ("num_batches_tracked" not in siblings)
+        ):
+            return {"match": f.module or module_path(f.parts)}
+        return None
+
+    return match
+
+
+def vector_weight_module() -> Matcher:
+    """Its module's ``weight`` is 1-D: a per-channel scale (LayerNorm in a Sequential, ``stem.1``),
+    never a Linear, Conv or Embedding, whose weights are matrices."""
+    return lambda f: {"match": f.module} if f.path in f.context.vector_weights else None
+
+
+def hidden_in_head() -> Matcher:
+    """Inside an output head, a layer before the last one (``classifier.0`` of ``classifier.0/.3``) or a
+    hidden transform (``cls.predictions.transform.dense``, RoBERTa ``classifier.dense``)."""
+
+    def match(f: Facts) -> Captures | None:
+        path = f.parts[:-1]
+        if f.top0 not in _HEAD_TOP and not f.enclosing & _HEAD_ANYWHERE:
+            return None
+        if "transform" in path or (f.module == "dense" and len(f.top) > 1):
+            return {"match": ".".join(f.top)}
+        last = f.context.last_child
+        if last:
+            for k in range(1, len(path)):
+                if path[k].isdigit():
+                    biggest = last.get(".".join(path[:k]), -1)
+                    if int(path[k]) < biggest:
+                        return {"match": ".".join(f.top)}
+        return None
+
+    return match
+
+
+_HEAD_TOP = frozenset(HEAD_TOP_NAMES)
+_HEAD_ANYWHERE = frozenset(HEAD_ANYWHERE_NAMES)
+
+
+def token_shaped() -> Matcher:
+    """Its shape is the token embedding's (a projection to the vocabulary)."""
+    return lambda f: {} if f.tensor.shape in f.context.token_shapes else None
+
+
+def sibling_in(values: Iterable[str]) -> Matcher:
+    """Its module also holds one of ``values``."""
+    wanted = frozenset(values)
+    return lambda f: {} if f.siblings & wanted else None
+
+
 def gguf() -> Matcher:
     return lambda f: {} if f.context.format == "gguf" else None
 
@@ -456,9 +586,16 @@ SLOT_MEANING = {
 }
 STEP_SLOTS = frozenset({"step", "iterations", "iter", "_step", "_iterations"})
 
+# Packed quantized weights: the weight itself, stored as integer words (GPTQ/AWQ ``qweight``,
+# compressed-tensors ``weight_packed``, HQQ ``W_q``, MXFP4 ``*_blocks`` of GPT-OSS expert banks)
+PACKED_WEIGHT = r"qweight|weight_packed|.+_blocks"
+# tensors a bitsandbytes 4-bit weight keeps under its own name (``proj.weight.absmax``)
+BNB_CHILDREN = ("absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state")
+# HQQ keeps its quantization metadata beside ``W_q``
+HQQ_META = ("scale", "zero", "shape", "nbits", "group_size", "axis", "channel_wise", "compute_dtype", "packing",
+            "unpack_view_dtype", "view_as_float", "quant_scale", "quant_zero", "round_zero", "encoded_state_dict",
+            "offload_meta", "stores_quant_config", "meta")  # fmt: skip
 QUANT_LEAVES = {
-    "qweight": "packed weight",
-    "weight_packed": "packed weight",
     "qzeros": "zero points",
     "weight_zero_point": "zero points",
     "input_zero_point": "zero points",
@@ -509,6 +646,8 @@ BUFFER_LEAVES = {
     "attention_mask": "attention mask",
     "mask": "mask",
     "masked_bias": "attention mask",
+    "e_score_correction_bias": "router score correction (DeepSeek-V3 registers it as a buffer)",
+    "final_logits_bias": "logits bias (BART/Marian/Pegasus register it as a buffer of zeros)",
     "relative_position_index": "relative position index",
     "_float_tensor": "dtype marker",
 }
@@ -521,13 +660,21 @@ SHIFT_LEAVES = frozenset({"bias", "beta", "b", "offset"})
 TOKEN_EMBEDDINGS = ("embed_tokens", "wte", "word_embeddings", "word_embedding", "tok_embeddings", "tok_embedding",
                     "token_embd", "token_embedding", "token_embeddings", "embed_in", "tok_emb", "word_emb")  # fmt: skip
 POSITION_EMBEDDINGS = ("wpe", "position_embeddings", "position_embedding", "embed_positions", "position_embd",
-                       "pos_embedding", "pos_embeddings", "positional_embedding", "pos_emb")  # fmt: skip
+                       "pos_embedding", "pos_embeddings", "positional_embedding", "pos_emb",
+                       "relative_attention_bias")  # fmt: skip
 TYPE_EMBEDDINGS = ("token_type_embeddings", "token_types", "segment_embeddings", "type_embeddings")
 LEARNED_TOKENS = {"cls_token": "class token", "dist_token": "distillation token", "reg_token": "register tokens",
-                  "mask_token": "mask token", "pos_embed": "position"}  # fmt: skip
+                  "mask_token": "mask token", "pos_embed": "position", "class_embedding": "class token",
+                  "class_token": "class token", "masked_spec_embed": "mask token", "position_embeddings": "position",
+                  "pos_embedding": "position", "position_embedding": "position",
+                  "relative_position_bias_table": "relative position"}  # fmt: skip
+# learned scales that are neither a norm nor a matrix: CLIP's temperature, ConvNeXt/BEiT layer scale
+LEARNED_SCALES = ("logit_scale", "layer_scale_parameter", "gamma_1", "gamma_2", "lambda_1", "lambda_2", "sinks")
+# MoE expert banks: every expert's matrix in one 3-D tensor [experts, out, in] (transformers 5 ``experts``)
+EXPERT_MODULES = ("experts",)
 
-HEAD_ANYWHERE = ("lm_head", "embed_out")
-HEAD_TOP = ("head", "classifier", "score", "fc", "output", "cls", "output_layer", "heads")
+HEAD_ANYWHERE = HEAD_ANYWHERE_NAMES
+HEAD_TOP = HEAD_TOP_NAMES
 
 WEIGHT_CONSUMERS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1,), "MatMulInteger": (1,),
                     "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "Einsum": (1,)}  # fmt: skip
@@ -619,6 +766,14 @@ RULES: tuple[Rule, ...] = (
                                         "MatMulIntegerToFloat": (2, 3, 4, 5), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
                                         "QLinearConv": (1, 2, 4, 5, 6, 7)}),
          R.QUANTIZATION, "{op} input {input}", "an ONNX `{op}` node reads it as input {input}"),
+    Rule("packed-weight", leaf_matches(PACKED_WEIGHT), R.WEIGHT, "packed",
+         "named `{match}`: the weight itself, its quantized codes packed into integer words"),
+    Rule("bnb-weight", all_of(leaf_in(["weight"]), children_in(BNB_CHILDREN)), R.WEIGHT, "packed",
+         "a weight with `{child}` stored under its name: bitsandbytes 4-bit codes, the weight itself"),
+    Rule("hqq-weight", all_of(leaf_in(["w_q"]), sibling_in(["scale", "zero", "meta"])), R.WEIGHT, "packed",
+         "HQQ `W_q` with its scale and zero beside it: the weight itself, its codes packed"),
+    Rule("hqq-meta", all_of(leaf_in(HQQ_META), sibling_in(["w_q"])), R.QUANTIZATION, "hqq {match}",
+         "named `{match}` beside an HQQ `W_q`: quantization metadata"),
     Rule("quant-leaf", leaf_in(QUANT_LEAVES), R.QUANTIZATION, "{quant}",
          "named `{match}`: {quant} of a quantized weight (GPTQ/AWQ/bitsandbytes/compressed-tensors)"),
     Rule("quant-state", in_tree(QUANT_STATE_PARTS), R.QUANTIZATION, "quant state",
@@ -636,6 +791,12 @@ RULES: tuple[Rule, ...] = (
     Rule("buffer-leaf", leaf_in(BUFFER_LEAVES), R.BUFFER, "{buffer}", "named `{match}`: a module buffer ({buffer})"),
     Rule("causal-mask", all_of(leaf_in(["bias", "masked_bias"]), ndim_at_least(4)), R.BUFFER, "attention mask",
          "a 4-D `{match}`: GPT-2 style causal-mask buffer, not a learned bias"),
+    Rule("frozen-batchnorm", all_of(leaf_in(["weight", "bias"]), frozen_batchnorm()), R.BUFFER,
+         "frozen batchnorm {leaf}",
+         "module `{match}` has running statistics but no `num_batches_tracked`, which the file's other "
+         "BatchNorms have: a FrozenBatchNorm, whose scale and shift are buffers"),
+    Rule("fixed-position-table", all_of(module_in(["pos_embed"]), leaf_in(["pos_embed"])), R.BUFFER,
+         "fixed position table", "`pos_embed.pos_embed`: diffusers' PatchEmbed sin-cos table, a buffer"),
     Rule("rotary-module", module_in(ROTARY_MODULES), R.BUFFER, "rotary frequencies",
          "in module `{match}`: rotary-embedding frequencies"),
     # 4. normalization layers
@@ -649,10 +810,14 @@ RULES: tuple[Rule, ...] = (
          "an ONNX `{op}` node reads it as its shift (input {input})"),
     Rule("norm-module", all_of(module_matches(NORM_MODULE), leaf_in(NORM_LEAVES)), R.NORM, "{norm}",
          "module `{match}` is named like a normalization layer"),
+    Rule("vector-weight", all_of(leaf_in(["weight", "bias"]), vector_weight_module()), R.NORM, "{norm}",
+         "module `{match}` has a 1-D weight: a per-channel scale (and shift), a normalization layer"),
     Rule("keras-norm", all_of(leaf_in(["gamma", "beta"]), beta_sibling()), R.NORM, "{norm}",
          "`gamma` (scale) and `beta` (shift) side by side: a Keras-style normalization layer"),
     Rule("layer-scale", leaf_in(["gamma"]), R.WEIGHT, "scale",
          "a learned scale named `gamma` with no `beta` beside it (LayerScale, or a norm without shift)"),
+    Rule("learned-scale", leaf_in(LEARNED_SCALES), R.WEIGHT, "scale",
+         "named `{match}`: a learned scale or logit (temperature, layer scale, GPT-OSS attention sinks)"),
     # 5. embeddings
     Rule("keras-embedding-layer", attr_matches("layer_class", r"Embedding"), R.EMBEDDING, "token",
          "the table of a Keras `Embedding` layer"),
@@ -671,6 +836,12 @@ RULES: tuple[Rule, ...] = (
     Rule("shared-embedding", all_of(top_module_in(["shared"]), ndim_at_least(2)), R.EMBEDDING, "token",
          "top-level `shared`: the token embedding T5/BART share between encoder and decoder"),
     # 6. output heads
+    Rule("head-hidden-weight", all_of(leaf_in(["weight", "kernel"]), hidden_in_head()), R.WEIGHT, "head transform",
+         "in `{match}`, a layer before the head's last one: a hidden transform, not the output projection"),
+    Rule("head-hidden-bias", all_of(leaf_in(["bias"]), hidden_in_head()), R.BIAS, "head transform",
+         "in `{match}`, a layer before the head's last one: a hidden transform's bias"),
+    Rule("tied-proj-out", all_of(top_module_in(["proj_out"]), token_shaped()), R.OUTPUT_HEAD, "lm head",
+         "top-level `proj_out` with the token embedding's shape: Whisper's output projection"),
     Rule("head-module", any_module_in(HEAD_ANYWHERE), R.OUTPUT_HEAD, "lm head",
          "module `{match}` projects hidden states to the vocabulary"),
     Rule("head-top", top_module_in(HEAD_TOP), R.OUTPUT_HEAD, "{match}",
@@ -681,6 +852,10 @@ RULES: tuple[Rule, ...] = (
     Rule("bias-consumer", consumed_as(BIAS_CONSUMERS), R.BIAS, "", "an ONNX `{op}` node reads it as its bias"),
     Rule("bias-add", all_of(consumed_as({"Add": (0, 1)}), learned_vector()), R.BIAS, "",
          "a 1-D floating initializer an ONNX Add node adds: a bias"),
+    Rule("expert-bank", all_of(module_in(EXPERT_MODULES), ndim_at_least(3)), R.WEIGHT, "expert bank",
+         "a {ndim}-D `{leaf}` in module `{match}`: one matrix per MoE expert, stacked"),
+    Rule("weight-norm", all_of(leaf_in(["original0", "original1"]), in_tree(["parametrizations"])), R.WEIGHT,
+         "{weight_norm}", "`parametrizations.weight.{leaf}`: torch weight_norm's {weight_norm} of the weight"),
     Rule("bias-leaf", leaf_matches(r"bias|biases|bias_.+|.+_bias"), R.BIAS, "", "named `{match}`"),
     Rule("weight-leaf", leaf_matches(r"weight|weights|kernel|weight_.+|.+_weight|.+_kernel"), R.WEIGHT, "",
          "named `{match}`"),
@@ -694,7 +869,14 @@ RULES: tuple[Rule, ...] = (
 
 def _extra_captures(rule: Rule, f: Facts, captured: Captures) -> Captures:
     """Values some reasons and details mention beyond what the matcher captured."""
-    values: Captures = {"leaf": f.leaf, "module": f.module, "structure": f.structure, "section": f.tensor.section}
+    values: Captures = {
+        "leaf": f.leaf,
+        "module": f.module,
+        "structure": f.structure,
+        "section": f.tensor.section,
+        "ndim": str(f.ndim),
+        "weight_norm": "magnitude g" if f.leaf == "original0" else "direction v",
+    }
     values.update(captured)
     if rule.role is Role.OPTIMIZER_STATE:
         slot = f.slot or (f.leaf if f.leaf in SLOT_MEANING or not f.leaf.isdigit() else "")
@@ -775,10 +957,11 @@ def _field_masks(field: str) -> tuple[int, dict[str, int]]:
 
 
 _MASKS = {field: _field_masks(field) for field in (*_SCALAR_FACTS, *_SET_FACTS)}
+_RULE_INDEX = {rule.id: i for i, rule in enumerate(RULES)}
 
 
 def _admitted_mask(f: Facts) -> int:
-    mask = -1
+    mask = ~f.context.disabled
     for field in _SCALAR_FACTS:
         always, by_value = _MASKS[field]
         mask &= always | by_value.get(getattr(f, field), 0)

@@ -76,6 +76,7 @@ def _result_dict(report: ModelReport, *, include_tensors: bool, explain: bool, t
             "warnings": [],
             "findings": [finding_dict(f) for f in result.error.findings] if result.error is not None else [],
             "error": error,
+            "components": [],
         }
     return {
         "path": result.path,
@@ -106,7 +107,22 @@ def _result_dict(report: ModelReport, *, include_tensors: bool, explain: bool, t
         "warnings": list(inventory.warnings),
         "findings": [finding_dict(f) for f in inventory.findings],
         "error": error,
+        "components": component_rows(inventory, analysis),
     }
+
+
+def component_rows(inventory: Inventory, analysis: Analysis) -> list[dict[str, Any]]:
+    """The components of a diffusers pipeline (ckptscan.folders), each with its parameters."""
+    listed = inventory.metadata.get("components")
+    if not isinstance(listed, list):
+        return []
+    by_component = analysis.parameters.by_component
+    keys = ("name", "library", "class", "path", "format", "files", "file_bytes", "tensors")
+    return [
+        {**{k: row.get(k) for k in keys}, "parameters": by_component.get(str(row.get("name")), 0)}
+        for row in listed
+        if isinstance(row, Mapping)
+    ]
 
 
 def add_stats(record: dict[str, Any], report: ModelReport, *, include_tensors: bool = True) -> None:
@@ -300,6 +316,7 @@ def parameters_dict(analysis: Analysis) -> dict[str, Any]:
         "bytes": p.bytes,
         "by_role": p.by_role,
         "by_dtype": p.by_dtype,
+        "by_component": p.by_component,
         "modules": [
             {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
             for g in p.groups
@@ -309,6 +326,9 @@ def parameters_dict(analysis: Analysis) -> dict[str, Any]:
         "duplicate_copies": list(p.duplicate_copies),
         "excluded": {role: count_dict(c) for role, c in p.excluded.items()},
         "notes": list(p.notes),
+        "uncertain": {**count_dict(p.uncertain), "names": list(p.uncertain_names)},
+        "packed": {**count_dict(p.packed), "bits": p.packed_bits},
+        "moe": analysis.moe.as_dict() if analysis.moe is not None else None,
     }
 
 

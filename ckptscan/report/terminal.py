@@ -280,12 +280,43 @@ def parameters(inventory: Inventory, analysis: Analysis, options: Options) -> Re
     grid.add_column(overflow="fold")
     shared = f", {p.repeated_entries:,} entries repeat bytes counted once" if p.repeated_entries else ""
     grid.add_row("parameters", f"{_with_human(p.total)} in {p.tensors:,} tensors ({human_bytes(p.bytes)}){shared}")
+    moe = analysis.moe
+    if moe is not None:
+        routing = f"{moe.experts_per_token} of {moe.experts}" if moe.experts_per_token else f"? of {moe.experts}"
+        active = _with_human(moe.active) if moe.active is not None else "unknown"
+        grid.add_row("active / token", f"{active} (MoE: {routing} routed experts per token)")
+        grid.add_row("experts", f"{_with_human(moe.expert_parameters)} in {moe.expert_tensors:,} tensors "
+                     f"({human_bytes(moe.expert_bytes)}); shared {_with_human(moe.shared_parameters)} "
+                     f"({human_bytes(moe.shared_bytes)})")  # fmt: skip
     for tie in p.ties:
         head = safe(tie.head) if tie.head else "output head (not stored)"
         grid.add_row("tied", f"{head} = {safe(tie.embedding)}  [dim]{safe(tie.evidence)}[/dim]")
     for note in p.notes:
         grid.add_row("", f"[dim]{safe(note)}[/dim]")
     return grid
+
+
+def components(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
+    """A diffusers pipeline (ckptscan.folders): one row per component, summed."""
+    from ckptscan.report.json import component_rows
+
+    rows = component_rows(inventory, analysis)
+    if not rows:
+        return None
+    from rich.table import Table
+
+    table = Table(title="Components", title_justify="left", title_style="bold")
+    for name, justify in (("component", "left"), ("class", "left"), ("file", "left"), ("parameters", "right"),
+                          ("bytes", "right")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        names = (safe(str(row[k])) for k in ("name", "class", "path"))
+        table.add_row(*names, f"{row['parameters']:,}", human_bytes(row["file_bytes"]))
+    total_parameters = sum(r["parameters"] for r in rows)
+    total_bytes = sum(r["file_bytes"] for r in rows)
+    table.add_row("[bold]pipeline[/bold]", "", "", f"[bold]{total_parameters:,}[/bold]",
+                  f"[bold]{human_bytes(total_bytes)}[/bold]")  # fmt: skip
+    return table
 
 
 def roles(inventory: Inventory, analysis: Analysis, options: Options) -> RenderableType | None:
@@ -575,6 +606,7 @@ def warnings(inventory: Inventory, analysis: Analysis, options: Options) -> Rend
 
 SECTIONS: list[Section] = [
     overview,
+    components,
     parameters,
     findings,
     roles,
