@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ckptscan.stats import TensorStats
     from ckptscan.stats.summary import Amount, MeasuredError, PruneCounts, Ranked, SqnrTotal, StatsSummary
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_RESOURCE = "ckptscan.schema.json"
 
 
