@@ -17,8 +17,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATORS = ("safetensors", "gguf", "torch", "numpy", "hdf5", "keras", "onnx", "tf_checkpoint", "stats", "diff",
-              "folders")
+GENERATORS = (
+    "safetensors",
+    "gguf",
+    "torch",
+    "numpy",
+    "hdf5",
+    "keras",
+    "onnx",
+    "tf_checkpoint",
+    "stats",
+    "diff",
+    "folders",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,7 +204,18 @@ class Aggregate:
             tensors += len(ordered) - 1
             groups += 1
             largest.append((saving, key, ordered))
-        largest.sort(key=lambda item: (-item[0], item[1][0]))
+        # ties broken by the whole key and the holders' paths: the groups were met in the order the
+        # workers finished, and a re-run (or one served from the index) must list them the same way
+        largest.sort(
+            key=lambda item: (
+                -item[0],
+                item[1][0],
+                item[1][1],
+                item[1][2],
+                str(item[1][4]),
+                [self.models[i].path for i in item[2]],
+            )
+        )
         method = "content-hash" if hashed and not unhashed else "metadata" if not hashed else "mixed"
         return {
             "bytes": total,
