@@ -188,6 +188,7 @@ def read_pipeline(folder: Path) -> Inventory:
 
     parts: list[Inventory] = []
     listed: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for name, library, cls in components(folder):
         sub = folder / name
         inputs = checkpoint_files(sub)
@@ -198,8 +199,18 @@ def read_pipeline(folder: Path) -> Inventory:
         elif len(inputs) == 1:
             inventory = read_inventory(inputs[0])
             chosen = inputs[0]
-        else:  # a tokenizer, a scheduler: configs only (or several unrelated files: not one model)
-            continue
+        elif (canonical := _canonical_weights(inputs)) is not None:
+            inventory = read_inventory(canonical)
+            chosen = canonical
+            others = ", ".join(p.name for p in inputs if p != canonical)
+            warnings.append(
+                f"{name}: read {canonical.name}, the file diffusers loads; not part of the pipeline: {others}"
+            )
+        else:
+            if inputs:
+                names = ", ".join(p.name for p in inputs)
+                warnings.append(f"{name}: several checkpoints and none diffusers would load ({names}); not counted")
+            continue  # a tokenizer, a scheduler: configs only
         part = _prefixed(inventory, name, folder)
         parts.append(part)
         listed.append(
@@ -225,8 +236,21 @@ def read_pipeline(folder: Path) -> Inventory:
         files=(FileRef(MODEL_INDEX, index_size, "index"),),
         regions=(Region(MODEL_INDEX, RegionKind.METADATA, 0, index_size, "diffusers model index"),),
         metadata={"components": listed, "model_index": model_index(folder)},
-        warnings=(),
+        warnings=tuple(warnings),
     )
+
+
+# what diffusers and transformers load from a component folder without a `variant`, best first
+_CANONICAL_WEIGHTS = tuple(
+    f"{stem}{suffix}"
+    for stem in ("diffusion_pytorch_model", "model", "pytorch_model")
+    for suffix in (".safetensors.index.json", ".safetensors", ".bin.index.json", ".bin")
+)
+
+
+def _canonical_weights(inputs: list[Path]) -> Path | None:
+    by_name = {p.name: p for p in inputs}
+    return next((by_name[n] for n in _CANONICAL_WEIGHTS if n in by_name), None)
 
 
 def _prefixed(inventory: Inventory, component: str, folder: Path) -> Inventory:

@@ -322,12 +322,69 @@ class Plan:
 
 def plan(folders: Sequence[Folder]) -> Plan:
     the_plan = Plan([], {}, {})
+    models = _folder_models(folders)
+    pipelines = {folder.path: group for group, folder in enumerate(folders) if folder.path in models and
+                 any(os.path.basename(f.path) == PIPELINE_INDEX for f in folder.files)}  # fmt: skip
     for group, folder in enumerate(folders):
-        _plan_folder(the_plan, group, folder)
+        owner = next((g for root, g in pipelines.items() if _under(folder.path, root)), None)
+        if owner is not None:
+            _plan_component(the_plan, owner, folder)
+        else:
+            _plan_folder(the_plan, group, folder, one_model=folder.path in models)
     return the_plan
 
 
-def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
+def _plan_component(the_plan: Plan, pipeline_group: int, folder: Folder) -> None:
+    """A diffusers pipeline's subfolder: its files wait for the pipeline, which reads its components
+    (as `ckptscan DIR` does); the files it did not read are then read one by one."""
+    waiting = the_plan.waiting.setdefault(pipeline_group, [])
+    for found in folder.files:
+        unit_id = len(the_plan.units)
+        the_plan.units.append(
+            Unit(unit_id, "file", found.path, found.key, folder.path, pipeline_group, found.size, "B")
+        )
+        waiting.append(unit_id)
+
+
+# One model in several formats, as Hugging Face repositories ship it (names, not contents: planning
+# reads nothing; the worker checks that the copies really are one model, ckptscan.folders.copies)
+_HF_WEIGHT_FAMILIES = {
+    "model.safetensors": "safetensors",
+    "model.safetensors.index.json": "safetensors",
+    "pytorch_model.bin": "pytorch",
+    "pytorch_model.bin.index.json": "pytorch",
+    "diffusion_pytorch_model.safetensors": "safetensors",
+    "diffusion_pytorch_model.safetensors.index.json": "safetensors",
+    "diffusion_pytorch_model.bin": "pytorch",
+    "diffusion_pytorch_model.bin.index.json": "pytorch",
+    "tf_model.h5": "keras",
+    "tf_model.h5.index.json": "keras",
+}
+
+
+PIPELINE_INDEX = "model_index.json"  # ckptscan.folders.MODEL_INDEX, without importing it to plan
+
+
+def _folder_models(folders: Sequence[Folder]) -> set[str]:
+    """Folders read as one model, as `ckptscan DIR` reads them (ckptscan.folders): a diffusers
+    pipeline (it has model_index.json) and, as a candidate the worker confirms, a folder with the
+    same Hugging Face weights in two formats."""
+    models = set()
+    for folder in folders:
+        if folder.explicit or is_remote(folder.path):
+            continue
+        names = {os.path.basename(f.path) for f in folder.files}
+        families = {_HF_WEIGHT_FAMILIES[n] for n in names if n in _HF_WEIGHT_FAMILIES}
+        if PIPELINE_INDEX in names or len(families) >= 2:
+            models.add(folder.path)
+    return models
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _plan_folder(the_plan: Plan, group: int, folder: Folder, *, one_model: bool = False) -> None:
     companions = () if folder.explicit else companions_of(folder)
 
     def add(kind: str, found: FoundFile, stage: str) -> int:
@@ -339,7 +396,7 @@ def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
 
     remote = is_remote(folder.path)  # folder formats (Trainer checkpoints) are recognized locally only
     folder_format = None if folder.explicit or remote else registry.detect_folder(Path(folder.path))
-    if folder_format is not None:
+    if folder_format is not None or one_model:
         whole = FoundFile(folder.path, sum(f.size for f in folder.files), normalized(folder.path))
         a_ids = [add("folder", whole, "A")]
         b_files = list(folder.files)
@@ -351,7 +408,7 @@ def _plan_folder(the_plan: Plan, group: int, folder: Folder) -> None:
     stage = "B" if a_ids else "A"  # without claimants there is nothing to wait for
     b_ids = [add("file", f, stage) for f in b_files]
     if a_ids and b_ids:
-        the_plan.waiting[group] = b_ids
+        the_plan.waiting.setdefault(group, []).extend(b_ids)  # a pipeline's components may be there
         the_plan.pending_a[group] = len(a_ids)
 
 

@@ -114,6 +114,8 @@ class Index:
         size = own.size if own is not None else unit.size
         mtime = own.mtime_ns if own is not None else None
         etag = own.etag if own is not None else None
+        if isinstance(outcome, Skipped) and unit.kind == "folder":
+            return  # a grouping decision, re-made from the files each run
         if isinstance(outcome, Skipped):
             reason = json.dumps({"reason": outcome.reason})
             self._put(unit.key, size, mtime, etag, None, "skipped", None, reason, None, None, now)

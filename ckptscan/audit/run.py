@@ -188,7 +188,9 @@ class Audit:
             yield outcome
             return
         unit = the_plan.units[outcome.unit_id]
-        if isinstance(outcome, Skipped):
+        if isinstance(outcome, Skipped) and unit.kind == "folder":
+            self._settle(unit.key)  # not one model after all: its files, released below, are read alone
+        elif isinstance(outcome, Skipped):
             self._settle(unit.key)
             self.aggregate.add_skipped(
                 unit.path,

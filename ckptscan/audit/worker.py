@@ -18,7 +18,7 @@ from ckptscan import pipeline, registry
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
 from ckptscan.audit.model import Digest, Facts, digest, facts, recoverable_section
-from ckptscan.errors import UnrecognizedFormat
+from ckptscan.errors import CkptscanError, UnrecognizedFormat
 from ckptscan.report.json import result_dict
 from ckptscan.safe_text import json_text
 from ckptscan.scan import ScanError, ScanResult, scan
@@ -67,13 +67,14 @@ class ModelOutcome:
 @dataclass(frozen=True, slots=True)
 class Skipped:
     unit_id: int
-    reason: str  # NOT_A_CHECKPOINT or NAMED_LIKE_A_CHECKPOINT
+    reason: str  # NOT_A_CHECKPOINT, NAMED_LIKE_A_CHECKPOINT or NOT_ONE_MODEL
 
 
 Outcome = ModelOutcome | Skipped
 
 NOT_A_CHECKPOINT = "not-a-checkpoint"
 NAMED_LIKE_A_CHECKPOINT = "unrecognized-content"  # a checkpoint's extension, content unrecognized
+NOT_ONE_MODEL = "not-one-model"  # a folder unit whose weights in two formats are two models: read its files
 
 
 def process(unit: Unit, options: WorkerOptions) -> Outcome:
@@ -84,6 +85,8 @@ def process(unit: Unit, options: WorkerOptions) -> Outcome:
         and not registry.hides_a_pickle(unit.path)
     ):
         return Skipped(unit.id, NOT_A_CHECKPOINT)  # the registry's policy: configs, tokenizers, text
+    if unit.kind == "folder" and not _one_model(unit.path):
+        return Skipped(unit.id, NOT_ONE_MODEL)
     result = scan(unit.path)
     if unit.kind == "file" and _unrecognized(result):
         reason = NAMED_LIKE_A_CHECKPOINT if _has_checkpoint_extension(unit.path) else NOT_A_CHECKPOINT
@@ -93,6 +96,20 @@ def process(unit: Unit, options: WorkerOptions) -> Outcome:
     except Exception as e:  # a bug in rendering must not lose the unit
         message = f"{unit.path}: internal error while reporting ({type(e).__name__}: {e}); please report it"
         return error_outcome(unit, ScanError("internal-error", message, traceback.format_exc()), options)
+
+
+def _one_model(folder: str) -> bool:
+    """The planner groups a folder by names only; a folder format, a pipeline, or copies of one model
+    (checked here, in the worker, under the time limit) is what `ckptscan DIR` reads as one."""
+    from ckptscan import folders
+
+    path = Path(folder)
+    if registry.detect_folder(path) is not None:
+        return True
+    try:
+        return folders.claims(path)
+    except CkptscanError:
+        return True  # a pipeline or copies that fail to read: the folder's error record says why
 
 
 def _unrecognized(result: ScanResult) -> bool:
