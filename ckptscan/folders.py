@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -240,12 +240,27 @@ def read_pipeline(folder: Path) -> Inventory:
     )
 
 
-# what diffusers and transformers load from a component folder without a `variant`, best first
-_CANONICAL_WEIGHTS = tuple(
-    f"{stem}{suffix}"
-    for stem in ("diffusion_pytorch_model", "model", "pytorch_model")
-    for suffix in (".safetensors.index.json", ".safetensors", ".bin.index.json", ".bin")
+# the weight files Hugging Face libraries write and, without a `variant`, load: best first
+_CANONICAL_WEIGHTS = (
+    *(
+        f"{stem}{suffix}"
+        for stem in ("diffusion_pytorch_model", "model", "pytorch_model")
+        for suffix in (".safetensors.index.json", ".safetensors", ".bin.index.json", ".bin")
+    ),
+    "tf_model.h5",
+    "tf_model.h5.index.json",
 )
+
+
+def may_hold_copies(names: Iterable[str]) -> bool:
+    """From file names alone (nothing read): Hugging Face weights in two formats, which
+    :func:`copies` then confirms or not from their headers."""
+    formats = {_weights_format(n) for n in names if n in _CANONICAL_WEIGHTS}
+    return len(formats) >= 2
+
+
+def _weights_format(name: str) -> str:
+    return "safetensors" if ".safetensors" in name else "keras" if name.startswith("tf_model.") else "pytorch"
 
 
 def _canonical_weights(inputs: list[Path]) -> Path | None:

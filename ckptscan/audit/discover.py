@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptscan import registry
+from ckptscan.folders import MODEL_INDEX, may_hold_copies
 
 VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "CVS", "_darcs"})
 
@@ -324,7 +325,7 @@ def plan(folders: Sequence[Folder]) -> Plan:
     the_plan = Plan([], {}, {})
     models = _folder_models(folders)
     pipelines = {folder.path: group for group, folder in enumerate(folders) if folder.path in models and
-                 any(os.path.basename(f.path) == PIPELINE_INDEX for f in folder.files)}  # fmt: skip
+                 any(os.path.basename(f.path) == MODEL_INDEX for f in folder.files)}  # fmt: skip
     for group, folder in enumerate(folders):
         owner = next((g for root, g in pipelines.items() if _under(folder.path, root)), None)
         if owner is not None:
@@ -346,36 +347,16 @@ def _plan_component(the_plan: Plan, pipeline_group: int, folder: Folder) -> None
         waiting.append(unit_id)
 
 
-# One model in several formats, as Hugging Face repositories ship it (names, not contents: planning
-# reads nothing; the worker checks that the copies really are one model, ckptscan.folders.copies)
-_HF_WEIGHT_FAMILIES = {
-    "model.safetensors": "safetensors",
-    "model.safetensors.index.json": "safetensors",
-    "pytorch_model.bin": "pytorch",
-    "pytorch_model.bin.index.json": "pytorch",
-    "diffusion_pytorch_model.safetensors": "safetensors",
-    "diffusion_pytorch_model.safetensors.index.json": "safetensors",
-    "diffusion_pytorch_model.bin": "pytorch",
-    "diffusion_pytorch_model.bin.index.json": "pytorch",
-    "tf_model.h5": "keras",
-    "tf_model.h5.index.json": "keras",
-}
-
-
-PIPELINE_INDEX = "model_index.json"  # ckptscan.folders.MODEL_INDEX, without importing it to plan
-
-
 def _folder_models(folders: Sequence[Folder]) -> set[str]:
-    """Folders read as one model, as `ckptscan DIR` reads them (ckptscan.folders): a diffusers
-    pipeline (it has model_index.json) and, as a candidate the worker confirms, a folder with the
-    same Hugging Face weights in two formats."""
+    """Folders read as one model, as `ckptscan DIR` reads them (ckptscan.folders), judged from
+    names only: a diffusers pipeline (it has model_index.json) and, as a candidate the worker
+    confirms, a folder with Hugging Face weights in two formats."""
     models = set()
     for folder in folders:
         if folder.explicit or is_remote(folder.path):
             continue
         names = {os.path.basename(f.path) for f in folder.files}
-        families = {_HF_WEIGHT_FAMILIES[n] for n in names if n in _HF_WEIGHT_FAMILIES}
-        if PIPELINE_INDEX in names or len(families) >= 2:
+        if MODEL_INDEX in names or may_hold_copies(names):
             models.add(folder.path)
     return models
 

@@ -115,7 +115,8 @@ def read(source: Source) -> Inventory:
 
 
 def object_pickle_findings(stream: Any, name: str) -> list[Finding]:
-    """The globals of an object array's pickle (what np.load(allow_pickle=True) would import), scanned, never run."""
+    """The globals an object array's pickle names (what loading it with pickles allowed would import):
+    listed by the restricted scanner, never imported or run."""
     from ckptscan.formats.torch.safety import findings_for
     from ckptscan.formats.torch.unpickler import Unpickler
 
