@@ -131,7 +131,8 @@ LM = {"vocab_size": 96, "hidden_size": 16, "intermediate_size": 32, "num_hidden_
 ENC = {"vocab_size": 96, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
        "max_position_embeddings": 32}  # fmt: skip
 
-WHISPER: dict[str, Any] = dict(
+# the encoder-decoder sizes BART and Whisper share
+SEQ2SEQ: dict[str, Any] = dict(
     vocab_size=96,
     d_model=16,
     encoder_layers=1,
@@ -140,6 +141,9 @@ WHISPER: dict[str, Any] = dict(
     decoder_attention_heads=2,
     encoder_ffn_dim=32,
     decoder_ffn_dim=32,
+)
+WHISPER: dict[str, Any] = dict(
+    SEQ2SEQ,
     num_mel_bins=8,
     max_source_positions=16,
     max_target_positions=16,
@@ -327,19 +331,7 @@ MODELS: dict[str, Callable[[], Built]] = {
     "t5": _hf(
         "T5ForConditionalGeneration", "T5Config", vocab_size=96, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2
     ),
-    "bart": _hf(
-        "BartForConditionalGeneration",
-        "BartConfig",
-        vocab_size=96,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=32,
-    ),
+    "bart": _hf("BartForConditionalGeneration", "BartConfig", max_position_embeddings=32, **SEQ2SEQ),
     "whisper": _hf("WhisperForConditionalGeneration", "WhisperConfig", **WHISPER),
     "whisper-bin": _hf("WhisperForConditionalGeneration", "WhisperConfig", "bin", **WHISPER),
     "vit": _hf(
