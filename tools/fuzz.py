@@ -68,6 +68,8 @@ class Outcome:
     family: str
     executions: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    rechecked_slow: int = 0
     failures: int = 0
     slowest_s: float = 0.0
     kinds: dict[str, int] = field(default_factory=dict)
@@ -78,6 +80,8 @@ class Outcome:
             "family": self.family,
             "executions": self.executions,
             "seconds": round(self.seconds, 1),
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "slow_cases_rechecked": self.rechecked_slow,
             "failures": self.failures,
             "slowest_case_s": round(self.slowest_s, 3),
             "failure_kinds": self.kinds,
@@ -183,6 +187,12 @@ def _alarm(signum: int, frame: Any) -> None:
     raise CaseTimeout
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the bounded libhdf5 workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
@@ -210,7 +220,13 @@ def load_seeds(family: str) -> list[Seed]:
 
 
 def fuzz_family(
-    family: str, seconds: float, rng: random.Random, out: Path, max_seconds: float, max_rss_mb: float
+    family: str,
+    seconds: float,
+    rng: random.Random,
+    out: Path,
+    max_seconds: float,
+    max_rss_mb: float,
+    cpu_budget: bool = False,
 ) -> Outcome:
     from ckptscan.formats import _bounded
 
@@ -230,29 +246,24 @@ def fuzz_family(
         folders[index] = folder
     rss_start = rss_mb()
     previous = signal.signal(signal.SIGALRM, _alarm)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), cpu_seconds()
+
+    def spent() -> float:
+        return cpu_seconds() - cpu_started if cpu_budget else time.monotonic() - started
+
     try:
-        while time.monotonic() - started < seconds:
+        while spent() < seconds:
             index = rng.randrange(len(seeds))
             seed = seeds[index]
             data = mutate(seed.data, rng, others)
             path = folders[index] / seed.path.name
             path.write_bytes(data)
-            kind = None
-            case_started = time.monotonic()
-            signal.setitimer(signal.ITIMER_REAL, max_seconds * 2.5)
-            try:
-                kind = check_case(path)
-            except CaseTimeout:
-                kind = "hang"
-            except Exception as e:  # a renderer or scan escaped: the finding to keep
-                kind = f"{type(e).__name__}: {str(e)[:100]}"
-                detail = traceback.format_exc()
-            else:
-                detail = ""
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            took = time.monotonic() - case_started
+            kind, detail, took = _timed_case(path, max_seconds)
+            if kind is None and took > max_seconds:
+                # a shared machine stalls now and then: a slow case counts only if it is slow again
+                outcome.rechecked_slow += 1
+                kind, detail, again = _timed_case(path, max_seconds)
+                took = min(took, again)
             outcome.executions += 1
             outcome.slowest_s = max(outcome.slowest_s, took)
             if kind is None and took > max_seconds:
@@ -268,8 +279,26 @@ def fuzz_family(
     finally:
         signal.signal(signal.SIGALRM, previous)
         outcome.seconds = time.monotonic() - started
+        outcome.cpu_seconds = cpu_seconds() - cpu_started
         shutil.rmtree(work, ignore_errors=True)
     return outcome
+
+
+def _timed_case(path: Path, max_seconds: float) -> tuple[str | None, str, float]:
+    """(failure kind or None, traceback, wall seconds) of one case, stopped at 2.5x the case budget."""
+    kind, detail = None, ""
+    case_started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, max_seconds * 2.5)
+    try:
+        kind = check_case(path)
+    except CaseTimeout:
+        kind = "hang"
+    except Exception as e:  # a renderer or scan escaped: the finding to keep
+        kind = f"{type(e).__name__}: {str(e)[:100]}"
+        detail = traceback.format_exc()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return kind, detail, time.monotonic() - case_started
 
 
 def save(out: Path, family: str, seed: Seed, data: bytes, kind: str, detail: str) -> str:
@@ -330,16 +359,18 @@ def run(
     out: Path | None = None,
     max_seconds: float = 2.0,
     max_rss_mb: float = 200.0,
+    cpu_budget: bool = False,
 ) -> list[Outcome]:
     rng = random.Random(seed)
     target = out or ROOT / "fuzz-findings"
-    return [fuzz_family(f, seconds, rng, target, max_seconds, max_rss_mb) for f in families]
+    return [fuzz_family(f, seconds, rng, target, max_seconds, max_rss_mb, cpu_budget) for f in families]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", action="append", choices=list(FAMILIES), help="repeatable; default: all")
     parser.add_argument("--seconds", type=float, default=60.0, help="time budget per family (default 60)")
+    parser.add_argument("--cpu", action="store_true", help="count --seconds as CPU time (this process + workers)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutation engine")
     parser.add_argument("--engine", choices=("mutate", "atheris"), default="mutate")
     parser.add_argument("--out", type=Path, default=ROOT / "fuzz-findings", help="where failing inputs go")
@@ -352,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--engine atheris fuzzes one --family per process")
         atheris_family(families[0], args.seconds, args.out)
         return 0
-    outcomes = run(families, args.seconds, args.seed, args.out, args.max_seconds, args.max_rss_mb)
+    outcomes = run(families, args.seconds, args.seed, args.out, args.max_seconds, args.max_rss_mb, args.cpu)
     print(json.dumps([o.as_dict() for o in outcomes], indent=2))
     return 1 if any(o.failures for o in outcomes) else 0
 
