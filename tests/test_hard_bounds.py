@@ -59,6 +59,37 @@ def test_worker_stops_a_spinning_library(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @needs_fork
+def test_worker_stuck_in_one_library_call_is_stopped_at_the_stall_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bounded, "TIMEOUT_S", 60.0)
+
+    def stuck(source: Source) -> None:
+        sum(range(1 << 62))  # one C call that keeps the GIL, as libhdf5 does under h5py
+
+    started = time.monotonic()
+    error = _bounded_error(tmp_path, stuck)
+    assert isinstance(error, LimitExceeded) and "stuck" in str(error)
+    assert time.monotonic() - started < SECONDS
+
+
+@needs_fork
+def test_worker_busy_in_python_longer_than_the_stall_limit_is_not_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bounded, "STALL_S", 0.3)
+
+    def slow(source: Source) -> None:
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # a large healthy file: long, but never stuck
+            pass
+        raise MalformedFile("read to the end")
+
+    error = _bounded_error(tmp_path, slow)
+    assert isinstance(error, MalformedFile) and str(error).startswith("read to the end")
+
+
+@needs_fork
 def test_worker_refuses_a_huge_allocation(tmp_path: Path) -> None:
     def allocate(source: Source) -> None:
         bytearray(4 << 30)  # what a 4-byte change in a vlen attribute asked libhdf5 for

@@ -228,9 +228,6 @@ def fuzz_family(
     max_rss_mb: float,
     cpu_budget: bool = False,
 ) -> Outcome:
-    from ckptscan.formats import _bounded
-
-    _bounded.TIMEOUT_S = max_seconds  # a libhdf5 worker over the case budget is killed
     outcome = Outcome(family)
     seeds = load_seeds(family)
     if not seeds:

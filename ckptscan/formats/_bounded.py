@@ -6,7 +6,11 @@ external storage) on its own. None of that can be stopped from inside the proces
 :func:`call` forks, and the child, before it reads anything:
 
 - gets an address-space limit (``RLIMIT_AS``: what it uses now plus :data:`MEMORY_BYTES`) and a
-  CPU-time limit (``RLIMIT_CPU``); the parent also kills it after :data:`TIMEOUT_S` seconds of wall time;
+  CPU-time limit (``RLIMIT_CPU``); the parent also kills it after :data:`TIMEOUT_S` seconds of wall time,
+  and as soon as it has been stuck for :data:`STALL_S`: a thread in the child beats every
+  :data:`BEAT_S` while Python runs, and h5py keeps the GIL while libhdf5 works, so a library
+  spinning on a corrupted structure silences the beat within a second or two, however big the
+  file, while a large healthy file may take up to :data:`TIMEOUT_S`;
 - on Linux with Landlock (5.13+), may open files only inside the model's folder (read-only) and
   a private temporary folder (for a ``.keras`` member inflated to disk): a virtual dataset whose
   source lies elsewhere cannot be opened, whatever libhdf5 decides.
@@ -30,6 +34,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -40,6 +45,9 @@ from ckptscan.inventory import Inventory
 from ckptscan.source import Source
 
 TIMEOUT_S = 30.0  # wall time for one file's metadata
+STALL_S = 1.5  # no heartbeat for this long: the library is stuck in one call
+BEAT_S = 0.05
+_BEAT, _RESULT = b".", b"R"  # the child's pipe carries beats, then R and the pickled result
 MEMORY_BYTES = 1 << 30  # address space the child may add to what it has at the fork
 # modules the readers may import lazily: the child cannot open module files once fenced in
 PRELOAD = (
@@ -95,13 +103,15 @@ def _fork(read: Callable[[Source], Inventory], source: Source, what: str, scratc
         _child(read, source, writable, scratch)
     os.close(writable)
     try:
-        data, timed_out = _collect(readable, TIMEOUT_S)
+        data, stopped = _collect(readable, TIMEOUT_S, STALL_S)
     finally:
         os.close(readable)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-    if timed_out:
+    if stopped == "stalled":
+        raise LimitExceeded(f"the {what} library was stuck for {STALL_S:g} s in one call (a looping structure)")
+    if stopped == "timeout":
         raise LimitExceeded(f"reading the {what} metadata took more than {TIMEOUT_S:g} s; stopped")
     if not data:
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
@@ -118,21 +128,42 @@ def _fork(read: Callable[[Source], Inventory], source: Source, what: str, scratc
     raise MalformedFile(f"the {what} library failed on this file ({value})")
 
 
-def _collect(fd: int, timeout: float) -> tuple[bytes, bool]:
-    """Everything the child writes until it closes the pipe, or (partial, True) at the deadline."""
+def _collect(fd: int, timeout: float, stall: float) -> tuple[bytes, str | None]:
+    """The result the child writes after its beats, or (b"", "timeout" | "stalled") when it must stop."""
     chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
+    started = heard = time.monotonic()
+    result = False
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return b"", True
-        ready, _, _ = select.select([fd], [], [], left)
+        now = time.monotonic()
+        if now >= started + timeout:
+            return b"", "timeout"
+        if now >= heard + stall:
+            return b"", "stalled"
+        ready, _, _ = select.select([fd], [], [], min(started + timeout, heard + stall) - now)
         if not ready:
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
+            return b"".join(chunks), None
+        heard = time.monotonic()
+        if not result:
+            chunk = chunk.lstrip(_BEAT)
+            result = chunk.startswith(_RESULT)
+            chunk = chunk[1:]
+        if result:
+            chunks.append(chunk)
+
+
+def _beat(fd: int, done: threading.Event, pipe: threading.Lock) -> None:
+    """Tell the parent the child is alive, as long as this thread gets the GIL."""
+    while not done.wait(BEAT_S):
+        with pipe:
+            if done.is_set():
+                return
+            try:
+                os.write(fd, _BEAT)
+            except OSError:
+                return
 
 
 def _child(read: Callable[[Source], Inventory], source: Source, fd: int, scratch: str) -> None:
@@ -144,6 +175,8 @@ def _child(read: Callable[[Source], Inventory], source: Source, fd: int, scratch
         _limit_resources()
         _fence(source, scratch)
         tempfile.tempdir = scratch
+        done, pipe = threading.Event(), threading.Lock()
+        threading.Thread(target=_beat, args=(fd, done, pipe), daemon=True).start()
         try:
             result: tuple[str, Any] = ("ok", read(source))
         except CkptscanError as e:
@@ -155,9 +188,11 @@ def _child(read: Callable[[Source], Inventory], source: Source, fd: int, scratch
         except Exception as e:  # libhdf5 errors h5py did not classify ("internal error")
             result = ("failed", f"{type(e).__name__}: {e}"[:500])
         payload = _dumps(result)
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
+        done.set()
+        with pipe:  # no beat may land inside the result
+            view = memoryview(_RESULT + payload)
+            while view:
+                view = view[os.write(fd, view) :]
     except BaseException:
         status = 1
     finally:
