@@ -43,3 +43,14 @@ def test_smoke_run_finds_nothing(tmp_path: Path) -> None:
     assert all(o.executions > 0 for o in outcomes)
     failures = {o.family: (o.kinds, o.saved) for o in outcomes if o.failures}
     assert not failures, failures
+
+
+def test_recheck_runs_saved_findings_again_beside_their_seeds(tmp_path: Path) -> None:
+    fuzz = _fuzz()
+    seed = fuzz.load_seeds("safetensors")[2]  # the sharded index: its shards must be found again
+    assert seed.path.name == "model.safetensors.index.json"
+    fuzz.save(tmp_path, "safetensors", seed, seed.data, "hang", "")
+    fuzz.save(tmp_path, "safetensors", seed, b'{"weight_map": {"x": "../../etc/passwd"}}', "hang", "")
+    rows = fuzz.recheck(tmp_path, max_seconds=2.0)
+    assert [row["was"] for row in rows] == ["kind: hang", "kind: hang"]
+    assert [row["now"] for row in rows] == [None, None]  # a clean scan and a clear refusal

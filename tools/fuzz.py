@@ -256,8 +256,8 @@ def fuzz_family(
             path = folders[index] / seed.path.name
             path.write_bytes(data)
             kind, detail, took = _timed_case(path, max_seconds)
-            if kind is None and took > max_seconds:
-                # a shared machine stalls now and then: a slow case counts only if it is slow again
+            if kind == "hang" or (kind is None and took > max_seconds):
+                # a shared (or paused) machine stalls now and then: a slow case counts only if it is slow again
                 outcome.rechecked_slow += 1
                 kind, detail, again = _timed_case(path, max_seconds)
                 took = min(took, again)
@@ -308,6 +308,27 @@ def save(out: Path, family: str, seed: Seed, data: bytes, kind: str, detail: str
         f"seed: {seed.path.relative_to(TESTDATA)}\nkind: {kind}\n\n{detail}", encoding="utf-8"
     )
     return str(target)
+
+
+def recheck(out: Path, max_seconds: float) -> list[dict[str, Any]]:
+    """Run every saved finding again, beside its seed's siblings: which still fail, and how."""
+    rows = []
+    for note in sorted(out.rglob("*.txt")):
+        case = note.with_suffix("")
+        seed_line = note.read_text(encoding="utf-8").splitlines()[0]
+        seed = TESTDATA / seed_line.removeprefix("seed: ")
+        with tempfile.TemporaryDirectory(prefix="ckptscan-recheck-") as work:
+            for sibling in seed.parent.iterdir():
+                if sibling.is_file() and sibling != seed:
+                    shutil.copyfile(sibling, Path(work) / sibling.name)
+            target = Path(work) / seed.name
+            shutil.copyfile(case, target)
+            kind, _, took = _timed_case(target, max_seconds)
+        if kind is None and took > max_seconds:
+            kind = f"slow ({took:.1f} s)"
+        rows.append({"case": str(case), "was": note.read_text(encoding="utf-8").splitlines()[1], "now": kind,
+                     "seconds": round(took, 3)})  # fmt: skip
+    return rows
 
 
 # -- the atheris engine (coverage-guided, optional) --------------------------------------------------------
@@ -371,10 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutation engine")
     parser.add_argument("--engine", choices=("mutate", "atheris"), default="mutate")
     parser.add_argument("--out", type=Path, default=ROOT / "fuzz-findings", help="where failing inputs go")
+    parser.add_argument("--recheck", action="store_true", help="run the findings saved under --out again")
     parser.add_argument("--max-seconds", type=float, default=2.0, help="a case slower than this fails")
     parser.add_argument("--max-rss-mb", type=float, default=200.0, help="peak RSS growth that fails a case")
     args = parser.parse_args(argv)
     families = args.family or list(FAMILIES)
+    if args.recheck:
+        rows = recheck(args.out, args.max_seconds)
+        print(json.dumps(rows, indent=2))
+        return 1 if any(r["now"] for r in rows) else 0
     if args.engine == "atheris":
         if len(families) != 1:
             parser.error("--engine atheris fuzzes one --family per process")
