@@ -63,6 +63,8 @@ HIDDEN_METADATA = frozenset({"kv_types"})  # GGUF's value types: they follow the
 
 @dataclass(frozen=True, slots=True)
 class Side:
+    """One of the two models compared: its path, format, and its sizes for the summary."""
+
     path: str
     format: str
     file_bytes: int
@@ -90,6 +92,8 @@ class Pair:
 
 @dataclass(frozen=True, slots=True)
 class RoleDelta:
+    """One role's tensors, bytes and parameters in A and in B."""
+
     role: str
     tensors_a: int
     tensors_b: int
@@ -101,6 +105,8 @@ class RoleDelta:
 
 @dataclass(frozen=True, slots=True)
 class MetadataChange:
+    """One metadata key added, removed or changed between A and B, with both values."""
+
     key: str
     change: str  # "added", "removed", "changed"
     a: str | None  # JSON text, shortened
@@ -109,6 +115,8 @@ class MetadataChange:
 
 @dataclass(frozen=True, slots=True)
 class Diff:
+    """What changed between two models: matched tensors, removed and added ones, roles, metadata."""
+
     a: Side
     b: Side
     pairs: tuple[Pair, ...]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 
 class DTypeKind(str, enum.Enum):
@@ -31,6 +34,8 @@ class DTypeKind(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class DType:
+    """One element type: its canonical name, its size in bits per block of elements, and its kind."""
+
     name: str
     block_elements: int
     block_bits: int  # 0 when the size is not known (unknown types, variable-length strings)
@@ -42,6 +47,8 @@ class DType:
 
     @property
     def bits_per_element(self) -> Fraction:
+        from fractions import Fraction  # only the stats and audit paths ask; a scan leaves it unimported
+
         return Fraction(self.block_bits, self.block_elements)
 
     @property

@@ -128,6 +128,8 @@ class FileRef:
 
 @dataclass(frozen=True, slots=True)
 class Inventory:
+    """What a reader found in one model: files, tensors, storages, regions, metadata, findings."""
+
     format: str
     path: str  # what was opened: a file, or an index file for a multi-file model
     root: str  # the model's folder; every FileRef / Tensor.file path is relative to it

@@ -35,6 +35,8 @@ class FormatModule(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FormatSpec:
+    """A file format ckptscan reads: its reader module (imported when needed), extensions, title."""
+
     name: str
     module: str
     extensions: tuple[str, ...]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,8 @@ from ckptscan.source import Source
 
 def is_remote(path: object) -> bool:
     """A URL (hf://, https://, s3://...) rather than a local path; see ckptscan.remote."""
+    if not isinstance(path, str) or "://" not in path:
+        return False  # not a URL: ckptscan.remote (threading, bisect, its dataclasses) stays unimported
     from ckptscan.remote import is_remote as remote
 
     return remote(path)
@@ -40,6 +41,8 @@ INDEX_SUFFIX = ".index.json"
 
 @dataclass(frozen=True, slots=True)
 class ScanError:
+    """Why an input could not be read, or is incomplete: a stable code and a one-line message."""
+
     code: str
     message: str
     detail: str = ""  # a traceback, only for internal errors (shown with --debug)
@@ -50,6 +53,8 @@ class ScanError:
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
+    """What scanning one input gave: its inventory, an error, or both (an incomplete model)."""
+
     path: str
     format: str | None
     inventory: Inventory | None
@@ -152,6 +157,8 @@ def scan(path: str | os.PathLike[str]) -> ScanResult:
         message = clean(f"{shown}: too deeply nested or too large to read ({type(e).__name__})")
         return ScanResult(shown, None, None, ScanError("limit-exceeded", message))
     except Exception as e:  # a bug of ours must not end a batch; the traceback is kept for --debug
+        import traceback
+
         message = clean(f"{shown}: internal error while reading ({type(e).__name__}: {e}); please report it")
         return ScanResult(shown, None, None, ScanError("internal-error", message, traceback.format_exc()))
     return ScanResult(shown, inventory.format, inventory, incomplete_error(inventory, shown), remote)

@@ -142,6 +142,30 @@ def test_header_scan_does_not_import_heavy_modules() -> None:
     assert out.strip() == "[]"
 
 
+def test_local_json_scan_does_not_import_remote() -> None:
+    """ckptscan.remote (threading, bisect, its dataclasses) is for URLs only: a local path never loads
+    it, and ckptscan.scan.is_remote, which answers a local path without it, agrees with it."""
+    import subprocess
+    import sys
+
+    paths = [TESTDATA / "safetensors" / "llama-tiny" / "model.safetensors", TESTDATA / "safetensors" / "sharded-tiny"]
+    code = (
+        "import sys, ckptscan.cli as c, io, contextlib\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    c.main(['--json', *{[str(p) for p in paths]!r}])\n"
+        "print('ckptscan.remote' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout  # fmt: skip
+    assert out.strip() == "False"
+    from ckptscan import remote
+    from ckptscan.scan import is_remote
+
+    for path in ("hf://org/model", "s3://b/k", "HTTPS://x/y", "file:///tmp/x", "FILE:///x", "/tmp/x", "C:\\x",
+                 "a://b", "1a://b", "x/://y", "://x", "", Path("s3://b/k"), None):  # fmt: skip
+        assert is_remote(path) == remote.is_remote(path), path
+
+
 def test_public_api() -> None:
     result = ckptscan.scan(TESTDATA / "gguf" / "llama-tiny-q8_0.gguf")
     assert result.ok and result.inventory is not None and result.format == "gguf"

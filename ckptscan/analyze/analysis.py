@@ -18,6 +18,8 @@ from ckptscan.inventory import Inventory
 
 @dataclass(frozen=True, slots=True)
 class AnalysisOptions:
+    """What ``analyze`` computes and under which assumptions (reduction, memory, GPU)."""
+
     reduction: reduction.Options = field(default_factory=reduction.Options)
     training: memory.TrainingOptions = field(default_factory=memory.TrainingOptions)
     inference: memory.InferenceOptions = field(default_factory=memory.InferenceOptions)
@@ -31,6 +33,8 @@ class AnalysisOptions:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
+    """Every analysis of one inventory, computed once by ``analyze`` and shared by the renderers."""
+
     decisions: list[RoleDecision]  # one per tensor, ties marked
     by_role: dict[str, Count]  # every tensor entry, by role
     parameters: parameters.Parameters

@@ -53,6 +53,8 @@ DROPOUT_KEYS = ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", 
 
 @dataclass(frozen=True, slots=True)
 class Architecture:
+    """A model's shape (layers, widths, heads, context...): what the memory estimates need."""
+
     source: str  # "config.json", "gguf metadata" or "tensor shapes"
     layers: int
     hidden: int

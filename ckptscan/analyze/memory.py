@@ -36,6 +36,8 @@ GIB = 1 << 30
 
 @dataclass(frozen=True, slots=True)
 class Precision:
+    """A training precision: bytes per element of weights, master, gradients, states, activations."""
+
     name: str
     weight: int  # bytes per parameter of the weights the model holds
     master: int  # bytes per trainable parameter of a separate fp32 master copy (ZeRO-style)
@@ -185,6 +187,8 @@ def resolve_sharding(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LoraOptions:
+    """A LoRA (or QLoRA) fine-tune to estimate: rank, alpha, the modules it adapts, a 4-bit base."""
+
     rank: int = 8
     alpha: int = 16
     targets: tuple[str, ...] = LORA_DEFAULT_TARGETS  # module names (the last name component before .weight)
@@ -193,6 +197,8 @@ class LoraOptions:
 
 @dataclass(frozen=True, slots=True)
 class TrainingOptions:
+    """The training run to estimate: optimizer, precision, batch, sequence, kernel, sharding..."""
+
     optimizer: str = "adamw"
     precision: str = "bf16-mixed"
     batch: int = 1  # per GPU
@@ -224,6 +230,8 @@ class TrainingOptions:
 
 @dataclass(frozen=True, slots=True)
 class InferenceOptions:
+    """The inference run to estimate: batch, sequence, KV-cache and compute widths, kernel."""
+
     batch: int = 1
     seq: int | None = None  # default: the model's context length (DEFAULT_INFERENCE_SEQ when unknown)
     kv_bytes: int | None = None  # bytes per cached key/value element; default: the compute dtype's
@@ -247,6 +255,8 @@ def _check_positive(**values: int | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """One line of an estimate: what it is, its bytes, and the formula that gave them."""
+
     name: str
     bytes: int
     formula: str
@@ -260,6 +270,8 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Kernel:
+    """The attention kernel an estimate assumes, whether K and V are repeated per head, and why."""
+
     name: str  # flash, efficient, math, eager
     expanded_kv: bool  # K and V repeated to every query head before the kernel (HF repeat_kv)
     reason: str
@@ -335,6 +347,8 @@ class Term:
 
 @dataclass(frozen=True, slots=True)
 class _Ctx:
+    """What a layer's saved tensors depend on besides the architecture (widths, kernel, trainable)."""
+
     compute: int
     residual: int
     autocast: bool
@@ -493,6 +507,8 @@ def _sum(terms: Sequence[Term], batch: int, seq: int, keys: int | None = None) -
 
 @dataclass(frozen=True, slots=True)
 class KVCache:
+    """The KV cache of an inference estimate: bytes, per token, batch, context, element width."""
+
     bytes: int
     per_token_bytes: int
     batch: int
@@ -509,6 +525,8 @@ class KVCache:
 
 @dataclass(frozen=True, slots=True)
 class ActivationEstimate:
+    """What a training step keeps for backward: in total, per layer, and by kind."""
+
     bytes: int
     per_layer_bytes: int
     layers: int
@@ -565,6 +583,8 @@ class Fit:
 
 @dataclass(frozen=True, slots=True)
 class InferenceEstimate:
+    """An inference memory estimate (one prefill forward), per reduction target."""
+
     weights_bytes: int | None
     kv_cache: KVCache | None
     activations_bytes: int  # logits + the largest transient of one layer during prefill
@@ -597,6 +617,8 @@ class InferenceEstimate:
 
 @dataclass(frozen=True, slots=True)
 class TrainingEstimate:
+    """A training memory estimate: every line, the peak, and the run it assumes."""
+
     optimizer: str
     precision: str
     batch: int
@@ -854,6 +876,8 @@ def _lora_tensors(tensors: Sequence[Tensor], lora: LoraOptions) -> list[tuple[st
 
 @dataclass(frozen=True, slots=True)
 class _Static:
+    """The parts of a training estimate that batch and sequence do not change."""
+
     lines: tuple[Line, ...]
     n_all: int
     n_train: int

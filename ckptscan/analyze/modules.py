@@ -19,6 +19,8 @@ _SEPARATORS = re.compile(r"[./]")
 
 @dataclass(frozen=True, slots=True)
 class ModuleGroup:
+    """One row of the per-module rollup (repeated blocks collapsed): tensors, elements, bytes."""
+
     name: str  # e.g. "model.layers.[0-21]" or "lm_head"
     blocks: int  # repeated blocks collapsed into this row (1 when not repeated)
     tensors: int

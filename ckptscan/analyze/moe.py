@@ -32,6 +32,8 @@ SHARED_KEYS = ("n_shared_experts", "num_shared_experts")
 
 @dataclass(frozen=True, slots=True)
 class MoE:
+    """A mixture-of-experts model's figures: expert counts, total vs active parameters, expert bytes."""
+
     experts: int  # routed experts per MoE layer
     experts_per_token: int | None  # routed experts each token uses
     shared_experts: int | None  # experts every token uses (None: not declared)

@@ -79,6 +79,8 @@ NO_BYTES = frozenset({"meta", "hdf5-unallocated"})
 
 @dataclass(frozen=True, slots=True)
 class Part:
+    """What landed in one category of the split: bytes, and the tensors and elements behind them."""
+
     bytes: int = 0
     tensors: int = 0  # distinct views whose bytes landed here
     elements: int = 0
@@ -86,6 +88,8 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Overhead:
+    """Where a checkpoint's bytes go: each category's part, and the format overhead by region kind."""
+
     file_bytes: int
     parts: dict[str, Part]  # every category, in CATEGORIES order
     format_overhead: dict[str, int]  # region kind -> bytes

@@ -44,6 +44,8 @@ TIE_READERS = frozenset({"MatMul", "Gemm", "Transpose", "FusedMatMul"})
 
 @dataclass(frozen=True, slots=True)
 class Tie:
+    """An output head tied to the token embedding: how the file stores the head, and the evidence."""
+
     embedding: str  # the token embedding's name
     head: str  # the output head's name; "" when the file does not store one
     stored: str  # "shared": one copy in the file; "copy": stored twice; "absent": head not stored
@@ -55,6 +57,8 @@ class Tie:
 
 @dataclass(frozen=True, slots=True)
 class Parameters:
+    """The model's parameters, each counted once, by role, dtype and module; what was left out."""
+
     total: int  # elements, each parameter once
     tensors: int
     bytes: int

@@ -49,6 +49,8 @@ F16, BF16, F32 = DTYPES["F16"], DTYPES["BF16"], DTYPES["F32"]
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """Choices that change the targets' plans: int4 group size, zero points, heads per KV head."""
+
     group_size: int = 128  # int4: inputs per scale along each output channel; 0 = one scale per channel
     zero_points: bool = False  # int4/int8: asymmetric, with zero points packed at the code width
     n_gqa: int = 1  # attention heads per key/value head (llama.cpp's attn_v rules for IQ4_XS and Q2_K)
@@ -56,6 +58,8 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class TensorPlan:
+    """What one target does to one tensor: its dtype before and after, its bytes, the rule."""
+
     index: int  # into the inventory's tensors
     name: str
     source: str  # source dtype
@@ -66,6 +70,8 @@ class TensorPlan:
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """One reduction target (strip, fp16, int4, Q4_K_M...): bytes after it, saving, plan per tensor."""
+
     name: str
     bytes: int
     tensor_bytes: int
@@ -78,6 +84,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
+    """A tensor the targets keep (each distinct view once), with its index and role."""
+
     index: int
     tensor: Tensor
     role: Role

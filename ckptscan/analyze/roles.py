@@ -54,6 +54,8 @@ PARAMETER_ROLES = frozenset({Role.WEIGHT, Role.BIAS, Role.EMBEDDING, Role.OUTPUT
 
 @dataclass(frozen=True, slots=True)
 class RoleDecision:
+    """What one tensor is (role and detail), the evidence for it, and the rule that decided."""
+
     role: Role
     detail: str  # e.g. "token", "exp_avg", "batchnorm-scale", "tied to model.embed_tokens.weight"
     reason: str  # one short sentence: the evidence
@@ -112,6 +114,8 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
+    """What the rules look at for one tensor, computed once: its name's parts, its place, the Context."""
+
     tensor: Tensor
     parts: tuple[str, ...]  # components of the name (of attrs["variable"] when the reader set it)
     tree: tuple[str, ...]  # components of the entry's own name: where it sits
@@ -692,6 +696,8 @@ NORM_CONSUMERS_SHIFT = {"LayerNormalization": (2,), "SkipLayerNormalization": (3
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One row of the role table: a matcher over a tensor's Facts, and the role and reason it gives."""
+
     id: str
     match: Matcher
     role: Role

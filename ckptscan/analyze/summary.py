@@ -17,6 +17,8 @@ from ckptscan.inventory import Inventory, Tensor
 
 @dataclass(frozen=True, slots=True)
 class Count:
+    """Tensors, elements and bytes of some tensor entries; ``add`` gives a new count."""
+
     tensors: int = 0
     elements: int = 0
     bytes: int = 0
@@ -27,6 +29,8 @@ class Count:
 
 @dataclass(frozen=True, slots=True)
 class Totals:
+    """An inventory's totals: every entry, each distinct view once, and the bytes actually stored."""
+
     every: Count  # every tensor entry
     unique: Count  # each distinct view once
     stored_bytes: int  # storages once, whole, plus tensors that own their bytes

@@ -35,6 +35,8 @@ MAX_GROUP_PATHS = 5
 
 @dataclass(slots=True)
 class _Model:
+    """One model as the totals keep it (its figures, not its tensors), until the summary orders them."""
+
     path: str
     folder: str
     format: str | None

@@ -47,6 +47,8 @@ COMPANION_NAMES = registry.COMPANION_NAMES
 
 @dataclass(frozen=True, slots=True)
 class WalkOptions:
+    """Which files the walk visits: include and exclude patterns, hidden files, symlinks."""
+
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     hidden: bool = False
@@ -55,6 +57,8 @@ class WalkOptions:
 
 @dataclass(frozen=True, slots=True)
 class FoundFile:
+    """A file the walk found: its path, size, and what --index compares to skip it next time."""
+
     path: str  # as reached: the audited root joined with the names walked
     size: int
     key: str  # absolute and normalized: how claims and aliases compare
@@ -64,6 +68,8 @@ class FoundFile:
 
 @dataclass(slots=True)
 class Folder:
+    """One folder of the walk and the files found in it (or the files named on the command line)."""
+
     path: str
     files: list[FoundFile] = field(default_factory=list)
     explicit: bool = False  # files named on the command line: no folder-level grouping
@@ -119,7 +125,7 @@ def walk(
 
 
 def is_remote(path: str) -> bool:
-    from ckptscan.remote import is_remote as remote
+    from ckptscan.scan import is_remote as remote  # answers a local path without importing ckptscan.remote
 
     return remote(path)
 
@@ -293,6 +299,8 @@ def _matches(patterns: Iterable[str], name: str, rel: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Companion:
+    """A companion file of a model's folder (config, tokenizer...), listed in the model's record."""
+
     key: str
     name: str
     size: int
@@ -315,6 +323,8 @@ class Unit:
 
 @dataclass(slots=True)
 class Plan:
+    """The units to read, and the stage-B units each folder holds back until its stage-A units are done."""
+
     units: list[Unit]
     # folder listing (group) -> ids of its stage-B units, released when its stage-A units are done
     waiting: dict[int, list[int]]

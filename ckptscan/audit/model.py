@@ -47,6 +47,8 @@ DedupeKey = tuple[str, tuple[int, ...], str, int, "str | None"]
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """What the cross-model totals need of one model, without its tensor list: roles, bytes, keys."""
+
     roles_source: str  # "analyzer" ("inventory" was the pre-pipeline fallback; kept in the schema)
     by_role: Mapping[str, tuple[int, int, int]]  # role -> (tensors, elements, bytes), every entry
     parameters: int

@@ -47,6 +47,8 @@ class Tick:
 
 @dataclass(slots=True)
 class _Worker:
+    """One worker process, its pipe, and the units sent to it that it has not answered yet."""
+
     process: BaseProcess
     conn: Connection
     outstanding: deque[Unit] = field(default_factory=deque)

@@ -29,6 +29,8 @@ STATS_TIMEOUT_S = 600.0  # with --stats every byte of a model is read
 
 @dataclass(frozen=True, slots=True)
 class AuditOptions:
+    """What an audit reads and how: the walk, workers, time limit, stats pass, targets, index."""
+
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     hidden: bool = False
@@ -48,6 +50,8 @@ class AuditOptions:
 
 @dataclass(frozen=True, slots=True)
 class Discovered:
+    """The event that the walk is done: how many files, bytes and units, and how many workers."""
+
     files: int
     bytes: int
     units: int
@@ -56,6 +60,8 @@ class Discovered:
 
 @dataclass(frozen=True, slots=True)
 class ModelDone:
+    """The event that one model was read: its JSON record, as the worker serialized it."""
+
     text: str  # the per-model JSON record, serialized
     detail: str = ""  # traceback of an internal error
 
@@ -67,6 +73,8 @@ class ModelDone:
 
 @dataclass(frozen=True, slots=True)
 class FileSkipped:
+    """The event that a file was passed over (not a checkpoint, or not one model), and why."""
+
     path: str
     size: int
     reason: str
@@ -77,6 +85,8 @@ Event = Discovered | ModelDone | FileSkipped | pool.Tick
 
 @dataclass(slots=True)
 class Progress:
+    """Files and bytes found and done so far, and models read and failed, for a progress display."""
+
     files_total: int = 0
     bytes_total: int = 0
     files_done: int = 0

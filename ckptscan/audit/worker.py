@@ -26,6 +26,8 @@ from ckptscan.scan import ScanError, ScanResult, scan
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
+    """What a worker computes for each model (tensor records, stats pass, reduction targets)."""
+
     tensors: bool = False  # keep every tensor record in the output
     stats: bool = False  # run the stats pass (content hashes for exact deduplication)
     stats_sample: float | None = None  # with ``stats``: the fraction of each tensor read
@@ -66,6 +68,8 @@ class ModelOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
+    """A unit a worker did not report as a model, and why."""
+
     unit_id: int
     reason: str  # NOT_A_CHECKPOINT, NAMED_LIKE_A_CHECKPOINT or NOT_ONE_MODEL
 

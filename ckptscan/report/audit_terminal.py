@@ -36,6 +36,8 @@ DEDUPE_NOTE = {
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """How many models the audit's terminal report lists one by one."""
+
     models: int = 50  # list every model when there are at most this many (0: never, -1: always)
 
 

@@ -40,6 +40,8 @@ MAX_EXPLAIN_ROWS = 60
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """What the terminal report shows besides the summary (every tensor, the role evidence)."""
+
     tensors: bool = False  # the full tensor table
     largest: int = 10
     explain: bool = False  # each tensor's role and the evidence for it

@@ -29,6 +29,8 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 @dataclass(frozen=True, slots=True)
 class StatsOptions:
+    """How the stats pass reads the values: workers, sampling, ranking length, executor."""
+
     workers: int = 0  # 0: one per CPU core
     sample: float | None = None  # read this fraction of each tensor (evenly spaced windows)
     top: int = 10  # length of the quantization sensitivity ranking
@@ -79,6 +81,8 @@ class TensorStats:
 
 @dataclass(frozen=True, slots=True)
 class StatsResult:
+    """What the stats pass measured: per-tensor statistics, the summary, findings, the cost."""
+
     tensors: tuple[TensorStats, ...]  # one per inventory tensor, same order
     summary: StatsSummary  # pruning, quantization sensitivity, integrity (the JSON ``stats_summary``)
     findings: tuple[Finding, ...]

@@ -38,6 +38,8 @@ ProgressFn = Callable[[int, int], None]  # (pairs done, pairs in all)
 
 @dataclass(frozen=True, slots=True)
 class ValueDiff:
+    """How the values of one matched pair of tensors differ (or why they were not compared)."""
+
     a: str  # tensor name in A
     b: str  # tensor name in B
     elements: int = 0

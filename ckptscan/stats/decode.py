@@ -36,6 +36,8 @@ DecodeFn = Callable[[memoryview, "Workspace"], "np.ndarray"]
 
 @dataclass(frozen=True, slots=True)
 class Decoder:
+    """How to turn one dtype's stored bytes into numbers: its granule size and decode function."""
+
     dtype: str
     granule_elements: int
     granule_bytes: int

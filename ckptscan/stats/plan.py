@@ -40,6 +40,8 @@ REPEAT_FACTOR = 16
 
 @dataclass(frozen=True, slots=True)
 class Block:
+    """A byte range of one tensor that a task reads: whole rows, or a piece of one long row."""
+
     start: int  # byte range of the tensor's canonical bytes
     stop: int
     rows: int  # whole rows in the block (1 for a piece)
@@ -48,6 +50,8 @@ class Block:
 
 @dataclass(frozen=True, slots=True)
 class Task:
+    """One unit of work for a stats worker: blocks of one tensor, and the bytes it hashes."""
+
     plan: int  # index into the plans
     kind: str  # "stats", or "absmax" (first sweep over long rows)
     blocks: tuple[Block, ...]
@@ -65,6 +69,8 @@ class Task:
 
 @dataclass(slots=True)
 class TensorPlan:
+    """How one tensor is read: its decoder (or why it is skipped), its rows and what is measured."""
+
     index: int
     tensor: Tensor
     decoder: Decoder | None = None

@@ -35,6 +35,8 @@ MAX_LISTED = 50  # names listed per integrity group in the summary
 
 @dataclass(frozen=True, slots=True)
 class Amount:
+    """Elements and bytes of some values."""
+
     elements: int
     bytes: int
 
@@ -52,6 +54,8 @@ class PruneCounts:
 
 @dataclass(frozen=True, slots=True)
 class Structured24:
+    """The tensors whose values follow the 2:4 sparsity pattern, and their size."""
+
     tensors: tuple[str, ...]
     elements: int
     bytes: int
@@ -59,6 +63,8 @@ class Structured24:
 
 @dataclass(frozen=True, slots=True)
 class Pruning:
+    """How much of a model is at or near zero, by role, and which tensors are 2:4 sparse."""
+
     counts: PruneCounts  # every floating tensor read
     by_role: Mapping[str, PruneCounts] | None  # None without roles
     structured_2_4: Structured24
@@ -67,6 +73,8 @@ class Pruning:
 
 @dataclass(frozen=True, slots=True)
 class SqnrTotal:
+    """The quantization error (SQNR) of one scheme over the tensors it quantizes."""
+
     tensors: int
     sqnr_db: float | None  # energy-weighted over the tensors
     min_db: float | None
@@ -88,6 +96,8 @@ class Ranked:
 
 @dataclass(frozen=True, slots=True)
 class Quantization:
+    """How well a model's values survive int8 and int4, and which tensors to keep wider."""
+
     int8: SqnrTotal
     int4_g128: SqnrTotal
     ranking: tuple[Ranked, ...]  # the ``top`` most sensitive
@@ -96,6 +106,8 @@ class Quantization:
 
 @dataclass(frozen=True, slots=True)
 class DuplicateGroup:
+    """Tensors whose values are identical (same content hash): the bytes of each, the copies."""
+
     hash: str
     tensors: tuple[str, ...]
     bytes: int  # each
@@ -104,6 +116,8 @@ class DuplicateGroup:
 
 @dataclass(frozen=True, slots=True)
 class Integrity:
+    """Values that look like damage: NaN and Inf, tensors all zero, duplicated tensors."""
+
     nan_values: int
     inf_values: int
     nan_tensors: tuple[str, ...]  # at most MAX_LISTED names each
@@ -114,6 +128,8 @@ class Integrity:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
+    """A tensor the stats pass did not read, and why."""
+
     name: str
     reason: str
 
