@@ -175,11 +175,18 @@ class Head:
         return self._zip_names
 
 
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX on Linux, macOS and Windows)
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
+
+
 def resolve_inside(root: Path, relative: str, *, referrer: str) -> Path:
     """Join ``relative`` to ``root``, refusing anything that would land outside ``root``."""
     if not relative or "\x00" in relative:
         raise UnsafePath(f"names an empty or invalid path {relative!r}", path=referrer)
     pure = relative.replace("\\", "/")
+    if len(relative) > MAX_PATH_BYTES or any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in pure.split("/")):
+        # no file system holds such a name, and asking the OS about it raises ENAMETOOLONG
+        raise UnsafePath(f"names a path too long for any file system ({relative[:40]!r}...); refused", path=referrer)
     if pure.startswith("/") or (len(pure) > 1 and pure[1] == ":") or os.path.isabs(relative):
         raise UnsafePath(f"names an absolute path {relative!r}; refused", path=referrer)
     candidate = root / relative

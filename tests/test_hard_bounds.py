@@ -317,3 +317,13 @@ def test_interrupted_jsonl_line_is_ended_before_the_next(monkeypatch: pytest.Mon
     lines = out.getvalue().splitlines()
     assert lines[-1] == '{"record":"summary"}'  # never glued to half a record
     assert len(lines) == 2
+
+
+def test_a_named_file_too_long_for_any_file_system_is_refused_not_crashed(tmp_path: Path) -> None:
+    # found by tools/fuzz.py: a shard name of 300 bytes made the OS raise ENAMETOOLONG (internal error)
+    weight_map = {"w": "mo" + "\x7f" * 300 + "del-00001-of-00002.safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    result, seconds = timed(tmp_path / "model.safetensors.index.json")
+    assert result.error is not None and result.error.code == "unsafe-path", result.error
+    assert "too long for any file system" in result.error.message and "\n" not in result.error.message
+    assert seconds < SECONDS
