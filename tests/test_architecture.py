@@ -9,6 +9,7 @@ import pytest
 
 from ckptscan.analyze import architecture
 from ckptscan.analyze.architecture import Architecture
+from ckptscan.report.json import architecture_dict
 from tests._analysis_helpers import packed, tensor
 
 
@@ -86,14 +87,14 @@ def test_mixture_of_experts_fields(
     got = (arch.experts, arch.experts_per_token, arch.shared_experts, arch.expert_ffn, arch.shared_expert_ffn)
     assert got == (experts, top_k, shared, expert_ffn, shared_ffn)
     assert arch.dense_layers == dense
-    assert arch.as_dict()["experts"] == experts
+    assert architecture_dict(arch)["experts"] == experts
 
 
 def test_multimodal_keeps_the_vision_tower() -> None:
     arch = _detect(LLAVA)
     assert (arch.modality, arch.layers, arch.hidden) == ("multimodal", 32, 4096)
     assert arch.vision is not None and arch.vision.layers == 24 and arch.vision.encoder_seq == 577
-    assert arch.as_dict()["vision"]["hidden_size"] == 1024
+    assert architecture_dict(arch)["vision"]["hidden_size"] == 1024
 
 
 def test_gguf_moe_metadata() -> None:
@@ -122,7 +123,7 @@ def test_experts_and_stacks_from_names_are_marked_as_guesses() -> None:
     arch = architecture.detect(packed(tensors))
     assert arch is not None and arch.guessed and arch.experts == 4 and arch.experts_per_token == 2
     assert any("experts" in a for a in arch.assumptions)
-    assert arch.as_dict()["guessed"] is True
+    assert architecture_dict(arch)["guessed"] is True
 
 
 def test_hf_configs_as_transformers_writes_them() -> None:

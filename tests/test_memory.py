@@ -10,6 +10,7 @@ from ckptscan.analyze import architecture
 from ckptscan.analyze.analysis import AnalysisOptions, analyze
 from ckptscan.analyze.memory import InferenceOptions, TrainingOptions, activation_bytes, optimizer_state_bytes
 from ckptscan.inventory import Inventory
+from ckptscan.report.json import training_dict
 from tests._analysis_helpers import packed, tensor
 
 V, H, F, L, A = 1000, 64, 256, 4, 4
@@ -37,7 +38,7 @@ CONFIG = {"model_type": "gpt2", "n_layer": L, "n_embd": H, "n_head": A, "vocab_s
 def _training(inventory: Inventory, **options: Any) -> dict[str, Any]:
     training = analyze(inventory, AnalysisOptions(training=TrainingOptions(**options))).training
     assert training is not None
-    return training.as_dict()
+    return training_dict(training)
 
 
 def _lines(training: dict[str, Any]) -> dict[str, int]:

@@ -108,41 +108,6 @@ class Architecture:
     def q_dim(self) -> int:
         return self.heads * self.head_dim
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "layers": self.layers,
-            "hidden_size": self.hidden,
-            "attention_heads": self.heads,
-            "kv_heads": self.kv_heads,
-            "head_dim": self.head_dim,
-            "ffn_size": self.ffn,
-            "gated_mlp": self.gated_mlp,
-            "vocab_size": self.vocab,
-            "context_length": self.context,
-            "norm": self.norm,
-            "dropout": self.dropout,
-            "assumptions": list(self.assumptions),
-            "kind": self.kind,
-            "encoder_layers": self.encoder_layers,
-            "modality": self.modality,
-            "model_type": self.model_type,
-            "activation": self.activation,
-            "experts": self.experts,
-            "experts_per_token": self.experts_per_token,
-            "shared_experts": self.shared_experts,
-            "expert_ffn_size": self.expert_ffn,
-            "shared_expert_ffn_size": self.shared_expert_ffn,
-            "dense_layers": self.dense_layers,
-            "attention_dropout": self.attention_dropout,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "encoder_seq": self.encoder_seq,
-            "tie_embeddings": self.tie_embeddings,
-            "guessed": self.guessed,
-            "vision": self.vision.as_dict() if self.vision is not None else None,
-        }
-
 
 def hf_config(inventory: Inventory) -> Mapping[str, Any]:
     """The HF config beside the model; a multimodal config's ``text_config`` when the top lacks layers."""

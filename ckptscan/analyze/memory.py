@@ -14,7 +14,7 @@ tensor, rather than an idealised network:
 - inference: a prefill forward: weights, the KV cache in the dtype actually used, the full-sequence
   logits, and the largest transient of one layer.
 
-``training`` and ``inference`` return frozen records; ``as_dict`` gives the JSON contract.
+``training`` and ``inference`` return frozen records; `ckptscan.report.json` writes their JSON.
 """
 
 from __future__ import annotations
@@ -260,9 +260,6 @@ class Line:
     name: str
     bytes: int
     formula: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "bytes": self.bytes, "formula": self.formula}
 
 
 # -- the attention kernel -------------------------------------------------------------------------
@@ -517,11 +514,6 @@ class KVCache:
     formula: str
     cross_attention_bytes: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "per_token_bytes": self.per_token_bytes, "batch": self.batch,
-                "context": self.context, "bytes_per_element": self.bytes_per_element, "formula": self.formula,
-                "cross_attention_bytes": self.cross_attention_bytes}  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class ActivationEstimate:
@@ -541,24 +533,6 @@ class ActivationEstimate:
     terms: tuple[Line, ...]  # every kind of saved tensor, summed over the layers
     assumptions: tuple[str, ...]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "bytes": self.bytes,
-            "per_layer_bytes": self.per_layer_bytes,
-            "layers": self.layers,
-            "logits_bytes": self.logits_bytes,
-            "loss_gradient_bytes": self.loss_gradient_bytes,
-            "held_at_loss_bytes": self.held_at_loss_bytes,
-            "held_late_bytes": self.held_late_bytes,
-            "formula": self.formula,
-            "korthikanti_per_layer_bytes": self.korthikanti_per_layer_bytes,
-            "backward_transient_bytes": self.backward_transient_bytes,
-            "kernel": self.kernel.name,
-            "kernel_reason": self.kernel.reason,
-            "terms": [t.as_dict() for t in self.terms],
-            "assumptions": list(self.assumptions),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Fit:
@@ -573,12 +547,6 @@ class Fit:
     max_batch: int | None  # at the chosen sequence; None when even batch 1 does not fit
     max_seq: int | None  # at the chosen batch; None when even 1 token does not fit
     seq_limit: int  # the largest sequence searched (the model's context, or the option)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"gpu": self.gpu, "capacity_bytes": self.capacity_bytes, "reserve_bytes": self.reserve_bytes,
-                "usable_bytes": self.capacity_bytes - self.reserve_bytes, "needed_bytes": self.needed_bytes,
-                "fits": self.fits, "margin_bytes": self.margin_bytes, "max_batch": self.max_batch,
-                "max_seq": self.max_seq, "seq_limit": self.seq_limit}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,22 +565,6 @@ class InferenceEstimate:
     kernel: str | None
     assumptions: tuple[str, ...]
     fit: Fit | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "weights_bytes": self.weights_bytes,
-            "kv_cache": self.kv_cache.as_dict() if self.kv_cache else None,
-            "activations_bytes": self.activations_bytes,
-            "logits_bytes": self.logits_bytes,
-            "total_bytes": self.total_bytes,
-            "by_target": dict(self.by_target),
-            "batch": self.batch,
-            "seq": self.seq,
-            "compute_bytes": self.compute_bytes,
-            "kernel": self.kernel,
-            "assumptions": list(self.assumptions),
-            "fit": self.fit.as_dict() if self.fit else None,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,41 +600,6 @@ class TrainingEstimate:
 
     def line(self, name: str) -> int:
         return sum(line.bytes for line in self.lines if line.name == name)
-
-    def as_dict(self) -> dict[str, Any]:
-        lora = self.lora
-        return {
-            "optimizer": self.optimizer,
-            "precision": self.precision,
-            "batch": self.batch,
-            "seq": self.seq,
-            "checkpointing": self.checkpointing,
-            "attention": self.attention,
-            "attention_requested": self.attention_requested,
-            "freeze": list(self.freeze),
-            "parameters": self.parameters,
-            "trainable_parameters": self.trainable_parameters,
-            "lines": [line.as_dict() for line in self.lines],
-            "total_bytes": self.total_bytes,
-            "peak_formula": self.peak_formula,
-            "sum_bytes": self.sum_bytes,
-            "optimizer_impl": self.optimizer_impl,
-            "step_temporaries_bytes": self.step_temporaries_bytes,
-            "activations": self.activations.as_dict() if self.activations else None,
-            "gpus": self.gpus,
-            "sharding": self.sharding,
-            "device": self.device,
-            "lora": None
-            if lora is None
-            else {
-                "rank": lora.rank,
-                "alpha": lora.alpha,
-                "targets": list(lora.targets),
-                "quantized_base": lora.quantized_base,
-            },
-            "assumptions": list(self.assumptions),
-            "fit": self.fit.as_dict() if self.fit else None,
-        }
 
 
 # -- inference ------------------------------------------------------------------------------------

@@ -47,22 +47,6 @@ class MoE:
     expert_tensors: int
     assumptions: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "experts": self.experts,
-            "experts_per_token": self.experts_per_token,
-            "shared_experts": self.shared_experts,
-            "source": self.source,
-            "total_parameters": self.total,
-            "active_parameters": self.active,
-            "expert_parameters": self.expert_parameters,
-            "shared_parameters": self.shared_parameters,
-            "expert_bytes": self.expert_bytes,
-            "shared_bytes": self.shared_bytes,
-            "expert_tensors": self.expert_tensors,
-            "assumptions": list(self.assumptions),
-        }
-
 
 def is_expert(tensor: Tensor) -> bool:
     """A routed expert's tensor (a fused bank or one expert's matrix), not a shared expert's."""

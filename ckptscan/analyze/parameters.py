@@ -51,9 +51,6 @@ class Tie:
     stored: str  # "shared": one copy in the file; "copy": stored twice; "absent": head not stored
     evidence: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"embedding": self.embedding, "head": self.head, "stored": self.stored, "evidence": self.evidence}
-
 
 @dataclass(frozen=True, slots=True)
 class Parameters:

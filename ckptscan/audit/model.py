@@ -141,14 +141,6 @@ def digest(model: ModelReport, quantize: str) -> Digest:
     )
 
 
-def recoverable_section(d: Digest, quantize: str) -> dict[str, Any]:
-    """The per-model ``recoverable`` field: what stripping or quantizing this model alone saves."""
-    return {
-        "strip": {"bytes": d.strip_bytes, "source": d.strip_source},
-        "quantize": {"target": quantize, "saving_bytes": d.quantize_saving, "source": d.quantize_source},
-    }
-
-
 def _training_state_files(model: ModelReport, roles: Sequence[str]) -> dict[str, int]:
     """Files of a folder model that hold no model tensor (``optimizer.pt``, ``scheduler.pt``,
     ``rng_state.pth``, ``training_args.bin`` in a Trainer folder): stripping deletes them whole.

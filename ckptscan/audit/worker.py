@@ -17,9 +17,9 @@ from pathlib import Path
 from ckptscan import pipeline, registry
 from ckptscan.analyze.analysis import AnalysisOptions
 from ckptscan.audit.discover import Unit, normalized
-from ckptscan.audit.model import Digest, Facts, digest, facts, recoverable_section
+from ckptscan.audit.model import Digest, Facts, digest, facts
 from ckptscan.errors import CkptscanError, UnrecognizedFormat
-from ckptscan.report.json import result_dict
+from ckptscan.report.json import recoverable_dict, result_dict
 from ckptscan.safe_text import json_text
 from ckptscan.scan import ScanError, ScanResult, scan
 
@@ -129,7 +129,7 @@ def model_outcome(unit: Unit, result: ScanResult, options: WorkerOptions) -> Mod
         record["warnings"].append(model.stats_problem)
     record["folder"] = unit.folder
     d = digest(model, options.quantize)
-    record["recoverable"] = recoverable_section(d, options.quantize)
+    record["recoverable"] = recoverable_dict(d, options.quantize)
     if not options.tensors:
         record["tensors"] = []
     inventory = result.inventory

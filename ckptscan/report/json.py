@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ckptscan._version import __version__
-from ckptscan.analyze import modules, summary
+from ckptscan.analyze import architecture, memory, modules, moe, parameters, summary
 from ckptscan.analyze.analysis import Analysis
 from ckptscan.analyze.roles import RoleDecision
 from ckptscan.analyze.summary import Count
@@ -20,6 +20,7 @@ from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.safe_text import DEPTH_MARKER, MAX_DEPTH
 
 if TYPE_CHECKING:
+    from ckptscan.audit.model import Digest
     from ckptscan.pipeline import ModelReport
     from ckptscan.stats import TensorStats
     from ckptscan.stats.summary import Amount, MeasuredError, PruneCounts, Ranked, SqnrTotal, StatsSummary
@@ -321,14 +322,14 @@ def parameters_dict(analysis: Analysis) -> dict[str, Any]:
             {"name": g.name, "blocks": g.blocks, "tensors": g.tensors, "elements": g.elements, "bytes": g.bytes}
             for g in p.groups
         ],
-        "ties": [t.as_dict() for t in p.ties],
+        "ties": [tie_dict(t) for t in p.ties],
         "repeated_entries": p.repeated_entries,
         "duplicate_copies": list(p.duplicate_copies),
         "excluded": {role: count_dict(c) for role, c in p.excluded.items()},
         "notes": list(p.notes),
         "uncertain": {**count_dict(p.uncertain), "names": list(p.uncertain_names)},
         "packed": {**count_dict(p.packed), "bits": p.packed_bits},
-        "moe": analysis.moe.as_dict() if analysis.moe is not None else None,
+        "moe": moe_dict(analysis.moe) if analysis.moe is not None else None,
     }
 
 
@@ -373,9 +374,163 @@ def memory_dict(analysis: Analysis) -> dict[str, Any] | None:
         return None
     arch = analysis.architecture
     return {
-        "architecture": arch.as_dict() if arch else None,
-        "inference": analysis.inference.as_dict(),
-        "training": analysis.training.as_dict(),
+        "architecture": architecture_dict(arch) if arch else None,
+        "inference": inference_dict(analysis.inference),
+        "training": training_dict(analysis.training),
+    }
+
+
+def memory_line_dict(line: memory.Line) -> dict[str, Any]:
+    return {"name": line.name, "bytes": line.bytes, "formula": line.formula}
+
+
+def kv_cache_dict(kv: memory.KVCache) -> dict[str, Any]:
+    return {"bytes": kv.bytes, "per_token_bytes": kv.per_token_bytes, "batch": kv.batch,
+            "context": kv.context, "bytes_per_element": kv.bytes_per_element, "formula": kv.formula,
+            "cross_attention_bytes": kv.cross_attention_bytes}  # fmt: skip
+
+
+def activations_dict(a: memory.ActivationEstimate) -> dict[str, Any]:
+    return {
+        "bytes": a.bytes,
+        "per_layer_bytes": a.per_layer_bytes,
+        "layers": a.layers,
+        "logits_bytes": a.logits_bytes,
+        "loss_gradient_bytes": a.loss_gradient_bytes,
+        "held_at_loss_bytes": a.held_at_loss_bytes,
+        "held_late_bytes": a.held_late_bytes,
+        "formula": a.formula,
+        "korthikanti_per_layer_bytes": a.korthikanti_per_layer_bytes,
+        "backward_transient_bytes": a.backward_transient_bytes,
+        "kernel": a.kernel.name,
+        "kernel_reason": a.kernel.reason,
+        "terms": [memory_line_dict(t) for t in a.terms],
+        "assumptions": list(a.assumptions),
+    }
+
+
+def fit_dict(fit: memory.Fit) -> dict[str, Any]:
+    return {"gpu": fit.gpu, "capacity_bytes": fit.capacity_bytes, "reserve_bytes": fit.reserve_bytes,
+            "usable_bytes": fit.capacity_bytes - fit.reserve_bytes, "needed_bytes": fit.needed_bytes,
+            "fits": fit.fits, "margin_bytes": fit.margin_bytes, "max_batch": fit.max_batch,
+            "max_seq": fit.max_seq, "seq_limit": fit.seq_limit}  # fmt: skip
+
+
+def inference_dict(e: memory.InferenceEstimate) -> dict[str, Any]:
+    return {
+        "weights_bytes": e.weights_bytes,
+        "kv_cache": kv_cache_dict(e.kv_cache) if e.kv_cache else None,
+        "activations_bytes": e.activations_bytes,
+        "logits_bytes": e.logits_bytes,
+        "total_bytes": e.total_bytes,
+        "by_target": dict(e.by_target),
+        "batch": e.batch,
+        "seq": e.seq,
+        "compute_bytes": e.compute_bytes,
+        "kernel": e.kernel,
+        "assumptions": list(e.assumptions),
+        "fit": fit_dict(e.fit) if e.fit else None,
+    }
+
+
+def training_dict(e: memory.TrainingEstimate) -> dict[str, Any]:
+    lora = e.lora
+    return {
+        "optimizer": e.optimizer,
+        "precision": e.precision,
+        "batch": e.batch,
+        "seq": e.seq,
+        "checkpointing": e.checkpointing,
+        "attention": e.attention,
+        "attention_requested": e.attention_requested,
+        "freeze": list(e.freeze),
+        "parameters": e.parameters,
+        "trainable_parameters": e.trainable_parameters,
+        "lines": [memory_line_dict(line) for line in e.lines],
+        "total_bytes": e.total_bytes,
+        "peak_formula": e.peak_formula,
+        "sum_bytes": e.sum_bytes,
+        "optimizer_impl": e.optimizer_impl,
+        "step_temporaries_bytes": e.step_temporaries_bytes,
+        "activations": activations_dict(e.activations) if e.activations else None,
+        "gpus": e.gpus,
+        "sharding": e.sharding,
+        "device": e.device,
+        "lora": None
+        if lora is None
+        else {
+            "rank": lora.rank,
+            "alpha": lora.alpha,
+            "targets": list(lora.targets),
+            "quantized_base": lora.quantized_base,
+        },
+        "assumptions": list(e.assumptions),
+        "fit": fit_dict(e.fit) if e.fit else None,
+    }
+
+
+def architecture_dict(arch: architecture.Architecture) -> dict[str, Any]:
+    return {
+        "source": arch.source,
+        "layers": arch.layers,
+        "hidden_size": arch.hidden,
+        "attention_heads": arch.heads,
+        "kv_heads": arch.kv_heads,
+        "head_dim": arch.head_dim,
+        "ffn_size": arch.ffn,
+        "gated_mlp": arch.gated_mlp,
+        "vocab_size": arch.vocab,
+        "context_length": arch.context,
+        "norm": arch.norm,
+        "dropout": arch.dropout,
+        "assumptions": list(arch.assumptions),
+        "kind": arch.kind,
+        "encoder_layers": arch.encoder_layers,
+        "modality": arch.modality,
+        "model_type": arch.model_type,
+        "activation": arch.activation,
+        "experts": arch.experts,
+        "experts_per_token": arch.experts_per_token,
+        "shared_experts": arch.shared_experts,
+        "expert_ffn_size": arch.expert_ffn,
+        "shared_expert_ffn_size": arch.shared_expert_ffn,
+        "dense_layers": arch.dense_layers,
+        "attention_dropout": arch.attention_dropout,
+        "image_size": arch.image_size,
+        "patch_size": arch.patch_size,
+        "encoder_seq": arch.encoder_seq,
+        "tie_embeddings": arch.tie_embeddings,
+        "guessed": arch.guessed,
+        "vision": architecture_dict(arch.vision) if arch.vision is not None else None,
+    }
+
+
+def tie_dict(tie: parameters.Tie) -> dict[str, str]:
+    return {"embedding": tie.embedding, "head": tie.head, "stored": tie.stored, "evidence": tie.evidence}
+
+
+def moe_dict(m: moe.MoE) -> dict[str, Any]:
+    return {
+        "experts": m.experts,
+        "experts_per_token": m.experts_per_token,
+        "shared_experts": m.shared_experts,
+        "source": m.source,
+        "total_parameters": m.total,
+        "active_parameters": m.active,
+        "expert_parameters": m.expert_parameters,
+        "shared_parameters": m.shared_parameters,
+        "expert_bytes": m.expert_bytes,
+        "shared_bytes": m.shared_bytes,
+        "expert_tensors": m.expert_tensors,
+        "assumptions": list(m.assumptions),
+    }
+
+
+def recoverable_dict(d: Digest, quantize: str) -> dict[str, Any]:
+    """The per-model ``recoverable`` field: what stripping or quantizing this model alone saves."""
+    return {
+        "strip": {"bytes": d.strip_bytes, "source": d.strip_source},
+        "quantize": {"target": quantize, "saving_bytes": d.quantize_saving, "source": d.quantize_source},
     }
 
 
