@@ -823,7 +823,7 @@ def gpu_size(text: str) -> tuple[str, int]:
 
     try:
         return memory.parse_gpu(text)
-    except ValueError as e:
+    except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

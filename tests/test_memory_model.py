@@ -169,6 +169,13 @@ def test_parse_gpu(text: str, expected: int) -> None:
     assert memory.parse_gpu(text)[1] == expected
 
 
+def test_parse_gpu_refuses_an_unknown_name_as_a_usage_error() -> None:
+    from ckptscan.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown GPU 'TPU9'"):
+        memory.parse_gpu("TPU9")
+
+
 def test_fit_finds_the_largest_batch_and_sequence() -> None:
     def at(batch: int, seq: int) -> int:
         return 1000 + batch * seq * 10

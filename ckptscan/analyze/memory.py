@@ -1253,7 +1253,7 @@ def parse_gpu(text: str) -> tuple[str, int]:
         return key, GPUS_MIB[key] << 20
     found = _SIZE.match(text)
     if not found:
-        raise ValueError(f"unknown GPU {text!r}: give a size (24GiB, 80GB) or one of {', '.join(GPUS_MIB)}")
+        raise UsageError(f"unknown GPU {text!r}: give a size (24GiB, 80GB) or one of {', '.join(GPUS_MIB)}")
     value = float(found.group(1))
     unit = (found.group(2) or "gib").lower()
     scale = {"b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
