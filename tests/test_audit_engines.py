@@ -84,8 +84,11 @@ def test_scheduler_needs_dask_engine() -> None:
     assert code == 2 and "--engine dask" in err
 
 
-def test_unreachable_scheduler_is_one_line() -> None:
+def test_unreachable_scheduler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed")
+    from ckptscan.audit import engines
+
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT_S", 2)  # the error is the same after 30 s
     code, err = usage_error("audit", str(TESTDATA), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert code == 2 and "Dask scheduler" in err and "Traceback" not in err
 

@@ -62,6 +62,9 @@ class Engine(AbstractContextManager["Engine"]):
         return None
 
 
+CONNECT_TIMEOUT_S = 30  # Dask retries a refused connection until then
+
+
 class DaskEngine(Engine):
     name = "dask"
 
@@ -73,7 +76,7 @@ class DaskEngine(Engine):
         self.cluster: Any = None
         try:
             if address:
-                self.client: Any = distributed.Client(address, timeout=30)
+                self.client: Any = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
             else:
                 self.cluster = distributed.LocalCluster(
                     n_workers=max(1, workers),
