@@ -553,6 +553,7 @@ def run_audit(argv: list[str]) -> int:
     from ckptscan.audit import Audit, AuditOptions, Discovered, ModelDone
     from ckptscan.audit.run import DEFAULT_TIMEOUT_S, STATS_TIMEOUT_S
     from ckptscan.report import audit as audit_report
+    from ckptscan.report.json import model_row_dict
 
     parser = audit_parser()
     args = parser.parse_args(argv)
@@ -616,6 +617,7 @@ def run_audit(argv: list[str]) -> int:
             progress.stop()
 
     summary = audit.summary()
+    rows = [model_row_dict(row) for row in audit.aggregate.model_rows()]
     if sarif:
         from ckptscan.report import sarif as sarif_report
 
@@ -630,19 +632,19 @@ def run_audit(argv: list[str]) -> int:
         else:
             emit_line(text)
     elif args.csv:
-        sys.stdout.write(audit_report.csv_text(audit.aggregate.model_rows()))
+        sys.stdout.write(audit_report.csv_text(rows))
         sys.stdout.flush()
     else:
         from ckptscan.report.audit_terminal import Options, report
 
         console = make_console(args.no_color)
-        for renderable in report(summary, audit.aggregate.model_rows(), Options(models=args.models)):
+        for renderable in report(summary, rows, Options(models=args.models)):
             console.print(renderable)
     if args.html:
         from ckptscan.report import html
 
         records = {str(r.get("path")): r for r in map(json.loads, audit.sorted_texts())}
-        page = html.HtmlAudit(summary, audit.aggregate.model_rows(), records)
+        page = html.HtmlAudit(summary, rows, records)
         write_text(args.html, html.render([], audit=page, title="ckptscan audit"))
     if machine:
         for problem in summary["incomplete"] + summary["failed"]:

@@ -191,7 +191,7 @@ def test_exact_totals(audited: Audit, expected: dict[str, Any]) -> None:
     assert sum(c["bytes"] for c in summary["by_dtype"].values()) == expected["tensor_bytes"]
     assert summary["discovery"]["files_done"] == summary["discovery"]["files"]
     tree = Path(audited.paths[0])
-    parameters = {os.path.relpath(r["path"], tree): r["parameters"] for r in audited.aggregate.model_rows()}
+    parameters = {os.path.relpath(r.path, tree): r.parameters for r in audited.aggregate.model_rows()}
     for step in audit_tree.CHECKPOINTS:
         assert parameters[f"finetune/step-{step}/model.safetensors"] == audit_tree.CKPT_ELEMENTS
     assert parameters["standalone/copy.safetensors"] == audit_tree.CKPT_ELEMENTS
@@ -202,7 +202,7 @@ def test_exact_totals(audited: Audit, expected: dict[str, Any]) -> None:
 def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, ScanResult]) -> None:
     summary = audited.summary()
     recoverable = summary["recoverable"]
-    rows = {os.path.relpath(r["path"], tree): r for r in audited.aggregate.model_rows()}
+    rows = {os.path.relpath(r.path, tree): r for r in audited.aggregate.model_rows()}
 
     # strip: a Trainer folder's training-state files go whole, framing and all
     state_files = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
@@ -217,10 +217,10 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
     for name in ("torch/lightning.ckpt", "keras/tiny.keras"):
         strip = analyzer_target(fixture_scans[name], "strip")
         assert strip > 0
-        assert rows[name]["strip_bytes"] == strip, name
-    assert recoverable["strip"]["bytes"] == sum(r["strip_bytes"] for r in rows.values())
+        assert rows[name].strip_bytes == strip, name
+    assert recoverable["strip"]["bytes"] == sum(r.strip_bytes for r in rows.values())
     assert recoverable["strip"]["by_source"]["files"] == sum(
-        r["strip_bytes"] for p, r in rows.items() if p.startswith("runs/")
+        r.strip_bytes for p, r in rows.items() if p.startswith("runs/")
     )
 
     # dedupe by metadata: the finetunes' 3 tensors x 3 more copies; the Trainer folders' model
@@ -232,21 +232,21 @@ def test_recoverable_bytes(audited: Audit, tree: Path, fixture_scans: dict[str, 
     assert (biggest["name"], biggest["copies"], biggest["saving_bytes"]) == ("base.embed.weight", 4, 3 * 512)
     assert recoverable["total_bytes"] == recoverable["strip"]["bytes"] + dedupe["bytes"]
     # the first copy in path order keeps its tensors; every later copy is recoverable
-    assert rows["finetune/step-100/model.safetensors"]["duplicate_bytes"] == 0
-    assert rows["finetune/step-200/model.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
-    assert rows["standalone/copy.safetensors"]["duplicate_bytes"] == audit_tree.CKPT_BYTES
-    assert rows["runs/exp1/checkpoint-100"]["duplicate_bytes"] == 0
-    assert rows["runs/exp1/checkpoint-300"]["duplicate_bytes"] == trainer_model_bytes()
-    assert sum(r["duplicate_bytes"] for r in rows.values()) == dedupe["bytes"]
+    assert rows["finetune/step-100/model.safetensors"].duplicate_bytes == 0
+    assert rows["finetune/step-200/model.safetensors"].duplicate_bytes == audit_tree.CKPT_BYTES
+    assert rows["standalone/copy.safetensors"].duplicate_bytes == audit_tree.CKPT_BYTES
+    assert rows["runs/exp1/checkpoint-100"].duplicate_bytes == 0
+    assert rows["runs/exp1/checkpoint-300"].duplicate_bytes == trainer_model_bytes()
+    assert sum(r.duplicate_bytes for r in rows.values()) == dedupe["bytes"]
 
     # quantize: each model's int8 target, as the analyzer computes it for a single scan (a model
     # that would grow, small tensors gaining scales, saves nothing)
     for path, row in rows.items():
         result = scan(tree / path)
         if result.inventory is not None:
-            assert row["quantize_saving_bytes"] == max(0, analyzer_target(result, "int8")), path
+            assert row.quantize_saving_bytes == max(0, analyzer_target(result, "int8")), path
     assert recoverable["quantize"]["source"] == "analyzer"
-    assert recoverable["quantize"]["saving_bytes"] == sum(r["quantize_saving_bytes"] for r in rows.values())
+    assert recoverable["quantize"]["saving_bytes"] == sum(r.quantize_saving_bytes for r in rows.values())
 
 
 def analyzer_target(result: ScanResult, name: str) -> int:

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ckptscan.analyze.summary import Count
 from ckptscan.audit.model import DedupeKey, Digest, Facts
-from ckptscan.inventory import Severity
-from ckptscan.report.json import finding_dict
+from ckptscan.inventory import Finding, Severity
 
 INCOMPLETE_CODES = frozenset({"lfs-pointer", "incomplete-model", "truncated", "missing-file"})
 MAX_LISTED_FINDINGS = 200
@@ -52,6 +52,173 @@ class _Model:
     duplicate_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FormatCounts:
+    """Models of one format: how many, their files, bytes, tensors and parameters."""
+
+    models: int
+    files: int
+    file_bytes: int
+    tensors: int
+    parameters: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The audit's headline figures, over every model."""
+
+    models: int
+    ok: int
+    incomplete: int
+    failed: int
+    files: int
+    file_bytes: int
+    tensors: int
+    elements: int
+    tensor_bytes: int
+    parameters: int
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """One tensor stored in several models: the first keeps it, every further copy could go."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    copies: int
+    saving_bytes: int
+    models: tuple[str, ...]  # the first MAX_GROUP_PATHS holders, in path order
+
+
+@dataclass(frozen=True, slots=True)
+class Dedupe:
+    """Bytes stored again in another model, and how they were matched."""
+
+    bytes: int
+    tensors: int
+    groups: int
+    method: str  # "content-hash", "metadata" or "mixed"
+    metadata_only_keys: int
+    largest_groups: tuple[DuplicateGroup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Strip:
+    """Optimizer and training state over every model: what a deployment never loads."""
+
+    bytes: int
+    models: int
+    source: str
+    by_source: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Quantize:
+    """What quantizing every model to one target would save, summed (it overlaps the others)."""
+
+    target: str
+    saving_bytes: int
+    models: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    """A model among those with the most recoverable bytes."""
+
+    path: str
+    folder: str
+    format: str | None
+    file_bytes: int
+    recoverable_bytes: int
+    strip_bytes: int
+    duplicate_bytes: int
+    quantize_saving_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A model that was incomplete or could not be read, and why."""
+
+    path: str
+    format: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathFinding:
+    """A finding and the model it was found in."""
+
+    path: str
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """Findings over every model: counts, and the notable ones listed (medium and up)."""
+
+    by_severity: Mapping[str, int]
+    by_code: Mapping[str, int]
+    listed: tuple[PathFinding, ...]
+    not_listed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Files the audit did not read as models, by reason."""
+
+    files: Mapping[str, int]
+    bytes: Mapping[str, int]
+    unrecognized_checkpoint_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Totals across every model of an audit (``ckptscan.report.json.audit_summary_dict`` writes them)."""
+
+    totals: Totals
+    by_format: Mapping[str, FormatCounts]
+    by_dtype: Mapping[str, Count]
+    by_role: Mapping[str, Count]
+    by_role_source: str
+    strip: Strip
+    dedupe: Dedupe
+    quantize: Quantize
+    top_offenders: tuple[Offender, ...]
+    incomplete: tuple[Problem, ...]
+    failed: tuple[Problem, ...]
+    findings: Findings
+    skipped: Skipped
+    notes: tuple[str, ...]
+
+    @property
+    def recoverable_bytes(self) -> int:
+        """Strip and dedupe add up (dedupe leaves stripped tensors out); quantize overlaps them."""
+        return self.strip.bytes + self.dedupe.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One model as a flat row (the CSV and the terminal's model table)."""
+
+    path: str
+    folder: str
+    format: str
+    status: str
+    error_code: str
+    files: int
+    file_bytes: int
+    tensors: int
+    parameters: int
+    strip_bytes: int
+    duplicate_bytes: int
+    quantize_target: str
+    quantize_saving_bytes: int
+
+
 class Aggregate:
     def __init__(self, *, quantize: str, top: int = 10) -> None:
         self.quantize = quantize
@@ -64,7 +231,7 @@ class Aggregate:
         self.strip_sources: set[str] = set()
         self.quantize_sources: set[str] = set()
         self.dedupe: dict[DedupeKey, list[int]] = {}
-        self.findings: list[dict[str, Any]] = []
+        self.findings: list[PathFinding] = []
         self.skipped: Counter[str] = Counter()
         self.skipped_bytes: Counter[str] = Counter()
         self.unrecognized: list[str] = []  # named like a checkpoint, content not recognized
@@ -111,7 +278,7 @@ class Aggregate:
             if not holders or holders[-1] != index:
                 holders.append(index)
         for f in facts.findings:
-            self.findings.append({"path": model.path, **finding_dict(f)})
+            self.findings.append(PathFinding(model.path, f))
 
     def add_skipped(self, path: str, size: int, reason: str, *, named_like_checkpoint: bool) -> None:
         self.skipped[reason] += 1
@@ -124,67 +291,61 @@ class Aggregate:
 
     # -- the summary -----------------------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         order = sorted(range(len(self.models)), key=lambda i: self.models[i].path)
         rank = {model_index: position for position, model_index in enumerate(order)}
         dedupe = self._dedupe(rank)
-        strip = sum(m.strip_bytes for m in self.models)
         models = [self.models[i] for i in order]
-        return {
-            "totals": self._totals(models),
-            "by_format": {k: dict(v) for k, v in sorted(self.by_format.items())},
-            "by_dtype": _sorted_counts(self.by_dtype),
-            "by_role": _sorted_counts(self.by_role),
-            "by_role_source": _source(self.role_sources),
-            "recoverable": {
-                "strip": {
-                    "bytes": strip,
-                    "models": sum(1 for m in models if m.strip_bytes),
-                    "source": _source(self.strip_sources),
-                    "by_source": _by_source(models),
-                },
-                "dedupe": dedupe,
-                "quantize": {
-                    "target": self.quantize,
-                    "saving_bytes": sum(m.quantize_saving for m in models),
-                    "models": sum(1 for m in models if m.quantize_saving),
-                    "source": _source(self.quantize_sources),
-                },
-                "total_bytes": strip + dedupe["bytes"],
-            },
-            "top_offenders": self._top(models),
-            "incomplete": [_problem(m) for m in models if m.status == "incomplete"],
-            "failed": [_problem(m) for m in models if m.status == "failed"],
-            "findings": self._findings(),
-            "skipped": {
-                "files": dict(sorted(self.skipped.items())),
-                "bytes": dict(sorted(self.skipped_bytes.items())),
-                "unrecognized_checkpoint_names": sorted(self.unrecognized),
-            },
-            "notes": list(self.notes),
-        }
+        return Summary(
+            totals=self._totals(models),
+            by_format={k: FormatCounts(**v) for k, v in sorted(self.by_format.items())},
+            by_dtype=_sorted_counts(self.by_dtype),
+            by_role=_sorted_counts(self.by_role),
+            by_role_source=_source(self.role_sources),
+            strip=Strip(
+                bytes=sum(m.strip_bytes for m in models),
+                models=sum(1 for m in models if m.strip_bytes),
+                source=_source(self.strip_sources),
+                by_source=_by_source(models),
+            ),
+            dedupe=dedupe,
+            quantize=Quantize(
+                target=self.quantize,
+                saving_bytes=sum(m.quantize_saving for m in models),
+                models=sum(1 for m in models if m.quantize_saving),
+                source=_source(self.quantize_sources),
+            ),
+            top_offenders=self._top(models),
+            incomplete=tuple(_problem(m) for m in models if m.status == "incomplete"),
+            failed=tuple(_problem(m) for m in models if m.status == "failed"),
+            findings=self._findings(),
+            skipped=Skipped(
+                files=dict(sorted(self.skipped.items())),
+                bytes=dict(sorted(self.skipped_bytes.items())),
+                unrecognized_checkpoint_names=tuple(sorted(self.unrecognized)),
+            ),
+            notes=tuple(self.notes),
+        )
 
     def recoverable_bytes(self) -> int:
-        summary = self.summary()
-        total: int = summary["recoverable"]["total_bytes"]
-        return total
+        return self.summary().recoverable_bytes
 
-    def _totals(self, models: list[_Model]) -> dict[str, int]:
+    def _totals(self, models: list[_Model]) -> Totals:
         by_dtype = self.by_dtype.values()
-        return {
-            "models": len(models),
-            "ok": sum(1 for m in models if m.status == "ok"),
-            "incomplete": sum(1 for m in models if m.status == "incomplete"),
-            "failed": sum(1 for m in models if m.status == "failed"),
-            "files": sum(m.files for m in models),
-            "file_bytes": sum(m.file_bytes for m in models),
-            "tensors": sum(m.tensors for m in models),
-            "elements": sum(c["elements"] for c in by_dtype),
-            "tensor_bytes": sum(c["bytes"] for c in by_dtype),
-            "parameters": sum(m.parameters for m in models),
-        }
+        return Totals(
+            models=len(models),
+            ok=sum(1 for m in models if m.status == "ok"),
+            incomplete=sum(1 for m in models if m.status == "incomplete"),
+            failed=sum(1 for m in models if m.status == "failed"),
+            files=sum(m.files for m in models),
+            file_bytes=sum(m.file_bytes for m in models),
+            tensors=sum(m.tensors for m in models),
+            elements=sum(c["elements"] for c in by_dtype),
+            tensor_bytes=sum(c["bytes"] for c in by_dtype),
+            parameters=sum(m.parameters for m in models),
+        )
 
-    def _dedupe(self, rank: Mapping[int, int]) -> dict[str, Any]:
+    def _dedupe(self, rank: Mapping[int, int]) -> Dedupe:
         for m in self.models:
             m.duplicate_bytes = 0
         total = tensors = groups = 0
@@ -219,85 +380,83 @@ class Aggregate:
             )
         )
         method = "content-hash" if hashed and not unhashed else "metadata" if not hashed else "mixed"
-        return {
-            "bytes": total,
-            "tensors": tensors,
-            "groups": groups,
-            "method": method,
-            "metadata_only_keys": unhashed if hashed else 0,
-            "largest_groups": [
-                {
-                    "name": key[0],
-                    "shape": list(key[1]),
-                    "dtype": key[2],
-                    "bytes": key[3],
-                    "copies": len(ordered),
-                    "saving_bytes": saving,
-                    "models": [self.models[i].path for i in ordered[:MAX_GROUP_PATHS]],
-                }
+        return Dedupe(
+            bytes=total,
+            tensors=tensors,
+            groups=groups,
+            method=method,
+            metadata_only_keys=unhashed if hashed else 0,
+            largest_groups=tuple(
+                DuplicateGroup(
+                    name=key[0],
+                    shape=tuple(key[1]),
+                    dtype=key[2],
+                    bytes=key[3],
+                    copies=len(ordered),
+                    saving_bytes=saving,
+                    models=tuple(self.models[i].path for i in ordered[:MAX_GROUP_PATHS]),
+                )
                 for saving, key, ordered in largest[:MAX_LISTED_GROUPS]
-            ],
-        }
+            ),
+        )
 
-    def _top(self, models: list[_Model]) -> list[dict[str, Any]]:
+    def _top(self, models: list[_Model]) -> tuple[Offender, ...]:
         def recoverable(m: _Model) -> int:
             return m.strip_bytes + m.duplicate_bytes
 
         ranked = sorted(models, key=lambda m: (-recoverable(m), -m.file_bytes, m.path))
-        return [
-            {
-                "path": m.path,
-                "folder": m.folder,
-                "format": m.format,
-                "file_bytes": m.file_bytes,
-                "recoverable_bytes": recoverable(m),
-                "strip_bytes": m.strip_bytes,
-                "duplicate_bytes": m.duplicate_bytes,
-                "quantize_saving_bytes": m.quantize_saving,
-            }
+        return tuple(
+            Offender(
+                path=m.path,
+                folder=m.folder,
+                format=m.format,
+                file_bytes=m.file_bytes,
+                recoverable_bytes=recoverable(m),
+                strip_bytes=m.strip_bytes,
+                duplicate_bytes=m.duplicate_bytes,
+                quantize_saving_bytes=m.quantize_saving,
+            )
             for m in ranked[: self.top]
-        ]
+        )
 
-    def _findings(self) -> dict[str, Any]:
-        by_severity = Counter(f["severity"] for f in self.findings)
-        by_code = Counter(f["code"] for f in self.findings)
-        notable = [f for f in self.findings if Severity(f["severity"]).rank >= Severity.MEDIUM.rank]
-        notable.sort(key=lambda f: (-Severity(f["severity"]).rank, f["path"], f["code"]))
-        return {
-            "by_severity": {s.value: by_severity[s.value] for s in Severity if by_severity[s.value]},
-            "by_code": dict(sorted(by_code.items())),
-            "listed": notable[:MAX_LISTED_FINDINGS],
-            "not_listed": max(0, len(notable) - MAX_LISTED_FINDINGS),
-        }
+    def _findings(self) -> Findings:
+        by_severity = Counter(f.finding.severity.value for f in self.findings)
+        by_code = Counter(f.finding.code for f in self.findings)
+        notable = [f for f in self.findings if f.finding.severity.rank >= Severity.MEDIUM.rank]
+        notable.sort(key=lambda f: (-f.finding.severity.rank, f.path, f.finding.code))
+        return Findings(
+            by_severity={s.value: by_severity[s.value] for s in Severity if by_severity[s.value]},
+            by_code=dict(sorted(by_code.items())),
+            listed=tuple(notable[:MAX_LISTED_FINDINGS]),
+            not_listed=max(0, len(notable) - MAX_LISTED_FINDINGS),
+        )
 
-    def model_rows(self) -> list[dict[str, Any]]:
+    def model_rows(self) -> list[ModelRow]:
         """One flat row per model, in path order (the CSV and the terminal's model table)."""
         self.summary()  # settles duplicate_bytes
-        rows = []
-        for m in sorted(self.models, key=lambda m: m.path):
-            rows.append(
-                {
-                    "path": m.path,
-                    "folder": m.folder,
-                    "format": m.format or "",
-                    "status": m.status,
-                    "error_code": (m.error or {}).get("code", ""),
-                    "files": m.files,
-                    "file_bytes": m.file_bytes,
-                    "tensors": m.tensors,
-                    "parameters": m.parameters,
-                    "strip_bytes": m.strip_bytes,
-                    "duplicate_bytes": m.duplicate_bytes,
-                    "quantize_target": self.quantize,
-                    "quantize_saving_bytes": m.quantize_saving,
-                }
+        return [
+            ModelRow(
+                path=m.path,
+                folder=m.folder,
+                format=m.format or "",
+                status=m.status,
+                error_code=(m.error or {}).get("code", ""),
+                files=m.files,
+                file_bytes=m.file_bytes,
+                tensors=m.tensors,
+                parameters=m.parameters,
+                strip_bytes=m.strip_bytes,
+                duplicate_bytes=m.duplicate_bytes,
+                quantize_target=self.quantize,
+                quantize_saving_bytes=m.quantize_saving,
             )
-        return rows
+            for m in sorted(self.models, key=lambda m: m.path)
+        ]
 
 
-def _sorted_counts(groups: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
+def _sorted_counts(groups: Mapping[str, Counter[str]]) -> dict[str, Count]:
     ordered = sorted(groups.items(), key=lambda item: (-item[1]["bytes"], item[0]))
-    return {k: {"tensors": v["tensors"], "elements": v["elements"], "bytes": v["bytes"]} for k, v in ordered}
+    return {k: Count(v["tensors"], v["elements"], v["bytes"]) for k, v in ordered}
 
 
 def _source(sources: set[str]) -> str:
@@ -314,6 +473,6 @@ def _by_source(models: list[_Model]) -> dict[str, int]:
     return dict(sorted(by_source.items()))
 
 
-def _problem(m: _Model) -> dict[str, Any]:
+def _problem(m: _Model) -> Problem:
     error = m.error or {}
-    return {"path": m.path, "format": m.format, "code": error.get("code", ""), "message": error.get("message", "")}
+    return Problem(m.path, m.format, error.get("code", ""), error.get("message", ""))

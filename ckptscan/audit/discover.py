@@ -92,22 +92,6 @@ class WalkStats:
     broken_links: int = 0
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed, missing roots
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "folders": self.folders,
-            "files": self.files,
-            "bytes": self.bytes,
-            "hidden_skipped": self.hidden_skipped,
-            "vcs_skipped": self.vcs_skipped,
-            "excluded": self.excluded,
-            "links_not_followed": self.links_not_followed,
-            "links_outside": self.links_outside,
-            "link_loops": self.link_loops,
-            "aliases": self.aliases,
-            "broken_links": self.broken_links,
-            "unreadable": list(self.unreadable),
-        }
-
 
 def walk(
     roots: Sequence[str], options: WalkOptions, list_remote: Callable[[str], Any] | None = None

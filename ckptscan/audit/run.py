@@ -22,6 +22,7 @@ from ckptscan.audit.index import Index
 from ckptscan.audit.model import DEFAULT_QUANTIZE, QUANTIZE_BITS
 from ckptscan.audit.worker import NAMED_LIKE_A_CHECKPOINT, ModelOutcome, Skipped, WorkerOptions, stats_available
 from ckptscan.errors import UsageError
+from ckptscan.report.json import audit_dict
 
 DEFAULT_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 600.0  # with --stats every byte of a model is read
@@ -263,36 +264,14 @@ class Audit:
             return 0.0
         return (self._finished or time.monotonic()) - self._started
 
+    @property
+    def index(self) -> Index | None:
+        """The --index file this run reads and writes (None without --index)."""
+        return self._index
+
     def summary(self) -> dict[str, Any]:
         """The ``audit`` section: totals over every model read so far."""
-        aggregated = self.aggregate.summary()
-        return {
-            "roots": list(self.paths),
-            "interrupted": self.interrupted,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "workers": self.workers,
-            "engine": self.options.engine,
-            "index": None
-            if self._index is None
-            else {"path": self._index.path, "reused": self._index.reused, "stored": self._index.stored},
-            "options": {
-                "timeout_s": self.options.timeout_s,
-                "include": list(self.options.include),
-                "exclude": list(self.options.exclude),
-                "hidden": self.options.hidden,
-                "follow_links": self.options.follow_links,
-                "stats": self.options.stats,
-                "stats_sample": self.options.stats_sample,
-                "quantize": self.options.quantize,
-                "all_targets": self.options.all_targets,
-            },
-            "discovery": {
-                **self.walk_stats.as_dict(),
-                "files_done": self.progress.files_done,
-                "bytes_done": self.progress.bytes_done,
-            },
-            **aggregated,
-        }
+        return audit_dict(self, self.aggregate.summary())
 
     @property
     def records(self) -> list[dict[str, Any]]:

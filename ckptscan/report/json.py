@@ -7,6 +7,7 @@ the package (``ckptscan/schema/ckptscan.schema.json``) and ``ckptscan schema`` p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,9 @@ from ckptscan.inventory import Finding, Inventory, Tensor
 from ckptscan.safe_text import DEPTH_MARKER, MAX_DEPTH
 
 if TYPE_CHECKING:
+    from ckptscan.audit import aggregate
     from ckptscan.audit.model import Digest
+    from ckptscan.audit.run import Audit
     from ckptscan.pipeline import ModelReport
     from ckptscan.stats import TensorStats
     from ckptscan.stats.summary import Amount, MeasuredError, PruneCounts, Ranked, SqnrTotal, StatsSummary
@@ -532,6 +535,92 @@ def recoverable_dict(d: Digest, quantize: str) -> dict[str, Any]:
         "strip": {"bytes": d.strip_bytes, "source": d.strip_source},
         "quantize": {"target": quantize, "saving_bytes": d.quantize_saving, "source": d.quantize_source},
     }
+
+
+def audit_dict(audit: Audit, s: aggregate.Summary) -> dict[str, Any]:
+    """The ``audit`` section of ``audit --json``: what was run, what was walked, then the totals."""
+    options, index = audit.options, audit.index
+    return {
+        "roots": list(audit.paths),
+        "interrupted": audit.interrupted,
+        "elapsed_s": round(audit.elapsed_s, 3),
+        "workers": audit.workers,
+        "engine": options.engine,
+        "index": None if index is None else {"path": index.path, "reused": index.reused, "stored": index.stored},
+        "options": {
+            "timeout_s": options.timeout_s,
+            "include": list(options.include),
+            "exclude": list(options.exclude),
+            "hidden": options.hidden,
+            "follow_links": options.follow_links,
+            "stats": options.stats,
+            "stats_sample": options.stats_sample,
+            "quantize": options.quantize,
+            "all_targets": options.all_targets,
+        },
+        "discovery": {
+            **_fields(audit.walk_stats),
+            "unreadable": list(audit.walk_stats.unreadable),
+            "files_done": audit.progress.files_done,
+            "bytes_done": audit.progress.bytes_done,
+        },
+        **audit_summary_dict(s),
+    }
+
+
+def audit_summary_dict(s: aggregate.Summary) -> dict[str, Any]:
+    """The audit's cross-model totals: the ``audit`` section of ``audit --json`` after its run facts."""
+    return {
+        "totals": _fields(s.totals),
+        "by_format": {name: _fields(c) for name, c in s.by_format.items()},
+        "by_dtype": {name: count_dict(c) for name, c in s.by_dtype.items()},
+        "by_role": {name: count_dict(c) for name, c in s.by_role.items()},
+        "by_role_source": s.by_role_source,
+        "recoverable": {
+            "strip": {
+                "bytes": s.strip.bytes,
+                "models": s.strip.models,
+                "source": s.strip.source,
+                "by_source": dict(s.strip.by_source),
+            },
+            "dedupe": {
+                "bytes": s.dedupe.bytes,
+                "tensors": s.dedupe.tensors,
+                "groups": s.dedupe.groups,
+                "method": s.dedupe.method,
+                "metadata_only_keys": s.dedupe.metadata_only_keys,
+                "largest_groups": [{**_fields(g), "shape": list(g.shape), "models": list(g.models)}
+                                   for g in s.dedupe.largest_groups],
+            },
+            "quantize": _fields(s.quantize),
+            "total_bytes": s.recoverable_bytes,
+        },
+        "top_offenders": [_fields(o) for o in s.top_offenders],
+        "incomplete": [_fields(p) for p in s.incomplete],
+        "failed": [_fields(p) for p in s.failed],
+        "findings": {
+            "by_severity": dict(s.findings.by_severity),
+            "by_code": dict(s.findings.by_code),
+            "listed": [{"path": f.path, **finding_dict(f.finding)} for f in s.findings.listed],
+            "not_listed": s.findings.not_listed,
+        },
+        "skipped": {
+            "files": dict(s.skipped.files),
+            "bytes": dict(s.skipped.bytes),
+            "unrecognized_checkpoint_names": list(s.skipped.unrecognized_checkpoint_names),
+        },
+        "notes": list(s.notes),
+    }  # fmt: skip
+
+
+def model_row_dict(row: aggregate.ModelRow) -> dict[str, Any]:
+    """One audited model as a flat row (the CSV's columns, the terminal's model table)."""
+    return _fields(row)
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A flat record's fields by name, in declaration order: its dataclass fields are the JSON names."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:
