@@ -327,9 +327,6 @@ class Aggregate:
             notes=tuple(self.notes),
         )
 
-    def recoverable_bytes(self) -> int:
-        return self.summary().recoverable_bytes
-
     def _totals(self, models: list[_Model]) -> Totals:
         by_dtype = self.by_dtype.values()
         return Totals(
