@@ -181,3 +181,19 @@ def test_every_target_has_assumptions_and_dtypes_add_up() -> None:
         assert t.assumptions
         assert sum(c.bytes for c in t.by_dtype.values()) == t.tensor_bytes == sum(p.bytes for p in t.plans)
         assert t.bytes == t.tensor_bytes + t.overhead_bytes
+
+
+def test_plans_are_a_sequence_made_on_demand_and_shared_outcomes_keep_each_tensor_s_name() -> None:
+    inventory = _model()
+    a = analyze(inventory)
+    int4 = next(t for t in a.targets if t.name == "int4")
+    plans = list(int4.plans)
+    assert len(int4.plans) == len(plans) == len(inventory.tensors)
+    assert [p.name for p in plans] == [t.name for t in inventory.tensors]
+    assert int4.plans[3] == plans[3] and int4.plans[-1] == plans[-1]
+    assert int4.plans[1:3] == tuple(plans[1:3])
+    assert int4.plans == analyze(inventory).targets[a.targets.index(int4)].plans
+    # the eight q_proj tensors share one outcome but each plan names its own tensor and index
+    q = [p for p in plans if p.name.endswith("q_proj.weight")]
+    assert len(q) == L and len({(p.result, p.bytes, p.rule) for p in q}) == 1
+    assert len({(p.name, p.index) for p in q}) == L

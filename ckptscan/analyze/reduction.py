@@ -29,8 +29,9 @@ unchanged: exact for the tensor data, an estimate for the container.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from ckptscan.analyze.layout import output_channels
 from ckptscan.analyze.overhead import Overhead
@@ -79,7 +80,63 @@ class Target:
     saving_bytes: int
     assumptions: tuple[str, ...]
     by_dtype: dict[str, Count]
-    plans: tuple[TensorPlan, ...]
+    plans: Plans
+
+
+class Plans(Sequence[TensorPlan]):
+    """A target's plan for each tensor, made when asked for. A target keeps the outcome of each
+    tensor (shared between the tensors of one signature) rather than a TensorPlan each: seventeen
+    targets of a 47,000-tensor MoE would otherwise build 800,000 records that only ``--tensors``
+    and the stats pass read."""
+
+    __slots__ = ("_items", "_outcomes")
+
+    def __init__(self, items: Sequence[_Item], outcomes: Sequence[_Outcome]) -> None:
+        self._items = items
+        self._outcomes = outcomes
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    @overload
+    def __getitem__(self, i: int) -> TensorPlan: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[TensorPlan, ...]: ...
+    def __getitem__(self, i: int | slice) -> TensorPlan | tuple[TensorPlan, ...]:
+        if isinstance(i, slice):
+            return tuple(_plan(item, o) for item, o in zip(self._items[i], self._outcomes[i], strict=True))
+        return _plan(self._items[i], self._outcomes[i])
+
+    def __iter__(self) -> Iterator[TensorPlan]:
+        for item, outcome in zip(self._items, self._outcomes, strict=True):
+            yield _plan(item, outcome)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Plans):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, like the tuple it stands for
+
+    def __repr__(self) -> str:
+        return f"Plans({len(self)} tensors)"
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(o[1] for o in self._outcomes)
+
+    def by_result(self) -> dict[str, Count]:
+        """Tensors, elements and bytes per result dtype or scheme, the largest first."""
+        sums: dict[str, list[int]] = {}
+        for item, (result, nbytes, _) in zip(self._items, self._outcomes, strict=True):
+            acc = sums.get(result)
+            if acc is None:
+                acc = sums[result] = [0, 0, 0]
+            acc[0] += 1
+            acc[1] += item.tensor.elements
+            acc[2] += nbytes
+        counts = {result: Count(*acc) for result, acc in sums.items()}
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1].bytes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +147,20 @@ class _Item:
     tensor: Tensor
     role: Role
     detail: str
+
+
+def _signature(item: _Item) -> tuple[object, ...]:
+    """Everything a target's rule reads of a tensor but its name and place: a model repeats a few
+    shapes thousands of times (a 47,000-tensor MoE has a few dozen signatures), so each signature's
+    outcome is worked out once per target. A 3-D expert bank's rule also reads whether its name
+    says it is a down projection."""
+    t = item.tensor
+    down = len(t.shape) == 3 and _is_down(t.name)
+    return (t.dtype.name, t.shape, t.nbytes, item.role, item.detail, down)
+
+
+# what a target makes of one tensor: (result dtype or scheme, bytes, rule)
+_Outcome = tuple[str, int, str]
 
 
 # -- target table --------------------------------------------------------------------------------
@@ -205,24 +276,35 @@ def reduce(
     hidden = _hidden_size(deduped)
     out = []
     layout: _GgufLayout | None = None
+    signatures = [_signature(item) for item in deduped]
+    memo: dict[tuple[object, ...], _Outcome] = {}
     for name in targets:
+        items: Sequence[_Item] = deduped
         if name == "strip":
-            plans = [_keep(item, "kept: needed for inference") for item in kept]
+            items = kept
+            outcomes = [_keep(item, "kept: needed for inference") for item in kept]
             assumptions = ["drops optimizer state, EMA/master copies, training state, dead storage and any second "
                            "copy of the model stored in another file"]  # fmt: skip
         elif name == "dedupe":
-            plans = [_keep(item, "kept") for item in deduped]
+            outcomes = [_keep(item, "kept") for item in deduped]
             assumptions = ["as strip, and a tied output head stored as a second copy is dropped"]
         elif name in CAST_TARGETS:
-            plans = [_cast_plan(name, item, half, options, hidden) for item in deduped]
+            outcomes = []
+            for item, signature in zip(deduped, signatures, strict=True):
+                key = (name, signature)
+                outcome = memo.get(key)
+                if outcome is None:
+                    outcome = memo[key] = _cast_plan(name, item, half, options, hidden)
+                outcomes.append(outcome)
             assumptions = list(_cast_assumptions(name, half, options))
         else:
             if layout is None:
                 layout = _GgufLayout.of(deduped)
-            plans = _gguf_plans(RECIPES[name], deduped, layout, has_output, options)
+            outcomes = _gguf_outcomes(RECIPES[name], deduped, signatures, layout, has_output, options, memo)
             assumptions = list(_gguf_assumptions(RECIPES[name], options))
         assumptions.append(kept_note)
-        tensor_bytes = sum(p.bytes for p in plans)
+        plans = Plans(items, outcomes)
+        tensor_bytes = plans.tensor_bytes
         total = tensor_bytes + fixed
         out.append(
             Target(
@@ -232,8 +314,8 @@ def reduce(
                 overhead_bytes=fixed,
                 saving_bytes=overhead.file_bytes - total,
                 assumptions=tuple(assumptions),
-                by_dtype=_by_result(plans, inventory.tensors),
-                plans=tuple(plans),
+                by_dtype=plans.by_result(),
+                plans=plans,
             )
         )
     return out
@@ -253,18 +335,23 @@ def _kept(inventory: Inventory, decisions: Sequence[RoleDecision]) -> list[_Item
     return kept
 
 
-def _keep(item: _Item, rule: str) -> TensorPlan:
+def _plan(item: _Item, outcome: _Outcome) -> TensorPlan:
     t = item.tensor
-    return TensorPlan(item.index, t.name, t.dtype.name, t.dtype.name, t.nbytes, rule)
+    return TensorPlan(item.index, t.name, t.dtype.name, *outcome)
 
 
-def _as(item: _Item, dtype: DType, rule: str) -> TensorPlan:
+def _keep(item: _Item, rule: str) -> _Outcome:
+    t = item.tensor
+    return t.dtype.name, t.nbytes, rule
+
+
+def _as(item: _Item, dtype: DType, rule: str) -> _Outcome:
     """``item`` converted to ``dtype``, unless that would make it larger (then kept)."""
     t = item.tensor
     nbytes = _bytes_as(t, dtype)
     if nbytes is None or nbytes >= t.nbytes:
         return _keep(item, "kept: already as small" if nbytes is not None else "kept: size not known")
-    return TensorPlan(item.index, t.name, t.dtype.name, dtype.name, nbytes, rule)
+    return dtype.name, nbytes, rule
 
 
 def _bytes_as(t: Tensor, dtype: DType) -> int | None:
@@ -295,14 +382,19 @@ def bank_channels(t: Tensor, hidden: int | None) -> tuple[int, int, int]:
     [experts, in, out]: the input axis is the one the model width sits on for gate/up projections
     and the other one for the down projection; [experts, out, in] when the width does not tell."""
     experts, a, b = t.shape
-    down = "down" in name_parts(t.name)[-1] or "w2" in name_parts(t.name)[-1]
+    down = _is_down(t.name)
     inputs_first = hidden is not None and a != b and ((a == hidden) != down)
     if inputs_first:
         return experts * b, a, 1
     return experts * a, b, 2
 
 
-def _cast_plan(target: str, item: _Item, half: DType, options: Options, hidden: int | None = None) -> TensorPlan:
+def _is_down(name: str) -> bool:
+    leaf = name_parts(name)[-1]
+    return "down" in leaf or "w2" in leaf
+
+
+def _cast_plan(target: str, item: _Item, half: DType, options: Options, hidden: int | None = None) -> _Outcome:
     t = item.tensor
     if not _floating(t):
         return _keep(item, "kept: not floating point")
@@ -318,7 +410,7 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options, hidden: 
         if nbytes >= t.nbytes:
             return _keep(item, "kept: already as small")
         how = f"FP8 E4M3, one scale per expert ({scales})" if bank else "FP8 E4M3, per-tensor scale"
-        return TensorPlan(item.index, t.name, t.dtype.name, "F8_E4M3+F32 scale", nbytes, how)
+        return "F8_E4M3+F32 scale", nbytes, how
     bits = 8 if target == "int8" else 4
     group = 0 if target == "int8" else options.group_size
     axis = None
@@ -337,7 +429,7 @@ def _cast_plan(target: str, item: _Item, half: DType, options: Options, hidden: 
     if axis is not None:
         per_expert = rows // t.shape[0]
         rule += f"; expert bank: {t.shape[0]} experts x {per_expert:,} output channels, groups along axis {axis}"
-    return TensorPlan(item.index, t.name, t.dtype.name, scheme, nbytes, rule)
+    return scheme, nbytes, rule
 
 
 def _cast_assumptions(target: str, half: DType, options: Options) -> list[str]:
@@ -403,18 +495,38 @@ class _GgufLayout:
         return cls(kinds, [rank.get(n or 0, 0) for n in numbers], len(layers) or 1)
 
 
-def _gguf_plans(
+def _gguf_outcomes(
+    recipe: Recipe,
+    items: Sequence[_Item],
+    signatures: Sequence[tuple[object, ...]],
+    layout: _GgufLayout,
+    has_output: bool,
+    options: Options,
+    memo: dict[tuple[object, ...], _Outcome],
+) -> list[_Outcome]:
+    outcomes = []
+    choices = _gguf_choices(recipe, items, layout, has_output, options)
+    for (item, wanted, rule), signature in zip(choices, signatures, strict=True):
+        key = (signature, wanted, rule)
+        outcome = memo.get(key)
+        if outcome is None:
+            outcome = memo[key] = _keep(item, rule) if wanted is None else _as_gguf(item, wanted, rule)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _gguf_choices(
     recipe: Recipe, items: Sequence[_Item], layout: _GgufLayout, has_output: bool, options: Options
-) -> list[TensorPlan]:
-    plans = []
+) -> Iterator[tuple[_Item, str | None, str]]:
+    """Each item with the ggml type the recipe wants for it (None: kept as it is) and why."""
     i_v = 0
     for item, kind, i_layer in zip(items, layout.kinds, layout.layer_ranks, strict=True):
         t = item.tensor
         if not _floating(t) and t.dtype.kind is not DTypeKind.QUANTIZED:
-            plans.append(_keep(item, "kept: not floating point"))
+            yield item, None, "kept: not floating point"
             continue
         if len(t.shape) < 2 or item.role in (Role.NORM, Role.BIAS, Role.BUFFER):
-            plans.append(_as_gguf(item, "F32", "1-D, norm, bias or buffer: F32 as convert_hf_to_gguf writes it"))
+            yield item, "F32", "1-D, norm, bias or buffer: F32 as convert_hf_to_gguf writes it"
             continue
         token = item.role is Role.EMBEDDING and item.detail.startswith(("token", "lookup"))
         if kind == "output" or (token and not has_output):
@@ -423,21 +535,19 @@ def _gguf_plans(
             if t.shape[-1] % 256:
                 wanted = "Q8_0"
             why = "output head" if kind == "output" else "token embedding that also serves as the output head"
-            plans.append(_as_gguf(item, wanted, f"{why}: {wanted}"))
+            yield item, wanted, f"{why}: {wanted}"
             continue
         if item.role not in (Role.WEIGHT, Role.EMBEDDING) or (item.role is Role.EMBEDDING and not token):
-            plans.append(_as_gguf(item, "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"))
+            yield item, "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"
             continue
         special = recipe.rule(kind, i_layer, layout.n_layers, i_v, options) if recipe.rule else None
         if kind == "attn_v":
             i_v += 1
         wanted = special or recipe.base
-        rule = f"{kind}: {wanted}" if special else f"base type {wanted}"
-        plans.append(_as_gguf(item, wanted, rule))
-    return plans
+        yield item, wanted, f"{kind}: {wanted}" if special else f"base type {wanted}"
 
 
-def _as_gguf(item: _Item, type_name: str, rule: str) -> TensorPlan:
+def _as_gguf(item: _Item, type_name: str, rule: str) -> _Outcome:
     """``item`` as a ggml type, with llama.cpp's fallback when its rows do not fill whole blocks."""
     t = item.tensor
     row = t.shape[-1] if t.shape else 1
@@ -461,14 +571,3 @@ def _gguf_assumptions(recipe: Recipe, options: Options) -> list[str]:
         "Q6_K->Q8_0, Q2_K/Q3_K/IQ4_XS->IQ4_NL), else F16",
         f"attn_v rules assume {options.n_gqa} query head(s) per key/value head",
     ]
-
-
-def _by_result(plans: Sequence[TensorPlan], tensors: Sequence[Tensor]) -> dict[str, Count]:
-    sums: dict[str, list[int]] = {}
-    for p in plans:
-        acc = sums.setdefault(p.result, [0, 0, 0])
-        acc[0] += 1
-        acc[1] += tensors[p.index].elements
-        acc[2] += p.bytes
-    counts = {result: Count(*acc) for result, acc in sums.items()}
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1].bytes))
