@@ -64,13 +64,13 @@ def write_gguf(path: Path) -> int:
 
 
 def remote_scans(ctx: Context) -> list[Row]:
-    from benchmarks.safetensors import LAYERS, write_sparse
+    from benchmarks.safetensors import LAYERS, llama_shapes, write_sparse
 
     served = ctx.workdir / "served"
     served.mkdir(exist_ok=True)
     st = served / "llama-1b.safetensors"
     if not st.exists():
-        write_sparse(st, LAYERS)
+        write_sparse(st, llama_shapes(LAYERS))
     gg = served / "vocab-1g.gguf"
     marker = served / "vocab-1g.header"
     if not marker.exists():
