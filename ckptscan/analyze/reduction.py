@@ -299,8 +299,8 @@ def reduce(
             assumptions = list(_cast_assumptions(name, half, options))
         else:
             if layout is None:
-                layout = _GgufLayout.of(deduped)
-            outcomes = _gguf_outcomes(RECIPES[name], deduped, signatures, layout, has_output, options, memo)
+                layout = _GgufLayout.of(deduped, signatures, has_output)
+            outcomes = _gguf_outcomes(RECIPES[name], layout, options, memo)
             assumptions = list(_gguf_assumptions(RECIPES[name], options))
         assumptions.append(kept_note)
         plans = Plans(items, outcomes)
@@ -478,73 +478,101 @@ def _layer(t: Tensor) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _GgufLayout:
-    """What every GGUF recipe looks at, computed once per reduction: each tensor's llama.cpp kind
-    and the rank of its layer among the layers that have an ffn_down."""
+class _GgufPlace:
+    """What a GGUF recipe looks at for one tensor besides its signature: which branch of the recipe
+    it takes (``keep``, ``f32``, ``head``, ``f16`` or ``weight``), its llama.cpp kind, the rank of
+    its layer among the layers that have an ffn_down, and how many attn_v weights come before it."""
 
-    kinds: list[str]
-    layer_ranks: list[int]
+    item: _Item
+    signature: tuple[object, ...]
+    branch: str
+    kind: str
+    i_layer: int
+    i_v: int
+
+
+@dataclass(frozen=True, slots=True)
+class _GgufLayout:
+    """What every GGUF recipe looks at, computed once per reduction. Tensors whose signature and
+    place are the same get the same outcome from every recipe, so a recipe decides once per group
+    (a 47,000-tensor MoE has a few hundred) and each tensor takes its group's outcome."""
+
+    groups: list[int]  # per item, an index into places
+    places: list[_GgufPlace]  # one per group: its first item's
     n_layers: int
 
     @classmethod
-    def of(cls, items: Sequence[_Item]) -> _GgufLayout:
+    def of(cls, items: Sequence[_Item], signatures: Sequence[tuple[object, ...]], has_output: bool) -> _GgufLayout:
         kinds = [gguf_kind(item.tensor, item.role) for item in items]
         numbers = [_layer(item.tensor) for item in items]
         layers = sorted({n for n, k in zip(numbers, kinds, strict=True) if k == "ffn_down" and n is not None})
         rank = {n: i for i, n in enumerate(layers)}
-        return cls(kinds, [rank.get(n or 0, 0) for n in numbers], len(layers) or 1)
+        index: dict[tuple[object, ...], int] = {}
+        groups: list[int] = []
+        places: list[_GgufPlace] = []
+        i_v = 0
+        for item, signature, kind, number in zip(items, signatures, kinds, numbers, strict=True):
+            branch = _gguf_branch(item, kind, has_output)
+            i_layer = rank.get(number or 0, 0)
+            key = (signature, branch, kind, i_layer, i_v)
+            group = index.get(key)
+            if group is None:
+                group = index[key] = len(places)
+                places.append(_GgufPlace(item, signature, branch, kind, i_layer, i_v))
+            groups.append(group)
+            if branch == "weight" and kind == "attn_v":
+                i_v += 1
+        return cls(groups, places, len(layers) or 1)
+
+
+def _gguf_branch(item: _Item, kind: str, has_output: bool) -> str:
+    """The part of a recipe that decides a tensor's type (the same for every recipe)."""
+    t = item.tensor
+    if not _floating(t) and t.dtype.kind is not DTypeKind.QUANTIZED:
+        return "keep"
+    if len(t.shape) < 2 or item.role in (Role.NORM, Role.BIAS, Role.BUFFER):
+        return "f32"
+    token = item.role is Role.EMBEDDING and item.detail.startswith(("token", "lookup"))
+    if kind == "output" or (token and not has_output):
+        return "head"
+    if item.role not in (Role.WEIGHT, Role.EMBEDDING) or (item.role is Role.EMBEDDING and not token):
+        return "f16"
+    return "weight"
 
 
 def _gguf_outcomes(
-    recipe: Recipe,
-    items: Sequence[_Item],
-    signatures: Sequence[tuple[object, ...]],
-    layout: _GgufLayout,
-    has_output: bool,
-    options: Options,
-    memo: dict[tuple[object, ...], _Outcome],
+    recipe: Recipe, layout: _GgufLayout, options: Options, memo: dict[tuple[object, ...], _Outcome]
 ) -> list[_Outcome]:
-    outcomes = []
-    choices = _gguf_choices(recipe, items, layout, has_output, options)
-    for (item, wanted, rule), signature in zip(choices, signatures, strict=True):
-        key = (signature, wanted, rule)
+    decided = []
+    for place in layout.places:
+        wanted, rule = _gguf_choice(recipe, place, layout.n_layers, options)
+        key = (place.signature, wanted, rule)
         outcome = memo.get(key)
         if outcome is None:
-            outcome = memo[key] = _keep(item, rule) if wanted is None else _as_gguf(item, wanted, rule)
-        outcomes.append(outcome)
-    return outcomes
+            outcome = memo[key] = _keep(place.item, rule) if wanted is None else _as_gguf(place.item, wanted, rule)
+        decided.append(outcome)
+    return [decided[group] for group in layout.groups]
 
 
-def _gguf_choices(
-    recipe: Recipe, items: Sequence[_Item], layout: _GgufLayout, has_output: bool, options: Options
-) -> Iterator[tuple[_Item, str | None, str]]:
-    """Each item with the ggml type the recipe wants for it (None: kept as it is) and why."""
-    i_v = 0
-    for item, kind, i_layer in zip(items, layout.kinds, layout.layer_ranks, strict=True):
-        t = item.tensor
-        if not _floating(t) and t.dtype.kind is not DTypeKind.QUANTIZED:
-            yield item, None, "kept: not floating point"
-            continue
-        if len(t.shape) < 2 or item.role in (Role.NORM, Role.BIAS, Role.BUFFER):
-            yield item, "F32", "1-D, norm, bias or buffer: F32 as convert_hf_to_gguf writes it"
-            continue
-        token = item.role is Role.EMBEDDING and item.detail.startswith(("token", "lookup"))
-        if kind == "output" or (token and not has_output):
-            base = recipe.base
-            wanted = base if base == "Q8_0" else "Q6_K"
-            if t.shape[-1] % 256:
-                wanted = "Q8_0"
-            why = "output head" if kind == "output" else "token embedding that also serves as the output head"
-            yield item, wanted, f"{why}: {wanted}"
-            continue
-        if item.role not in (Role.WEIGHT, Role.EMBEDDING) or (item.role is Role.EMBEDDING and not token):
-            yield item, "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"
-            continue
-        special = recipe.rule(kind, i_layer, layout.n_layers, i_v, options) if recipe.rule else None
-        if kind == "attn_v":
-            i_v += 1
-        wanted = special or recipe.base
-        yield item, wanted, f"{kind}: {wanted}" if special else f"base type {wanted}"
+def _gguf_choice(recipe: Recipe, place: _GgufPlace, n_layers: int, options: Options) -> tuple[str | None, str]:
+    """The ggml type the recipe wants for a tensor (None: kept as it is) and why."""
+    if place.branch == "keep":
+        return None, "kept: not floating point"
+    if place.branch == "f32":
+        return "F32", "1-D, norm, bias or buffer: F32 as convert_hf_to_gguf writes it"
+    if place.branch == "head":
+        base = recipe.base
+        wanted = base if base == "Q8_0" else "Q6_K"
+        if place.item.tensor.shape[-1] % 256:
+            wanted = "Q8_0"
+        why = "output head" if place.kind == "output" else "token embedding that also serves as the output head"
+        return wanted, f"{why}: {wanted}"
+    if place.branch == "f16":
+        return "F16", "not quantized by llama.cpp (position/type embeddings, others): F16"
+    kind = place.kind
+    special = recipe.rule(kind, place.i_layer, n_layers, place.i_v, options) if recipe.rule else None
+    wanted = special or recipe.base
+    return wanted, f"{kind}: {wanted}" if special else f"base type {wanted}"
 
 
 def _as_gguf(item: _Item, type_name: str, rule: str) -> _Outcome:
