@@ -19,7 +19,7 @@ from ckptscan import pipeline, registry
 from ckptscan.audit import Audit, AuditOptions, ModelDone
 from ckptscan.audit.discover import WalkOptions, plan, walk
 from ckptscan.audit.model import digest as model_digest
-from ckptscan.cli import parse_size
+from ckptscan.cli.audit import parse_size
 from ckptscan.report.audit import document_text
 from ckptscan.report.json import result_dict, schema
 from ckptscan.scan import ScanResult, model_inputs, scan

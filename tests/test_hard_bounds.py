@@ -299,7 +299,7 @@ def test_text_files_are_not_safetensors(tmp_path: Path) -> None:
 
 
 def test_interrupted_jsonl_line_is_ended_before_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ckptscan import cli
+    from ckptscan.cli import common as cli
 
     class Blocked(io.StringIO):
         calls = 0

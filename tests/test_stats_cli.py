@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptscan.cli import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, ProgressBar, main
+from ckptscan.cli import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
+from ckptscan.cli.common import ProgressBar
 from ckptscan.report.json import SCHEMA_VERSION, schema
 
 FIXTURES = Path(__file__).resolve().parent.parent / "testdata" / "stats"
