@@ -123,6 +123,16 @@ def add_reduction_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zero-points", action="store_true", help="int4/int8 targets: asymmetric, with zero points")
 
 
+def parse_counted(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by a parser with the reduction and stats options, whose counts cannot be negative."""
+    args = parser.parse_args(argv)
+    if args.group_size < 0:
+        parser.error("--group-size must be 0 or more")
+    if args.stats_workers < 0:
+        parser.error("--stats-workers must be 0 (one per core) or more")
+    return args
+
+
 def sample_fraction(text: str) -> float:
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)

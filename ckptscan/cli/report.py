@@ -13,6 +13,7 @@ from ckptscan.cli.common import (
     add_stats_arguments,
     build_reports,
     exit_code,
+    parse_counted,
     pipeline_options,
     report_errors,
     write_text,
@@ -41,11 +42,7 @@ def run_report(argv: list[str]) -> int:
     from ckptscan.report import html
 
     parser = report_parser()
-    args = parser.parse_args(argv)
-    if args.group_size < 0:
-        parser.error("--group-size must be 0 or more")
-    if args.stats_workers < 0:
-        parser.error("--stats-workers must be 0 (one per core) or more")
+    args = parse_counted(parser, argv)
     reports = build_reports(args.paths, pipeline_options(args), show_progress=True)
     write_text(args.output, html.render(reports))
     report_errors(reports)

@@ -27,6 +27,7 @@ from ckptscan.cli.common import (
     gpu_size,
     help_formatter,
     make_console,
+    parse_counted,
     piped_width,
     pipeline_options,
     report_errors,
@@ -69,11 +70,7 @@ def scan_parser() -> argparse.ArgumentParser:
 
 def run_scan(argv: list[str]) -> int:
     parser = scan_parser()
-    args = parser.parse_args(argv)
-    if args.group_size < 0:
-        parser.error("--group-size must be 0 or more")
-    if args.stats_workers < 0:
-        parser.error("--stats-workers must be 0 (one per core) or more")
+    args = parse_counted(parser, argv)
     configure_remote(args)
     if args.format == "json":
         args.json = True
