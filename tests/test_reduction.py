@@ -197,3 +197,17 @@ def test_plans_are_a_sequence_made_on_demand_and_shared_outcomes_keep_each_tenso
     q = [p for p in plans if p.name.endswith("q_proj.weight")]
     assert len(q) == L and len({(p.result, p.bytes, p.rule) for p in q}) == 1
     assert len({(p.name, p.index) for p in q}) == L
+
+
+def test_tensors_alike_but_for_their_output_axis_are_planned_each_their_own_way() -> None:
+    """Two [64, 200] weights: one read by an ONNX MatMul as its input 1 (output channels last,
+    200 rows of 64), one by a Gemm (64 rows of 200). int4 g128 gives them different scale counts,
+    so sharing one outcome per shape would be wrong."""
+    matmul = tensor("a.weight", (64, 200), attrs={"consumers": [{"op": "MatMul", "input": 1}]})
+    gemm = tensor("b.weight", (64, 200), attrs={"consumers": [{"op": "Gemm", "input": 1}]})
+    filler = tensor("c.weight", (16, 16))
+    int4 = _target(packed([matmul, gemm, filler]), "int4")
+    by_name = {p.name: p for p in int4.plans}
+    elements = 64 * 200
+    assert by_name["a.weight"].bytes == elements // 2 + 2 * 200 * 1  # 200 channels of 64 inputs: one group each
+    assert by_name["b.weight"].bytes == elements // 2 + 2 * 64 * 2  # 64 channels of 200 inputs: two groups each

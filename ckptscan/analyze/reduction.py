@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
-from ckptscan.analyze.layout import output_channels
+from ckptscan.analyze.layout import channels_last, output_channels
 from ckptscan.analyze.overhead import Overhead
 from ckptscan.analyze.parameters import Tie
 from ckptscan.analyze.roles import Role, RoleDecision, name_parts
@@ -152,11 +152,12 @@ class _Item:
 def _signature(item: _Item) -> tuple[object, ...]:
     """Everything a target's rule reads of a tensor but its name and place: a model repeats a few
     shapes thousands of times (a 47,000-tensor MoE has a few dozen signatures), so each signature's
-    outcome is worked out once per target. A 3-D expert bank's rule also reads whether its name
-    says it is a down projection."""
+    outcome is worked out once per target. What the rules read of the name and attributes is in it
+    too: which axis holds the output channels (a Keras kernel, an ONNX MatMul input) and, for a 3-D
+    expert bank, whether the name says it is a down projection."""
     t = item.tensor
     down = len(t.shape) == 3 and _is_down(t.name)
-    return (t.dtype.name, t.shape, t.nbytes, item.role, item.detail, down)
+    return (t.dtype.name, t.shape, t.nbytes, item.role, item.detail, down, len(t.shape) >= 2 and channels_last(t))
 
 
 # what a target makes of one tensor: (result dtype or scheme, bytes, rule)
