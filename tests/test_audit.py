@@ -556,3 +556,15 @@ def test_stats_make_deduplication_exact(tree: Path) -> None:
     records = by_path(audit, tree)
     assert "stats_summary" in records["finetune/step-100/model.safetensors"]
     jsonschema.Draft202012Validator(schema()).validate(json.loads(document_text(audit.sorted_texts(), audit.summary())))
+
+
+def test_summary_is_computed_once_until_more_is_added() -> None:
+    from ckptscan.audit.aggregate import Aggregate
+
+    aggregate = Aggregate(quantize="int8")
+    first = aggregate.summary()
+    aggregate.model_rows()  # needs the settled duplicate bytes: reuses the summary
+    assert aggregate.summary() is first
+    aggregate.add_skipped("notes.txt", 10, "not-a-checkpoint", named_like_checkpoint=False)
+    second = aggregate.summary()
+    assert second is not first and second.skipped.files == {"not-a-checkpoint": 1}

@@ -236,11 +236,13 @@ class Aggregate:
         self.skipped_bytes: Counter[str] = Counter()
         self.unrecognized: list[str] = []  # named like a checkpoint, content not recognized
         self.notes: list[str] = []
+        self._summary: Summary | None = None  # the last summary, until more is added
 
     # -- feeding -------------------------------------------------------------------------------
 
     def add_model(self, facts: Facts, digest: Digest, size: int) -> None:
         """One model's facts and digest; ``size`` is what its unit occupies on disk (for failed reads)."""
+        self._summary = None
         index = len(self.models)
         code = facts.error_code
         status = "ok" if code is None else "incomplete" if code in INCOMPLETE_CODES else "failed"
@@ -281,17 +283,25 @@ class Aggregate:
             self.findings.append(PathFinding(model.path, f))
 
     def add_skipped(self, path: str, size: int, reason: str, *, named_like_checkpoint: bool) -> None:
+        self._summary = None
         self.skipped[reason] += 1
         self.skipped_bytes[reason] += size
         if named_like_checkpoint:
             self.unrecognized.append(path)
 
     def note(self, message: str) -> None:
+        self._summary = None
         self.notes.append(message)
 
     # -- the summary -----------------------------------------------------------------------------
 
     def summary(self) -> Summary:
+        """The totals over every model added so far (computed once until more is added)."""
+        if self._summary is None:
+            self._summary = self._summarize()
+        return self._summary
+
+    def _summarize(self) -> Summary:
         order = sorted(range(len(self.models)), key=lambda i: self.models[i].path)
         rank = {model_index: position for position, model_index in enumerate(order)}
         dedupe = self._dedupe(rank)
@@ -430,7 +440,7 @@ class Aggregate:
 
     def model_rows(self) -> list[ModelRow]:
         """One flat row per model, in path order (the CSV and the terminal's model table)."""
-        self.summary()  # settles duplicate_bytes
+        self.summary()  # settles duplicate_bytes (the summary the report already asked for)
         return [
             ModelRow(
                 path=m.path,
